@@ -1,0 +1,58 @@
+"""Shared benchmark plumbing: a stack of the benchmark's own, machine facts, percentiles."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from infra.processes import free_port
+from infra.settings import Settings
+from infra.stack import StackManager
+from streams.admin import TopicManager
+
+
+@contextmanager
+def bench_stack(keep: bool = False) -> Iterator[Settings]:
+    """A fresh stack on free ports in a temp dir, so figures don't depend on earlier data."""
+    state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    settings = Settings().with_overrides(
+        stack={
+            "state_dir": state,
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "redis_port": free_port(),
+        }
+    )
+    manager = StackManager(settings)
+    manager.up()
+    try:
+        TopicManager(settings).apply()
+        yield settings
+    finally:
+        manager.down(purge=not keep)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB, Python {platform.python_version()}"
+
+
+def percentiles(values: list[float], ps: tuple[float, ...] = (50, 95, 99)) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    out = {f"p{p:g}": float(np.percentile(arr, p)) for p in ps}
+    out["max"] = float(arr.max())
+    return out

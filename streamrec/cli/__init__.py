@@ -1,0 +1,55 @@
+"""`streamrec`: the one CLI that reaches every part.
+
+Sub-commands live in one module each and are registered here explicitly. The settings object
+is built once, from the environment, in the callback below and handed to each command.
+A `StreamRecError` is printed as one clear line and exits 1; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from infra.settings import Settings
+from streamrec.cli import data, demo, stack, topics, worker
+from streamrec.cli import replay as replay_cmd
+from streamrec.errors import StreamRecError
+
+app = typer.Typer(
+    name="streamrec",
+    help="StreamRec: a streaming recommendation platform on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+for module in (stack, topics, data, replay_cmd, worker, demo):
+    module.register(app)
+
+
+@app.callback()
+def _settings(
+    ctx: typer.Context,
+    state_dir: Path | None = typer.Option(
+        None,
+        "--state-dir",
+        help="data, logs and pids of the local stack "
+        "[env STREAMREC_STACK__STATE_DIR, default .streamrec]",
+    ),
+) -> None:
+    settings = Settings()
+    if state_dir is not None:
+        settings = settings.with_overrides(stack={"state_dir": state_dir})
+    ctx.obj = settings
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamRecError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)

@@ -1,0 +1,75 @@
+"""`streamrec up | down | status | doctor`: the local stack."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.programs import missing_programs
+from infra.settings import Settings
+from infra.stack import StackManager
+
+out = Console()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up", help="Start Kafka (KRaft) and redis-server; idempotent.")(up)
+    app.command("down", help="Stop what `up` started; --purge also removes the data.")(down)
+    app.command("status", help="Show each part, its address and whether it answers.")(status)
+    app.command("doctor", help="Check the system programs the stack needs.")(doctor)
+
+
+def up(ctx: typer.Context) -> None:
+    settings: Settings = ctx.obj
+    _require_programs(settings)
+    started = StackManager(settings).up()
+    for part, did in started.items():
+        out.print(f"{part}: {'started' if did else 'already running'}")
+    _print_status(settings)
+
+
+def down(
+    ctx: typer.Context, purge: bool = typer.Option(False, help="remove the state dir")
+) -> None:
+    settings: Settings = ctx.obj
+    stopped = StackManager(settings).down(purge=purge)
+    for part, did in stopped.items():
+        out.print(f"{part}: {'stopped' if did else 'not running'}")
+    if purge:
+        out.print(f"removed {settings.state_dir}")
+
+
+def status(ctx: typer.Context) -> None:
+    settings: Settings = ctx.obj
+    if not _print_status(settings):
+        raise typer.Exit(1)
+
+
+def doctor(ctx: typer.Context) -> None:
+    settings: Settings = ctx.obj
+    _require_programs(settings)
+    out.print("java 17+, mvn and redis-server found")
+
+
+def _require_programs(settings: Settings) -> None:
+    problems = missing_programs(
+        settings.stack.java, settings.stack.mvn, settings.stack.redis_server
+    )
+    if problems:
+        for p in problems:
+            out.print(f"[red]missing:[/] {p}", highlight=False)
+        raise typer.Exit(2)
+
+
+def _print_status(settings: Settings) -> bool:
+    table = Table("part", "address", "running", "answers", "detail")
+    parts = StackManager(settings).status()
+    for p in parts:
+        table.add_row(p.name, p.address, _yes(p.running), _yes(p.answers), p.detail)
+    out.print(table)
+    return all(p.answers for p in parts)
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"

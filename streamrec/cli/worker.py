@@ -1,0 +1,31 @@
+"""`streamrec worker NAME`: run one stream processor (a Faust worker) in the foreground."""
+
+from __future__ import annotations
+
+import typer
+
+from infra.settings import Settings
+from streams.workers import WORKERS, build_worker
+
+
+def register(app: typer.Typer) -> None:
+    app.command("worker", help=f"Run a processor: {', '.join(sorted(WORKERS))}.")(worker)
+    app.command("workers", help="List the processors `worker` can run.")(workers)
+
+
+def worker(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="processor name"),
+    group: str | None = typer.Option(None, help="consumer group (default: streamrec-NAME)"),
+    loglevel: str = typer.Option("info", help="faust/worker log level"),
+) -> None:
+    from faust.worker import Worker
+
+    settings: Settings = ctx.obj
+    app = build_worker(name, settings, group=group)
+    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+def workers() -> None:
+    for name, module in sorted(WORKERS.items()):
+        typer.echo(f"{name}\t{module}")

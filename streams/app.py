@@ -1,0 +1,58 @@
+"""The one composition root for stream processors: a Faust app built from the settings.
+
+Processors receive the app and declare their agents on it; `streamrec worker NAME` imports a
+known module list (streams.workers) rather than autodiscovering. Messages travel as raw
+bytes and are decoded by `streams.codecs` inside the agent, so a malformed message becomes a
+dead letter with its reason instead of an exception in Faust's deserializer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from infra.settings import Settings
+from topics import TopicSpec
+
+
+def _store_url() -> str:
+    try:
+        import rocksdict  # noqa: F401
+
+        return "rocksdict://"
+    except ImportError:  # pragma: no cover - rocksdict ships wheels for our platforms
+        return "memory://"
+
+
+def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
+    """A Faust app for `app_id` (its consumer group), state under the state dir."""
+    datadir = settings.state_dir / "faust" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "broker": f"kafka://{settings.kafka_bootstrap}",
+        "store": _store_url(),
+        "datadir": str(datadir),
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.kafka.default_partitions,
+        "topic_replication_factor": settings.kafka.replication_factor,
+        "topic_allow_declare": True,
+        "web_enabled": False,
+        "producer_linger_ms": 1,
+        "consumer_auto_offset_reset": "earliest",
+        "stream_wait_empty": False,
+    }
+    config.update(overrides)
+    return faust.App(app_id, **config)
+
+
+def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
+    """Declare a contract topic in Faust with the same partitions as `topics apply` gives it."""
+    return app.topic(
+        spec.name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=spec.partitions,
+        internal=False,
+    )

@@ -1,0 +1,37 @@
+"""recs.responses: answers to recs.requests, carrying the request's correlation id."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from topics.base import DAY_MS, Event, TopicSpec, utcnow
+
+Level = Literal["FULL", "STALE_FEATURES", "SIMPLE_RANKING", "POPULAR"]
+
+
+class RecommendedItem(Event):
+    item_id: str
+    score: float
+    explanation: str | None = None
+
+
+class RecResponse(Event):
+    schema_version: Literal[1] = 1
+    correlation_id: str
+    user_id: str
+    items: list[RecommendedItem]
+    level: Level
+    model_version: str | None = None
+    latency_ms: float = Field(ge=0)
+    served_at: datetime = Field(default_factory=utcnow)
+
+
+RECS_RESPONSES = TopicSpec(
+    name="recs.responses",
+    schema=RecResponse,
+    key_field="correlation_id",
+    description="default reply topic for recs.requests",
+    partitions=6,
+    retention_ms=DAY_MS,
+)

@@ -1,0 +1,32 @@
+"""recs.served: one impression per answer, for analytics and experiments."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from topics.base import Event, TopicSpec, utcnow
+from topics.recs_responses import Level
+
+
+class Impression(Event):
+    schema_version: Literal[1] = 1
+    event_id: str = Field(min_length=1, max_length=128)
+    request_id: str
+    user_id: str
+    item_ids: list[str]
+    level: Level
+    model_version: str | None = None
+    variant: str = "control"
+    channel: Literal["http", "kafka"] = "http"
+    latency_ms: float = Field(ge=0)
+    served_at: datetime = Field(default_factory=utcnow)
+
+
+RECS_SERVED = TopicSpec(
+    name="recs.served",
+    schema=Impression,
+    key_field="user_id",
+    description="what was served to whom, at which level and in which experiment variant",
+    partitions=6,
+)

@@ -1,0 +1,28 @@
+"""registry.changes: a model or index version was promoted or rolled back."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from topics.base import FOREVER, Event, TopicSpec, utcnow
+
+
+class RegistryChange(Event):
+    schema_version: Literal[1] = 1
+    kind: Literal["ranker", "retriever", "index"]
+    name: str
+    version: str
+    action: Literal["promote", "rollback", "publish"]
+    at: datetime = Field(default_factory=utcnow)
+
+
+REGISTRY_CHANGES = TopicSpec(
+    name="registry.changes",
+    schema=RegistryChange,
+    key_field="kind",
+    description="model and index promotions; compacted to the current version per kind",
+    partitions=1,
+    cleanup_policy="compact",
+    retention_ms=FOREVER,
+)

@@ -1,0 +1,79 @@
+"""Contracts of the precomputed stores the request path reads (Redis keys and their values).
+
+Like topics, each key layout is declared once with its pydantic schema; writers (processors)
+and readers (serving) import it instead of spelling key strings.
+
+| key | type | written by | read by |
+| --- | --- | --- | --- |
+| `cand:{user_id}` | string, JSON `CandidateList` | candidates processor | serving |
+| `popular:{window}` | sorted set item_id -> score | trending processor | serving (POPULAR), candidates |
+| `catalog:removed` | set of item ids | content pipeline / invalidation | serving (filters at once) |
+| `llm:{key}` | string, JSON `EnrichResult` | LLM enricher | serving (explanations) |
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from topics.base import Event, utcnow
+
+
+class StoreKey(BaseModel):
+    """A Redis key layout: `pattern` formatted with named fields, its type and value schema."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    pattern: str
+    redis_type: Literal["string", "zset", "set", "hash"]
+    schema_: type[BaseModel] | None = Field(None, alias="schema")
+    ttl_s: int | None = None
+    description: str
+
+    def key(self, **fields: str) -> str:
+        return self.pattern.format(**fields)
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item_id: str
+    score: float
+    sources: list[str] = Field(description="e.g. two_tower, covisit, content, trending")
+
+
+class CandidateList(Event):
+    schema_version: Literal[1] = 1
+    user_id: str
+    model_version: str
+    computed_at: datetime = Field(default_factory=utcnow)
+    items: list[Candidate] = Field(max_length=1000)
+
+
+USER_CANDIDATES = StoreKey(
+    pattern="cand:{user_id}",
+    redis_type="string",
+    schema=CandidateList,
+    ttl_s=7 * 24 * 3600,
+    description="a user's precomputed candidates (up to 500), best first",
+)
+
+POPULAR = StoreKey(
+    pattern="popular:{window}",
+    redis_type="zset",
+    description="trending items per window ('1h', '24h'): the POPULAR fallback list",
+)
+
+REMOVED_ITEMS = StoreKey(
+    pattern="catalog:removed",
+    redis_type="set",
+    description="items removed from the catalog; serving filters them out immediately",
+)
+
+LLM_RESULT = StoreKey(
+    pattern="llm:{key}",
+    redis_type="string",
+    description="cached LLM enrichment result (JSON EnrichResult) by its dedupe key",
+)
