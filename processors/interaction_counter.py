@@ -9,11 +9,13 @@ Failure policy: a malformed message goes to dead.letters with the reason; the ag
 
 from __future__ import annotations
 
+import time
+
 import faust
 import redis.asyncio as aioredis
 
 from infra.settings import Settings
-from streams import codecs
+from streams import codecs, metrics
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
 from topics import EVENTS_INTERACTIONS
@@ -30,6 +32,7 @@ def counter_key(group: str, dead: bool = False) -> str:
 def build(settings: Settings, group: str | None = None) -> faust.App:
     group = group or f"streamrec-{NAME}"
     app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)  # /metrics + heartbeat in Redis while the worker runs
     source = faust_topic(app, EVENTS_INTERACTIONS)
     dead_letters = FaustDeadLetters(app, NAME)
     store = aioredis.from_url(settings.redis_url)
@@ -37,7 +40,11 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
 
     @app.agent(source, name=NAME)
     async def count(stream: faust.StreamT) -> None:
+        processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
+        failed = metrics.EVENTS_FAILED.labels(NAME, EVENTS_INTERACTIONS.name, "schema")
+        latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(2000, within=0.1):
+            started = time.perf_counter()
             valid = dead = 0
             for event in batch:
                 try:
@@ -51,5 +58,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 pipe.incrby(key, valid)
                 pipe.incrby(dead_key, dead)
                 await pipe.execute()
+            processed.inc(valid)
+            failed.inc(dead)
+            latency.observe(time.perf_counter() - started)
 
     return app

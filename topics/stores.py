@@ -9,6 +9,7 @@ and readers (serving) import it instead of spelling key strings.
 | `popular:{window}` | sorted set item_id -> score | trending processor | serving (POPULAR), candidates |
 | `catalog:removed` | set of item ids | content pipeline / invalidation | serving (filters at once) |
 | `llm:{key}` | string, JSON `EnrichResult` | LLM enricher | serving (explanations) |
+| `workers:{name}:{pid}` | string, JSON `WorkerBeat`, TTL | every worker (metrics) | dashboard |
 """
 
 from __future__ import annotations
@@ -76,4 +77,11 @@ LLM_RESULT = StoreKey(
     pattern="llm:{key}",
     redis_type="string",
     description="cached LLM enrichment result (JSON EnrichResult) by its dedupe key",
+)
+
+WORKER_HEARTBEAT = StoreKey(
+    pattern="workers:{name}:{pid}",
+    redis_type="string",
+    ttl_s=8,
+    description="a live worker (JSON streams.metrics.WorkerBeat); expires when it stops beating",
 )

@@ -1,0 +1,186 @@
+"""Prometheus metrics for every worker, and the live-worker registry the dashboard reads.
+
+Responsibilities:
+- one set of metric objects with one naming scheme (`streamrec_*`), shared by every
+  processor and the serving app, so the dashboard and any Prometheus read them the same way;
+- `serve(settings, name)`: expose this process's metrics over HTTP on
+  `settings.analytics.metrics_port` (0 = a free port) and register the worker in Redis
+  (name, metrics URL, pid, heartbeat time) with a short TTL, refreshed by a daemon thread;
+  a worker that dies simply stops refreshing and its key expires (the dashboard then
+  shows it missing);
+- `attach(app, settings, name)`: the same for a Faust app, started with the worker and
+  stopped with it;
+- `live_workers(settings)`: the registered workers whose heartbeat has not expired.
+
+Usage (a Faust processor; see processors/interaction_counter.py)::
+
+    from streams import metrics
+    app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)
+    ...
+    metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name).inc(valid)
+    metrics.EVENTS_FAILED.labels(NAME, EVENTS_INTERACTIONS.name, "schema").inc(dead)
+    with metrics.PROCESSING_SECONDS.labels(NAME).time():
+        ...
+
+Any other process (serving, a plain consumer)::
+
+    handle = metrics.serve(settings, "serving")   # handle.url, handle.stop()
+
+Metrics (type; labels; meaning):
+- streamrec_events_processed_total (counter; processor, topic): messages handled successfully
+- streamrec_events_failed_total (counter; processor, topic, reason): dead-lettered or errored;
+  reason is a short code (schema, store, ...)
+- streamrec_processing_seconds (histogram; processor): time to handle one batch (or event)
+- streamrec_request_seconds (histogram; route): serving request latency inside the worker
+- streamrec_consumer_lag (gauge; topic, group): end minus committed offset, over partitions
+- streamrec_queue_depth (gauge; worker, queue): items waiting in a bounded in-process queue
+- streamrec_breaker_state (gauge; worker, dependency): 0 closed, 1 half-open, 2 open
+- streamrec_degradation_total (counter; level): answers by level (FULL, STALE_FEATURES, ...)
+- streamrec_cache_requests_total (counter; cache, result): result "hit" or "miss"
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from pydantic import BaseModel, ConfigDict
+
+from infra.settings import Settings
+from topics.stores import WORKER_HEARTBEAT
+
+EVENTS_PROCESSED = Counter(
+    "streamrec_events_processed", "Messages handled successfully.", ["processor", "topic"]
+)
+EVENTS_FAILED = Counter(
+    "streamrec_events_failed",
+    "Messages that failed (dead-lettered or errored).",
+    ["processor", "topic", "reason"],
+)
+PROCESSING_SECONDS = Histogram(
+    "streamrec_processing_seconds",
+    "Time to handle one batch (or one event).",
+    ["processor"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+REQUEST_SECONDS = Histogram(
+    "streamrec_request_seconds",
+    "Serving request latency inside the worker.",
+    ["route"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0),
+)
+CONSUMER_LAG = Gauge(
+    "streamrec_consumer_lag", "End offset minus committed offset.", ["topic", "group"]
+)
+QUEUE_DEPTH = Gauge(
+    "streamrec_queue_depth", "Items waiting in a bounded queue.", ["worker", "queue"]
+)
+BREAKER_STATE = Gauge(
+    "streamrec_breaker_state", "0 closed, 1 half-open, 2 open.", ["worker", "dependency"]
+)
+DEGRADATION = Counter("streamrec_degradation", "Answers by degradation level.", ["level"])
+CACHE_REQUESTS = Counter(
+    "streamrec_cache_requests", "Cache lookups by result (hit/miss).", ["cache", "result"]
+)
+
+BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
+
+
+class WorkerBeat(BaseModel):
+    """What a live worker publishes under `WORKER_HEARTBEAT` (JSON), refreshed every beat."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    pid: int
+    host: str
+    metrics_url: str
+    started_at: float
+    heartbeat_at: float
+
+
+class MetricsHandle:
+    """A running metrics endpoint plus its heartbeat thread; `stop()` ends both."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        cfg = settings.analytics
+        self.name = name
+        self._server, self._thread = start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+        self.port: int = self._server.server_port
+        self.url = f"http://{cfg.metrics_host}:{self.port}/metrics"
+        self._interval = cfg.heartbeat_interval_s
+        self._ttl = cfg.heartbeat_ttl_s
+        self._key = WORKER_HEARTBEAT.key(name=name, pid=str(os.getpid()))
+        self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+        self._started = time.time()
+        self._stopped = threading.Event()
+        self.beat()  # registered before serve() returns, so callers can wait on it
+        self._beater = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
+        self._beater.start()
+
+    def beat(self) -> None:
+        record = WorkerBeat(
+            name=self.name,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            metrics_url=self.url,
+            started_at=self._started,
+            heartbeat_at=time.time(),
+        )
+        # Redis down: the worker keeps working; the dashboard shows it missing.
+        with contextlib.suppress(redis.RedisError):
+            self._redis.set(self._key, record.model_dump_json(), ex=self._ttl)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            self.beat()
+
+    def stop(self) -> None:
+        """Deregister and close the endpoint (a crash skips this; the TTL covers it)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with contextlib.suppress(redis.RedisError):
+            self._redis.delete(self._key)
+        self._server.shutdown()
+        self._server.server_close()
+        self._redis.close()
+
+
+def serve(settings: Settings, name: str) -> MetricsHandle:
+    """Expose this process's metrics over HTTP and register it as live worker `name`."""
+    return MetricsHandle(settings, name)
+
+
+def attach(app: Any, settings: Settings, name: str) -> None:
+    """Serve metrics and heartbeat for the lifetime of Faust `app` (started with the worker)."""
+    handle: dict[str, MetricsHandle] = {}
+
+    @app.task
+    async def _metrics_start() -> None:
+        handle["h"] = serve(settings, name)
+
+    @app.on_before_shutdown.connect
+    def _metrics_stop(sender: Any, **kwargs: Any) -> None:
+        if "h" in handle:
+            handle.pop("h").stop()
+
+
+def live_workers(settings: Settings) -> list[WorkerBeat]:
+    """Workers whose heartbeat key has not expired, by name then pid."""
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+    try:
+        keys = list(client.scan_iter(match=WORKER_HEARTBEAT.key(name="*", pid="*"), count=500))
+        values = client.mget(keys) if keys else []
+    finally:
+        client.close()
+    beats = [WorkerBeat.model_validate(json.loads(v)) for v in values if v]
+    return sorted(beats, key=lambda b: (b.name, b.pid))
