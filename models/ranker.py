@@ -1,0 +1,246 @@
+"""The DCN-V2-style ranker, and the small inference API serving loads (registry kind "ranker").
+
+Responsibilities:
+- `RankerInputs`: builds the feature tensor of (user, candidate) pairs on the model's device
+  from the user's recent items and aggregates and the in-memory item table: the two-tower
+  score, content similarity to the history and to the session, genre affinities, item
+  popularity / mean rating / year, user aggregates, plus an item-id embedding. Training and
+  serving build features with this same code, so they cannot drift apart;
+- `DCNRanker`: cross network (full-rank DCN-V2 cross layers) in parallel with a small MLP;
+- `RankerModel`: `load(version_dir, device)`, `score_batch(users, candidates)`, `version`.
+  A ranker version directory is self-contained: the item table, the two-tower it scores
+  with, and its own weights, so serving loads one directory.
+
+Unknown candidate ids (items newer than the model) score `UNKNOWN_SCORE`, below every
+known item, instead of failing the request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from models.errors import ModelLoadError
+from models.features import UserFeatures
+from models.items import N_GENRES, ItemTable
+from models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
+
+UNKNOWN_SCORE = -1e9
+N_DENSE = 11
+
+
+class RankerConfig(BaseModel):
+    n_items: int
+    id_dim: int = 16
+    cross_layers: int = 2
+    hidden: int = 128
+
+    @property
+    def n_features(self) -> int:
+        return N_DENSE + 3 * N_GENRES + self.id_dim
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+class RankerInputs(nn.Module):
+    """Feature tensor (B, C, n_features) for users (B) and their candidates (B, C)."""
+
+    def __init__(self, cfg: RankerConfig, table: ItemTable, two_tower: TwoTower) -> None:
+        super().__init__()
+        self.two_tower = two_tower
+        for p in self.two_tower.parameters():
+            p.requires_grad_(False)
+        self.session_len = two_tower.cfg.session_len
+        self.ids = nn.Embedding(cfg.n_items + 1, cfg.id_dim, padding_idx=0)
+        nn.init.normal_(self.ids.weight, std=0.05)
+        f32 = np.float32
+        self.register_buffer("genres", torch.from_numpy(table.padded(table.genres)), False)
+        self.register_buffer(
+            "content", torch.from_numpy(table.padded(table.content).astype(f32)), False
+        )
+        self.register_buffer("year", torch.from_numpy(table.padded(table.year)), False)
+        self.register_buffer("pop", torch.from_numpy(table.padded(table.popularity)), False)
+        self.register_buffer("mean", torch.from_numpy(table.padded(table.mean_rating)), False)
+        self.register_buffer("item_vecs", torch.zeros(cfg.n_items + 1, two_tower.cfg.dim), False)
+
+    def refresh_item_vectors(self) -> None:
+        with torch.no_grad():
+            self.item_vecs = self.two_tower.all_items()
+
+    @staticmethod
+    def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (x * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def forward(
+        self,
+        history: torch.Tensor,  # (B, H) left padded
+        aggs: torch.Tensor,  # (B, 2)
+        cand: torch.Tensor,  # (B, C)
+        item_pop: torch.Tensor | None = None,  # (B, C) point-in-time override (training)
+        item_mean: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        with torch.no_grad():
+            user_vec = self.two_tower.user(history, aggs)  # (B, d)
+        mask = (history > 0).unsqueeze(-1).float()
+        s_hist, s_mask = history[:, -self.session_len :], mask[:, -self.session_len :]
+        c_hist = nn.functional.normalize(self._masked_mean(self.content[history], mask), dim=-1)
+        c_sess = nn.functional.normalize(self._masked_mean(self.content[s_hist], s_mask), dim=-1)
+        g_hist = self._masked_mean(self.genres[history], mask)  # (B, G)
+        g_sess = self._masked_mean(self.genres[s_hist], s_mask)
+        cand_content = self.content[cand]  # (B, C, D)
+        cand_genres = self.genres[cand]  # (B, C, G)
+        pop = self.pop[cand] if item_pop is None else item_pop
+        mean = self.mean[cand] if item_mean is None else item_mean
+        b, c = cand.shape
+        user_mean = aggs[:, 1:2].expand(b, c)
+        dense = torch.stack(
+            [
+                torch.einsum("bd,bcd->bc", user_vec, self.item_vecs[cand]),
+                torch.einsum("bd,bcd->bc", c_hist, cand_content),
+                torch.einsum("bd,bcd->bc", c_sess, cand_content),
+                torch.log1p(pop) / 8.0,
+                mean / 5.0,
+                self.year[cand],
+                aggs[:, 0:1].expand(b, c),
+                user_mean,
+                torch.einsum("bg,bcg->bc", g_hist, cand_genres),
+                torch.einsum("bg,bcg->bc", g_sess, cand_genres),
+                mean / 5.0 - user_mean,
+            ],
+            dim=-1,
+        )
+        return torch.cat(
+            [
+                dense,
+                g_hist.unsqueeze(1).expand(b, c, N_GENRES),
+                g_sess.unsqueeze(1).expand(b, c, N_GENRES),
+                cand_genres,
+                self.ids(cand),
+            ],
+            dim=-1,
+        )
+
+
+class DCNRanker(nn.Module):
+    """DCN-V2 (parallel): x_{l+1} = x0 * (W x_l + b) + x_l, beside an MLP; one logit."""
+
+    def __init__(self, cfg: RankerConfig, inputs: RankerInputs) -> None:
+        super().__init__()
+        n = cfg.n_features
+        self.inputs = inputs
+        self.norm = nn.LayerNorm(n)
+        self.cross = nn.ModuleList(nn.Linear(n, n) for _ in range(cfg.cross_layers))
+        self.deep = nn.Sequential(
+            nn.Linear(n, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.hidden // 2), nn.ReLU()
+        )
+        self.head = nn.Linear(n + cfg.hidden // 2, 1)
+
+    def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
+        x0 = self.norm(self.inputs(*args))
+        x = x0
+        for layer in self.cross:
+            x = x0 * layer(x) + x
+        return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
+
+def save_two_tower(model: TwoTower, directory: Path) -> None:
+    torch.save(model.state_dict(), directory / "two_tower.pt")
+    (directory / "two_tower.json").write_text(model.cfg.model_dump_json())
+
+
+def load_two_tower(directory: Path, table: ItemTable, device: torch.device) -> TwoTower:
+    try:
+        cfg = TwoTowerConfig.model_validate_json((directory / "two_tower.json").read_text())
+        model = TwoTower(cfg, table)
+        state = torch.load(directory / "two_tower.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the two-tower model in {directory}: {exc}") from exc
+    return model.to(device).eval()
+
+
+class RankerModel:
+    """A loaded ranker version: scores candidate lists for users (micro-batch friendly)."""
+
+    def __init__(
+        self, net: DCNRanker, table: ItemTable, version: str, device: torch.device
+    ) -> None:
+        self.net = net.to(device).eval()
+        self.net.inputs.refresh_item_vectors()
+        self.table = table
+        self.version = version
+        self.device = device
+        self.history_len = net.inputs.two_tower.cfg.history_len
+
+    @classmethod
+    def load(cls, version_dir: Path, device: str | torch.device = "auto") -> RankerModel:
+        dev = device if isinstance(device, torch.device) else pick_device(device)
+        version_dir = Path(version_dir)
+        table = ItemTable.load(version_dir)
+        two_tower = load_two_tower(version_dir, table, dev)
+        try:
+            cfg = RankerConfig.model_validate_json((version_dir / "ranker.json").read_text())
+            net = DCNRanker(cfg, RankerInputs(cfg, table, two_tower))
+            state = torch.load(version_dir / "ranker.pt", map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the ranker in {version_dir}: {exc}") from exc
+        version = version_dir.name
+        manifest = version_dir / "manifest.json"
+        if manifest.exists():
+            version = json.loads(manifest.read_text()).get("version", version)
+        return cls(net, table, version, dev)
+
+    def save(self, directory: Path) -> None:
+        self.table.save(directory)
+        save_two_tower(self.net.inputs.two_tower, directory)
+        torch.save(self.net.state_dict(), directory / "ranker.pt")
+        cfg = RankerConfig(
+            n_items=len(self.table),
+            id_dim=self.net.inputs.ids.embedding_dim,
+            cross_layers=len(self.net.cross),
+            hidden=self.net.deep[0].out_features,
+        )
+        (directory / "ranker.json").write_text(cfg.model_dump_json())
+
+    def user_tensors(self, users: list[UserFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+        hist = encode_histories(self.table, [u.recent_items for u in users], self.history_len)
+        aggs = aggregates([u.n_interactions for u in users], [u.mean_rating for u in users])
+        return (
+            torch.from_numpy(hist).to(self.device),
+            torch.from_numpy(aggs).to(self.device),
+        )
+
+    @torch.inference_mode()
+    def score_batch(
+        self, users: list[UserFeatures], candidates: list[list[str]]
+    ) -> list[np.ndarray]:
+        """One float32 array of scores per user, aligned with their candidate list."""
+        if len(users) != len(candidates):
+            raise ValueError("one candidate list per user is needed")
+        if not users:
+            return []
+        width = max((len(c) for c in candidates), default=0)
+        if width == 0:
+            return [np.zeros(0, dtype=np.float32) for _ in users]
+        cand = np.zeros((len(users), width), dtype=np.int64)
+        for row, items in enumerate(candidates):
+            cand[row, : len(items)] = self.table.indices_or_zero(items)
+        hist, aggs = self.user_tensors(users)
+        cand_t = torch.from_numpy(cand).to(self.device)
+        scores = self.net(hist, aggs, cand_t).float()
+        scores = torch.where(cand_t > 0, scores, torch.full_like(scores, UNKNOWN_SCORE))
+        out = scores.cpu().numpy()
+        return [out[row, : len(items)].copy() for row, items in enumerate(candidates)]
+
+    def score(self, user: UserFeatures, candidates: list[str]) -> np.ndarray:
+        return self.score_batch([user], [candidates])[0]
