@@ -16,6 +16,7 @@ from rich.console import Console
 
 from infra.settings import Settings
 from streamrec.cli import data, demo, stack, topics, worker
+from streamrec.cli import features as features_cmd
 from streamrec.cli import replay as replay_cmd
 from streamrec.errors import StreamRecError
 
@@ -27,7 +28,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-for module in (stack, topics, data, replay_cmd, worker, demo):
+for module in (stack, topics, data, replay_cmd, worker, demo, features_cmd):
     module.register(app)
 
 

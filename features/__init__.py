@@ -1,0 +1,1 @@
+"""User and item features: pure feature logic, Feast rows, and the online reader API."""
