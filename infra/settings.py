@@ -89,7 +89,6 @@ class IndexSettings(_Section):
     """Vector index snapshots (issue 3): FAISS type and snapshot policy."""
 
     kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="flat = exact inner product")
-    registry_kind: str = Field("index", description="the model registry kind snapshots go to")
     hnsw_m: int = Field(32, ge=2)
     hnsw_ef_construction: int = Field(80, ge=1)
     hnsw_ef_search: int = Field(128, ge=1)
@@ -171,6 +170,9 @@ class AnalyticsSettings(_Section):
     report_window_s: int = Field(7 * 24 * 3600, ge=60, description="report: look-back window")
     experiment: str = Field("ranker-v1", description="the running A/B experiment's name")
     variants: str = Field("control,treatment", description="comma-separated; first = control")
+    fault_exit_after_insert: int = Field(
+        0, ge=0, description="tests only: exit after the Nth insert, before its commit"
+    )
 
 
 class InvalidationSettings(_Section):

@@ -15,6 +15,10 @@ from streamrec.errors import ConfigError
 
 WORKERS: dict[str, str] = {
     "interaction-counter": "processors.interaction_counter",
+    "content-pipeline": "processors.content_pipeline",
+    "vector-indexer": "processors.vector_indexer",
+    "analytics-sink": "processors.analytics_sink",
+    "invalidation": "processors.invalidation",
 }
 
 

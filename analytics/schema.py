@@ -1,0 +1,110 @@
+"""The analytics tables: DDL, and the row each topic's event becomes.
+
+Tables are ReplacingMergeTree whose sorting key ends with the event's identity, so a
+redelivered event (same id, same content) collapses into one row; every read uses `FINAL`
+(ADR 0050). Sorting keys follow the report's queries:
+
+- `interactions`: one row per interaction, ORDER BY (user_id, ts, event_id): clicks are
+  looked up per user after an impression;
+- `impressions`: one row per recs.served impression, ORDER BY (served_at, event_id):
+  per-minute traffic, latency and levels, CTR and coverage read time ranges;
+- `catalog`: one row per item (latest `updated_at` wins), ORDER BY item_id: coverage's
+  denominator (live items).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topics import CatalogItem, Impression, Interaction
+
+INTERACTIONS = "interactions"
+IMPRESSIONS = "impressions"
+CATALOG = "catalog"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    INTERACTIONS: ("event_id", "user_id", "item_id", "kind", "rating", "ts", "source"),
+    IMPRESSIONS: (
+        "event_id",
+        "request_id",
+        "user_id",
+        "item_ids",
+        "level",
+        "model_version",
+        "variant",
+        "channel",
+        "latency_ms",
+        "served_at",
+    ),
+    CATALOG: ("item_id", "removed", "title", "genres", "updated_at"),
+}
+
+_DDL = {
+    INTERACTIONS: """
+        CREATE TABLE IF NOT EXISTS {db}.interactions (
+            event_id String,
+            user_id String,
+            item_id String,
+            kind LowCardinality(String),
+            rating Nullable(Float32),
+            ts DateTime64(3, 'UTC'),
+            source LowCardinality(String)
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (user_id, ts, event_id)
+    """,
+    IMPRESSIONS: """
+        CREATE TABLE IF NOT EXISTS {db}.impressions (
+            event_id String,
+            request_id String,
+            user_id String,
+            item_ids Array(String),
+            level LowCardinality(String),
+            model_version Nullable(String),
+            variant LowCardinality(String),
+            channel LowCardinality(String),
+            latency_ms Float64,
+            served_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (served_at, event_id)
+    """,
+    CATALOG: """
+        CREATE TABLE IF NOT EXISTS {db}.catalog (
+            item_id String,
+            removed UInt8,
+            title String,
+            genres Array(String),
+            updated_at DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree(updated_at)
+        ORDER BY item_id
+    """,
+}
+
+
+def ensure_tables(client: Any, database: str) -> None:
+    """Create the database and the tables when missing (idempotent)."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    for ddl in _DDL.values():
+        client.command(ddl.format(db=database))
+
+
+def interaction_row(e: Interaction) -> list[Any]:
+    return [e.event_id, e.user_id, e.item_id, e.kind, e.rating, e.ts, e.source]
+
+
+def impression_row(e: Impression) -> list[Any]:
+    return [
+        e.event_id,
+        e.request_id,
+        e.user_id,
+        list(e.item_ids),
+        e.level,
+        e.model_version,
+        e.variant,
+        e.channel,
+        e.latency_ms,
+        e.served_at,
+    ]
+
+
+def catalog_row(e: CatalogItem) -> list[Any]:
+    return [e.item_id, int(e.op == "remove"), e.title, list(e.genres), e.updated_at]
