@@ -1,0 +1,261 @@
+"""Invalidation processor: targeted, coalesced, rate-bounded refreshes instead of broadcasts.
+
+Responsibilities (the decisions live in `invalidation/`; this module is the I/O around them):
+- consume what can make precomputed results stale: catalog.items (upserts, removals),
+  catalog.vectors (new or changed embeddings, tombstones), registry.changes (ranker or
+  retriever promotions and rollbacks, index swaps); and what it needs to decide:
+  events.interactions (users' recent items and activity) and candidates (which items each
+  user's `cand:{user_id}` holds, read from Redis when a list is rewritten);
+- add removed items to `catalog:removed` as soon as the removal is read, before any refresh:
+  serving filters them at once;
+- coalescing mode (default): close a window every `window_s`, then emit `RefreshCommand`s
+  (mode "refresh", most active users first) to cache.invalidations through a token bucket
+  of `refresh_rate_per_s` (burst `refresh_burst`); the candidates processor and the serving
+  cache recompute and swap in, the old value serving meanwhile;
+- broadcast mode (`settings.invalidation.mode = "broadcast"`, for the benchmark only): today's
+  behaviour, every affected `cand:{user_id}` deleted at once and a "delete" command sent for
+  each, with no window and no bound.
+
+Why Faust (ADR 0070): one app runs five agents plus a window timer and an emitter task on one
+event loop, so the shared in-memory state needs no locks; it is the project's worker model
+(`streamrec worker invalidation`, metrics, dead letters) and aiolimiter paces the emitter.
+
+Failure policy: a malformed message goes to dead.letters with the reason and the agent goes
+on; a candidates notice whose list is not valid JSON is counted and ignored (the list's next
+rewrite corrects it). State is in memory and rebuilt at start-up from the topics (see
+`invalidation.bootstrap`); refreshes still queued when the process dies are lost, which costs
+freshness, never correctness (removals are in `catalog:removed` before any refresh is queued).
+Run one instance per group: the state is per process, not partitioned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import faust
+import redis
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+
+from infra.settings import Settings
+from invalidation import bootstrap
+from invalidation.engine import Effects, Invalidator
+from invalidation.pacing import refresh_limiter
+from streams import codecs, metrics
+from streams.app import create_app, faust_topic
+from streams.dead_letters import FaustDeadLetters
+from topics import (
+    CACHE_INVALIDATIONS,
+    CANDIDATES,
+    CATALOG_ITEMS,
+    CATALOG_VECTORS,
+    EVENTS_INTERACTIONS,
+    REGISTRY_CHANGES,
+    CandidatesUpdated,
+    CatalogItem,
+    Interaction,
+    ItemVector,
+    RefreshCommand,
+    RegistryChange,
+    TopicSpec,
+)
+from topics.base import utcnow
+from topics.errors import SchemaError
+from topics.stores import REMOVED_ITEMS, USER_CANDIDATES, CandidateList
+
+NAME = "invalidation"
+
+
+def candidate_lists(values: list[bytes | None]) -> list[CandidateList | None]:
+    out: list[CandidateList | None] = []
+    for raw in values:
+        try:
+            out.append(None if raw is None else CandidateList.model_validate_json(raw))
+        except ValidationError:
+            out.append(None)
+    return out
+
+
+def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootstrap.NewsFrom:
+    """Read the state topics to their end (state only) and say where news starts."""
+    news = bootstrap.news_from(settings, group)
+    store = redis.Redis.from_url(settings.redis_url)
+
+    def interactions(msgs: list[Any]) -> None:
+        events = [bootstrap.decode_or_none(EVENTS_INTERACTIONS, m.value()) for m in msgs]
+        engine.on_interactions(e for e in events if isinstance(e, Interaction))
+
+    def vectors(msgs: list[Any]) -> None:
+        decoded = [(m.key(), bootstrap.decode_or_none(CATALOG_VECTORS, m.value())) for m in msgs]
+        live = [(v, codecs.vector_to_numpy(v)) for _, v in decoded if isinstance(v, ItemVector)]
+        gone = [k.decode() for k, v in decoded if v is None and k is not None]
+        with engine.state_only():
+            engine.on_vectors(live, tombstones=gone)
+
+    def items(msgs: list[Any]) -> None:
+        events = [bootstrap.decode_or_none(CATALOG_ITEMS, m.value()) for m in msgs]
+        removed = [e for e in events if isinstance(e, CatalogItem) and e.op == "remove"]
+        with engine.state_only():
+            effects = engine.on_items(removed)
+        if effects.removed_items:
+            store.sadd(REMOVED_ITEMS.key(), *effects.removed_items)
+
+    def candidates(msgs: list[Any]) -> None:
+        users = {m.key().decode() for m in msgs if m.key() is not None}
+        keys = [USER_CANDIDATES.key(user_id=u) for u in users]
+        engine.on_candidates(c for c in candidate_lists(store.mget(keys)) if c is not None)
+
+    try:
+        bootstrap.read_to_end(settings, CATALOG_VECTORS, vectors)
+        bootstrap.read_to_end(settings, EVENTS_INTERACTIONS, interactions)
+        bootstrap.read_to_end(settings, CATALOG_ITEMS, items)
+        bootstrap.read_to_end(settings, CANDIDATES, candidates)
+    finally:
+        store.close()
+    return news
+
+
+def build(settings: Settings, group: str | None = None) -> faust.App:
+    group = group or f"streamrec-{NAME}"
+    cfg = settings.invalidation
+    app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)
+    engine = Invalidator(cfg)
+    news = rebuild_state(settings, group, engine)
+    dead_letters = FaustDeadLetters(app, NAME)
+    out = faust_topic(app, CACHE_INVALIDATIONS)
+    store = aioredis.from_url(settings.redis_url)
+    wake: dict[str, asyncio.Event] = {}
+    pending_gauge = metrics.QUEUE_DEPTH.labels(NAME, "pending")
+    sweep_gauge = metrics.QUEUE_DEPTH.labels(NAME, "sweep")
+
+    def is_news(event: Any) -> bool:
+        msg = event.message
+        return msg.offset >= news.get((msg.topic, msg.partition), 0)
+
+    def wake_emitter() -> None:
+        if "event" in wake:
+            wake["event"].set()
+
+    async def decode_batch(spec: TopicSpec, batch: list[Any]) -> list[tuple[Any, Any]]:
+        decoded = []
+        for event in batch:
+            try:
+                decoded.append((event, codecs.decode(spec, event.value)))
+            except SchemaError as exc:
+                await dead_letters.send(event, exc.reason)
+                metrics.EVENTS_FAILED.labels(NAME, spec.name, "schema").inc()
+        metrics.EVENTS_PROCESSED.labels(NAME, spec.name).inc(len(decoded))
+        return decoded
+
+    async def send(command: RefreshCommand) -> None:
+        await out.send(
+            key=CACHE_INVALIDATIONS.key_of(command),
+            value=codecs.encode(CACHE_INVALIDATIONS, command),
+        )
+
+    async def apply(effects: Effects) -> None:
+        # Removals first: from here on serving filters the item, whatever the refreshes do.
+        if effects.removed_items:
+            await store.sadd(REMOVED_ITEMS.key(), *effects.removed_items)
+        if effects.deletions:  # broadcast mode: everything affected, at once
+            keys = [USER_CANDIDATES.key(user_id=c.user_id) for c in effects.deletions]
+            await store.delete(*keys)
+            for command in effects.deletions:
+                await send(command)
+        if effects.queued:
+            wake_emitter()
+
+    def split(pairs: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+        return [e for ev, e in pairs if is_news(ev)], [e for ev, e in pairs if not is_news(ev)]
+
+    @app.agent(faust_topic(app, CATALOG_ITEMS), name=f"{NAME}-items")
+    async def items(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.05):
+            fresh, history = split(await decode_batch(CATALOG_ITEMS, batch))
+            with engine.state_only():
+                await apply(engine.on_items(history))
+            await apply(engine.on_items(fresh))
+
+    @app.agent(faust_topic(app, CATALOG_VECTORS), name=f"{NAME}-vectors")
+    async def vectors(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.05):
+            live: list[Any] = []
+            for event in batch:
+                if event.value is None:  # tombstone: the item is gone
+                    if event.key is not None:
+                        live.append((event, event.key.decode()))
+                    continue
+                try:
+                    vector = codecs.decode_vector(event.value)
+                except SchemaError as exc:
+                    await dead_letters.send(event, exc.reason)
+                    metrics.EVENTS_FAILED.labels(NAME, CATALOG_VECTORS.name, "schema").inc()
+                    continue
+                live.append((event, vector))
+            metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_VECTORS.name).inc(len(live))
+            for fresh in (False, True):
+                part = [v for ev, v in live if is_news(ev) == fresh]
+                pairs = [(v, codecs.vector_to_numpy(v)) for v in part if isinstance(v, ItemVector)]
+                gone = [v for v in part if isinstance(v, str)]
+                if fresh:
+                    await apply(engine.on_vectors(pairs, tombstones=gone))
+                else:
+                    with engine.state_only():
+                        await apply(engine.on_vectors(pairs, tombstones=gone))
+
+    @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
+    async def interactions(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(2000, within=0.1):
+            pairs = await decode_batch(EVENTS_INTERACTIONS, batch)
+            engine.on_interactions(e for _, e in pairs if isinstance(e, Interaction))
+
+    @app.agent(faust_topic(app, CANDIDATES), name=f"{NAME}-candidates")
+    async def candidates(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.1):
+            notices = [e for _, e in await decode_batch(CANDIDATES, batch)]
+            notices = [n for n in notices if isinstance(n, CandidatesUpdated)]
+            if not notices:
+                continue
+            keys = [USER_CANDIDATES.key(user_id=n.user_id) for n in notices]
+            lists = candidate_lists(await store.mget(keys))
+            engine.on_candidates(c for c in lists if c is not None)
+            engine.on_candidates_gone(n for n, c in zip(notices, lists, strict=True) if c is None)
+
+    @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
+    async def registry(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(100, within=0.1):
+            for event, change in await decode_batch(REGISTRY_CHANGES, batch):
+                if not isinstance(change, RegistryChange):
+                    continue
+                if is_news(event):
+                    await apply(engine.on_registry(change))
+                else:
+                    with engine.state_only():
+                        await apply(engine.on_registry(change))
+
+    @app.timer(cfg.window_s)
+    async def close_window() -> None:
+        if engine.close_window():
+            wake_emitter()
+        pending_gauge.set(engine.coalescer.pending)
+        sweep_gauge.set(engine.coalescer.sweep_left)
+
+    @app.task
+    async def emitter() -> None:
+        event = wake["event"] = asyncio.Event()
+        limiter = refresh_limiter(cfg)
+        while True:
+            command = engine.next_command()
+            if command is None:
+                event.clear()
+                # Woken by a closed window or a promotion; the timeout is a safety net.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=cfg.window_s)
+                continue
+            await limiter.acquire()
+            await send(command.model_copy(update={"issued_at": utcnow()}))
+
+    return app
