@@ -182,7 +182,9 @@ class InvalidationSettings(_Section):
         "coalesce",
         description="broadcast = today's delete-everything-affected-at-once, for benchmarks only",
     )
-    window_s: float = Field(1.0, gt=0, description="changes to one key within it: one refresh")
+    window_s: float = Field(1.0, gt=0, description="a changed item waits until it has been "
+                            "quiet this long, then all waiting items make one pass")
+    max_delay_s: float = Field(5.0, gt=0, description="a changed item waits at most this long")
     refresh_rate_per_s: float = Field(20.0, gt=0, description="refresh commands emitted per s")
     refresh_burst: int = Field(5, ge=1, description="token bucket size: any window of T seconds "
                                "holds at most rate * T + burst commands")

@@ -15,10 +15,13 @@ from streamrec.errors import ConfigError
 
 WORKERS: dict[str, str] = {
     "interaction-counter": "processors.interaction_counter",
+    "session-features": "processors.session_features",
+    "trending": "processors.trending",
     "content-pipeline": "processors.content_pipeline",
     "vector-indexer": "processors.vector_indexer",
     "analytics-sink": "processors.analytics_sink",
     "invalidation": "processors.invalidation",
+    "llm-enricher": "processors.llm_enricher",
 }
 
 

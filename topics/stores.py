@@ -8,6 +8,7 @@ and readers (serving) import it instead of spelling key strings.
 | `cand:{user_id}` | string, JSON `CandidateList` | candidates processor | serving |
 | `popular:{window}` | sorted set item_id -> score | trending processor | serving (POPULAR), candidates |
 | `catalog:removed` | set of item ids | content pipeline / invalidation | serving (filters at once) |
+| `content:hash` | hash item_id -> content hash | content pipeline | content pipeline |
 | `llm:{key}` | string, JSON `EnrichResult` | LLM enricher | serving (explanations) |
 | `workers:{name}:{pid}` | string, JSON `WorkerBeat`, TTL | every worker (metrics) | dashboard |
 """
@@ -71,6 +72,12 @@ REMOVED_ITEMS = StoreKey(
     pattern="catalog:removed",
     redis_type="set",
     description="items removed from the catalog; serving filters them out immediately",
+)
+
+CONTENT_HASHES = StoreKey(
+    pattern="content:hash",
+    redis_type="hash",
+    description="item id -> content hash of its last published vector (content pipeline)",
 )
 
 LLM_RESULT = StoreKey(
