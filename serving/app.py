@@ -1,0 +1,166 @@
+"""The HTTP API (FastAPI on uvicorn): recommendations, health, readiness, metrics.
+
+Responsibilities:
+- routes: `GET /v1/users/{user_id}/recommendations?k=20` and its POST form with a session
+  context, `/healthz` (the process answers), `/readyz` (a ranker and the item snapshot are
+  loaded), `/metrics` (Prometheus: this worker's registry and the shared `streamrec_*` one),
+  and the OpenAPI schema FastAPI derives from the models in `serving.schemas`;
+- the `lifespan` opens Redis, Feast and the model (`ServingWorker.start`) and, when asked,
+  the request-topic server beside it; it closes them on shutdown;
+- errors in layers: the body limit (413) outermost, validation (422 with the reason),
+  `Overloaded` -> 503 + Retry-After + "overloaded, do not retry", anything else -> 500.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from infra.settings import Settings
+from serving.body_limit import BodyLimit
+from serving.errors import Overloaded
+from serving.schemas import Item, Problem, Recommendations, RecQuery, SessionContext
+from serving.worker import ServingWorker
+from topics import RecResponse
+from topics.recs_requests import Priority
+
+UserId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$", description="user")
+]
+OVERLOADED = {503: {"model": Problem, "description": "overloaded, do not retry"}}
+
+
+def create_app(
+    settings: Settings, worker: ServingWorker | None = None, topic: bool = False
+) -> FastAPI:
+    worker = worker or ServingWorker(settings)
+    cfg = settings.serving
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await worker.start()
+        server = None
+        if topic:
+            from serving.topic_server import TopicServer
+
+            server = TopicServer(settings, worker)
+            server.start()
+        try:
+            yield
+        finally:
+            if server is not None:
+                await server.stop()
+            await worker.stop()
+
+    app = FastAPI(
+        title="StreamRec serving",
+        version="1",
+        lifespan=lifespan,
+        description="Recommendations within a budget, at a degradation level that says how good.",
+    )
+    app.state.worker = worker
+
+    def answer(response: RecResponse) -> Recommendations:
+        items = []
+        for it in response.items:
+            info = worker.catalog.get(it.item_id)
+            items.append(
+                Item(
+                    item_id=it.item_id,
+                    score=it.score,
+                    title=info.title if info else "",
+                    genres=info.genres if info else [],
+                    explanation=it.explanation,
+                )
+            )
+        return Recommendations(
+            request_id=response.correlation_id,
+            user_id=response.user_id,
+            level=response.level,
+            model_version=response.model_version,
+            latency_ms=response.latency_ms,
+            items=items,
+        )
+
+    async def recommend(
+        user_id: str,
+        k: int,
+        priority: Priority,
+        budget_ms: int | None,
+        recent: list[str],
+        request_id: str | None,
+    ) -> Recommendations:
+        assert worker.recommender is not None, "lifespan not started"
+        query = RecQuery(
+            request_id=request_id or uuid.uuid4().hex,
+            user_id=user_id,
+            k=k,
+            priority=priority,
+            recent_item_ids=tuple(recent),
+            budget_ms=budget_ms or cfg.request_budget_ms,
+            channel="http",
+        )
+        return answer(await worker.recommender.recommend(query))
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        response_model=Recommendations,
+        responses=OVERLOADED,
+        summary="Recommendations for a user",
+    )
+    async def get_recommendations(
+        user_id: UserId,
+        k: Annotated[int, Query(ge=1, le=200)] = 20,
+        priority: Priority = "interactive",
+        budget_ms: Annotated[int | None, Query(ge=5, le=10_000)] = None,
+        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> Recommendations:
+        return await recommend(user_id, k, priority, budget_ms, [], x_request_id)
+
+    @app.post(
+        "/v1/users/{user_id}/recommendations",
+        response_model=Recommendations,
+        responses=OVERLOADED,
+        summary="Recommendations for a user, with the current session's context",
+    )
+    async def post_recommendations(
+        user_id: UserId,
+        body: SessionContext,
+        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+    ) -> Recommendations:
+        return await recommend(
+            user_id, body.k, body.priority, body.budget_ms, body.recent_item_ids, x_request_id
+        )
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="A ranker and the item snapshot are loaded")
+    async def readyz() -> JSONResponse:
+        parts = worker.readiness()
+        ready = parts["model"] and parts["items"]
+        return JSONResponse({"ready": ready, **parts}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        body = generate_latest(worker.metrics.registry) + generate_latest(REGISTRY)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        worker.metrics.rejected.labels("http", "overloaded").inc()
+        return JSONResponse(
+            Problem(detail=str(exc), retry=False).model_dump(),
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after_s), "X-Overloaded": "do-not-retry"},
+        )
+
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    return app

@@ -1,0 +1,319 @@
+"""The one core both channels (HTTP and the request topic) answer through.
+
+Responsibilities, per request (DESIGN.md's request path):
+1. a cached or in-flight answer for the same user/k/session is reused (`CoalescingCache`);
+2. admission (`AdmissionController`): bounded in flight, bounded rooms per priority class;
+3. user features and candidates read in parallel, each under its breaker and a deadline
+   derived from the request's budget;
+4. ranking through the micro-batcher, under what is left of the budget;
+5. re-ranking (removed, seen, diversity);
+6. the answer with its level and model version; the impression is published without waiting.
+
+Every dependency failure lands in the fallback chain (`serving.fallback`); only admission
+refuses a valid request (`Overloaded`). Background tasks keep the trending list and the removed
+items in memory, so the POPULAR level needs nothing on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import numpy as np
+
+from infra.settings import ServingSettings
+from models.features import UserFeatures
+from serving.admission import AdmissionController
+from serving.batcher import MicroBatcher
+from serving.breakers import CircuitBreaker, State
+from serving.cache import CoalescingCache
+from serving.deadlines import Deadline, within
+from serving.errors import DependencyError, DependencyTimeout
+from serving.fallback import popular_ranking, simple_ranking, worst
+from serving.impressions import ImpressionPublisher
+from serving.item_catalog import ItemCatalog
+from serving.metrics import ServingMetrics
+from serving.ports import (
+    CandidateStore,
+    FeatureRead,
+    PopularStore,
+    RankInput,
+    UserFeatureStore,
+)
+from serving.rerank import rerank
+from serving.schemas import RecQuery
+from streams import metrics as shared_metrics
+from topics import RecommendedItem, RecResponse
+from topics.recs_responses import Level
+from topics.stores import CandidateList
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEPENDENCIES = ("features", "candidates", "model", "popular")
+Explainer = Callable[[str, list[RecommendedItem]], list[RecommendedItem]]
+RankFn = Callable[[list[RankInput]], list[tuple[np.ndarray, str]]]
+
+
+class Recommender:
+    def __init__(
+        self,
+        cfg: ServingSettings,
+        features: UserFeatureStore,
+        candidates: CandidateStore,
+        popular: PopularStore,
+        rank: RankFn,
+        catalog: ItemCatalog,
+        metrics: ServingMetrics | None = None,
+        impressions: ImpressionPublisher | None = None,
+        explain: Explainer | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.features = features
+        self.candidates = candidates
+        self.popular_store = popular
+        self.catalog = catalog
+        self.metrics = metrics or ServingMetrics()
+        self.impressions = impressions
+        self.explain = explain
+        m = self.metrics
+        self.breakers = {
+            name: CircuitBreaker(name, cfg.breaker_failures, cfg.breaker_reset_s, self._breaker)
+            for name in DEPENDENCIES
+        }
+        for name in DEPENDENCIES:
+            m.breaker_state.labels(name).set(0)
+        self.admission = AdmissionController(
+            cfg.max_in_flight,
+            {
+                "interactive": cfg.queue_interactive,
+                "prefetch": cfg.queue_prefetch,
+                "background": cfg.queue_background,
+            },
+            cfg.retry_after_s,
+            on_shed=lambda p, reason: m.shed.labels(p, reason).inc(),
+        )
+        self.cache: CoalescingCache[RecResponse] = CoalescingCache(
+            cfg.cache_ttl_s, cfg.cache_max_entries
+        )
+        self.batcher: MicroBatcher[RankInput, tuple[np.ndarray, str]] = MicroBatcher(
+            rank,
+            cfg.batch_max_requests,
+            cfg.batch_max_wait_ms / 1000.0,
+            on_batch=self._on_batch,
+        )
+        self.popular: list[tuple[str, float]] = []
+        self.removed: set[str] = set()
+        self.popular_loaded = False
+        self.last_features: OrderedDict[str, UserFeatures] = OrderedDict()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.batcher.start()
+        with contextlib.suppress(DependencyError):
+            await self.refresh_popular()
+        self._tasks.append(asyncio.create_task(self._refresh_loop(), name="popular-refresh"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.batcher.stop()
+
+    async def refresh_popular(self) -> None:
+        """The trending list and removed items into memory (kept as they were on failure)."""
+        breaker = self.breakers["popular"]
+        n = self.cfg.popular_size
+        popular = await breaker.call(
+            lambda: within("popular", self.popular_store.popular(self.cfg.popular_window, n), 1.0)
+        )
+        removed = await breaker.call(lambda: within("popular", self.popular_store.removed(), 1.0))
+        self.popular, self.removed = popular, removed
+        self.popular_loaded = True
+        self.catalog.set_popularity(dict(popular))
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.refresh_s)  # a periodic refresh, not a race
+            try:
+                await self.refresh_popular()
+            except DependencyError as exc:
+                self.metrics.dependency_errors.labels("popular", type(exc).__name__).inc()
+
+    # --- the request path ------------------------------------------------------------------
+
+    async def recommend(self, q: RecQuery) -> RecResponse:
+        """An answer at some level, or `Overloaded` from admission."""
+        started = time.monotonic()
+        key = (q.user_id, q.k, q.recent_item_ids)
+        cached = self.cache.get(key)
+        if cached is not None:
+            self.metrics.cache.labels("hit").inc()
+            shared_metrics.CACHE_REQUESTS.labels("responses", "hit").inc()
+            return self._finish(cached, q, started)
+        deadline = Deadline(q.budget_ms, start=started)
+        async with self.admission.slot(q.priority, deadline.budget_s * self.cfg.max_queue_share):
+            self.metrics.in_flight.set(self.admission.in_flight)
+            answer, source = await self.cache.get_or_compute(
+                key, lambda: self._compute(q, deadline), cacheable=lambda r: r.level == "FULL"
+            )
+        self.metrics.cache.labels(source).inc()
+        shared_metrics.CACHE_REQUESTS.labels(
+            "responses", "miss" if source == "computed" else "hit"
+        ).inc()
+        return self._finish(answer, q, started)
+
+    def popular_answer(self, q: RecQuery) -> RecResponse:
+        """The POPULAR answer from memory alone (no dependency call): for shed topic requests."""
+        started = time.monotonic()
+        exclude = self.removed | self.catalog.removed | set(q.recent_item_ids)
+        scored = popular_ranking(self._popular_list(), q.recent_item_ids, self.catalog.get)
+        top = rerank(scored, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
+        answer = RecResponse(
+            correlation_id=q.request_id,
+            user_id=q.user_id,
+            items=[RecommendedItem(item_id=i, score=float(s)) for i, s in top],
+            level="POPULAR",
+            latency_ms=0.0,
+        )
+        return self._finish(answer, q, started)
+
+    def _finish(self, answer: RecResponse, q: RecQuery, started: float) -> RecResponse:
+        latency_ms = (time.monotonic() - started) * 1000.0
+        if answer.correlation_id != q.request_id or answer.latency_ms != latency_ms:
+            answer = answer.model_copy(
+                update={"correlation_id": q.request_id, "latency_ms": latency_ms}
+            )
+        self.metrics.requests.labels(q.channel, answer.level).inc()
+        self.metrics.latency.labels(q.channel).observe(latency_ms / 1000.0)
+        shared_metrics.DEGRADATION.labels(answer.level).inc()
+        shared_metrics.REQUEST_SECONDS.labels(q.channel).observe(latency_ms / 1000.0)
+        if self.impressions is not None:
+            self.impressions.publish(answer, q.channel)
+        return answer
+
+    async def _compute(self, q: RecQuery, deadline: Deadline) -> RecResponse:
+        share, cap = self.cfg.dependency_share, self.cfg.dependency_cap_ms
+        timeout = deadline.for_dependency(share, cap, self.cfg.rank_reserve_ms)
+        feats, cands = await asyncio.gather(
+            self._guarded("features", lambda: self.features.read(q.user_id), timeout),
+            self._guarded("candidates", lambda: self.candidates.read(q.user_id), timeout),
+        )
+        user, level = self._user_features(q, feats)
+        exclude = self.removed | self.catalog.removed | set(user.recent_items)
+        model_version: str | None = None
+        if not isinstance(cands, CandidateList) or not cands.items:
+            level = "POPULAR"
+            scored = popular_ranking(self._popular_list(), user.recent_items, self.catalog.get)
+        else:
+            cand_list = cands.model_copy(update={"items": cands.items[: self.cfg.max_candidates]})
+            scored, model_version = await self._rank(user, cand_list, deadline)
+            if model_version is None:
+                level = worst(level, "SIMPLE_RANKING")
+                scored = simple_ranking(cand_list, self.catalog.popularity)
+        top = rerank(scored, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
+        if len(top) < q.k and level != "POPULAR":
+            # Too few candidates survived the rules: top up from the trending list.
+            have = {i for i, _ in top} | exclude
+            floor = min((s for _, s in top), default=0.0)
+            extra = [(i, floor - 1.0 - n) for n, (i, _) in enumerate(self._popular_list())]
+            top += rerank(extra, q.k - len(top), have, self.catalog.get, 1.0)
+        items = [RecommendedItem(item_id=i, score=float(s)) for i, s in top]
+        if self.explain is not None:
+            try:
+                items = self.explain(q.user_id, items)
+            except Exception:  # explanations are decoration: never fail an answer for them
+                log.exception("explanations failed")
+        return RecResponse(
+            correlation_id=q.request_id,
+            user_id=q.user_id,
+            items=items,
+            level=level,
+            model_version=model_version,
+            latency_ms=deadline.elapsed_ms(),
+        )
+
+    async def _guarded(
+        self, name: str, call: Callable[[], Awaitable[T]], timeout_s: float
+    ) -> T | DependencyError:
+        if timeout_s <= 0:
+            # The request spent its budget before this call: not the dependency's fault, so
+            # the breaker does not count it.
+            return DependencyTimeout(name, "no budget left")
+        try:
+            return await self.breakers[name].call(lambda: within(name, call(), timeout_s))
+        except DependencyError as exc:
+            self.metrics.dependency_errors.labels(name, type(exc).__name__).inc()
+            return exc
+
+    def _user_features(
+        self, q: RecQuery, read: FeatureRead | DependencyError | None
+    ) -> tuple[UserFeatures, Level]:
+        """The features to rank with and the level they allow; the session's recent items are
+        appended (newest last) either way."""
+        level: Level = "FULL"
+        if isinstance(read, FeatureRead):
+            user = read.features
+            stale_s = self.cfg.features_stale_s
+            if stale_s > 0 and (
+                read.updated_at is None
+                or (datetime.now(UTC) - read.updated_at).total_seconds() > stale_s
+            ):
+                level = "STALE_FEATURES"
+            self._remember(user)
+        else:
+            level = "STALE_FEATURES"  # missing (None) or the store failed: last seen, or none
+            user = self.last_features.get(q.user_id) or UserFeatures(user_id=q.user_id)
+        if q.recent_item_ids:
+            recent = [i for i in user.recent_items if i not in q.recent_item_ids]
+            user = user.model_copy(update={"recent_items": recent + list(q.recent_item_ids)})
+        return user, level
+
+    def _remember(self, user: UserFeatures) -> None:
+        self.last_features[user.user_id] = user
+        self.last_features.move_to_end(user.user_id)
+        if len(self.last_features) > self.cfg.cache_max_entries:
+            self.last_features.popitem(last=False)
+
+    async def _rank(
+        self, user: UserFeatures, cands: CandidateList, deadline: Deadline
+    ) -> tuple[list[tuple[str, float]], str | None]:
+        """Model scores, or ([], None) when the model is unavailable or over budget."""
+        ids = [c.item_id for c in cands.items]
+        timeout = deadline.remaining_s() - self.cfg.rank_reserve_ms / 1000.0
+        result = await self._guarded(
+            "model", lambda: self.batcher.submit(RankInput(user, ids)), timeout
+        )
+        if isinstance(result, DependencyError):
+            return [], None
+        scores, version = result
+        return list(zip(ids, scores.tolist(), strict=True)), version
+
+    def _popular_list(self) -> list[tuple[str, float]]:
+        if self.popular:
+            return self.popular
+        # Never loaded (Redis down since start): the catalog by popularity is the last resort.
+        items = sorted(self.catalog.items.values(), key=lambda i: i.popularity, reverse=True)
+        return [(i.item_id, i.popularity) for i in items[: self.cfg.popular_size]]
+
+    # --- metrics hooks ---------------------------------------------------------------------
+
+    def _breaker(self, name: str, state: State) -> None:
+        self.metrics.breaker_state.labels(name).set(int(state))
+        shared_metrics.BREAKER_STATE.labels("serving", name).set(int(state))
+        log.warning("breaker %s is now %s", name, state.name)
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.observe(size)
+        self.metrics.batch_seconds.observe(seconds)
+
+
+__all__ = ["DependencyTimeout", "Recommender"]

@@ -1,0 +1,157 @@
+"""Explanations for served items: the cached LLM one when it exists, a template otherwise.
+
+Responsibilities:
+- read every item's cached explanation (`llm:explanation:{user}:{item}`, written by the LLM
+  enricher) in ONE Redis MGET, under a deadline (`timeout_s`, async) or the client's socket
+  timeout (sync); a slow or failed read means templates for all, never an error;
+- build a template explanation from what serving already knows (the user's recent items
+  with titles and genres, the item's genres, whether it is trending): "Because you watched
+  X", "Popular in Comedy this week";
+- count hits and misses (streams.metrics, cache "llm_explanation").
+
+It never calls the LLM and never waits for the enricher: LLM work is off the request path
+(issue 9, ADR 0062). Call it with the final top-k only (one key per item).
+
+    explanations = await explain_items(redis, user_id, item_ids, recent=..., facts=...)
+    explanations[item_id].text   # .source is "llm" or "template"
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from llm.keys import explanation_key
+from streams import metrics
+from topics.stores import LLM_RESULT
+
+Source = Literal["llm", "template"]
+_DEFAULT_TIMEOUT_S = 0.02
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedItem:
+    """An item the user watched recently (most recent first in `recent`)."""
+
+    item_id: str
+    title: str
+    genres: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFacts:
+    """What serving knows about a recommended item."""
+
+    genres: tuple[str, ...] = ()
+    popular: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    item_id: str
+    text: str
+    source: Source
+
+
+_NO_FACTS = ItemFacts()
+
+
+def template_for(item_id: str, recent: Sequence[WatchedItem], facts: ItemFacts) -> str:
+    """The best template explanation from the features (no I/O)."""
+    genres = [g for g in facts.genres if g and g.lower() != "unknown"]
+    if genres:
+        wanted = set(genres)
+        for watched in recent:  # most recent first: the freshest reason wins
+            if watched.item_id != item_id and wanted.intersection(watched.genres):
+                return f"Because you watched {watched.title}"
+    if facts.popular:
+        return f"Popular in {genres[0]} this week" if genres else "Popular this week"
+    if recent and recent[0].item_id != item_id:
+        return f"Because you watched {recent[0].title}"
+    if genres:
+        return f"Recommended in {genres[0]}"
+    return "Recommended for you"
+
+
+def _cached_text(raw: bytes | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        text = orjson.loads(raw).get("text")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def _assemble(
+    item_ids: Sequence[str],
+    raws: Sequence[bytes | None],
+    recent: Sequence[WatchedItem],
+    facts: Mapping[str, ItemFacts],
+) -> dict[str, Explanation]:
+    out: dict[str, Explanation] = {}
+    hits = 0
+    for item_id, raw in zip(item_ids, raws, strict=True):
+        text = _cached_text(raw)
+        if text is not None:
+            hits += 1
+            out[item_id] = Explanation(item_id, text, "llm")
+        else:
+            template = template_for(item_id, recent, facts.get(item_id, _NO_FACTS))
+            out[item_id] = Explanation(item_id, template, "template")
+    cache = metrics.CACHE_REQUESTS
+    if hits:
+        cache.labels("llm_explanation", "hit").inc(hits)
+    if len(item_ids) - hits:
+        cache.labels("llm_explanation", "miss").inc(len(item_ids) - hits)
+    return out
+
+
+def _keys(user_id: str, item_ids: Sequence[str]) -> list[str]:
+    return [LLM_RESULT.key(key=explanation_key(user_id, i)) for i in item_ids]
+
+
+async def explain_items(
+    store: aioredis.Redis,
+    user_id: str,
+    item_ids: Sequence[str],
+    *,
+    recent: Sequence[WatchedItem] = (),
+    facts: Mapping[str, ItemFacts] | None = None,
+    timeout_s: float = _DEFAULT_TIMEOUT_S,
+) -> dict[str, Explanation]:
+    """One explanation per item id (asyncio serving path): one MGET within `timeout_s`."""
+    item_ids = list(dict.fromkeys(item_ids))
+    if not item_ids:
+        return {}
+    try:
+        raws = await asyncio.wait_for(store.mget(_keys(user_id, item_ids)), timeout_s)
+    except (TimeoutError, RedisError, OSError):
+        raws = [None] * len(item_ids)  # the cache is decoration: templates for all
+    return _assemble(item_ids, raws, recent, facts or {})
+
+
+def explain_items_sync(
+    store: redis.Redis,
+    user_id: str,
+    item_ids: Sequence[str],
+    *,
+    recent: Sequence[WatchedItem] = (),
+    facts: Mapping[str, ItemFacts] | None = None,
+) -> dict[str, Explanation]:
+    """The same for synchronous callers; bounded by `store`'s socket timeout."""
+    item_ids = list(dict.fromkeys(item_ids))
+    if not item_ids:
+        return {}
+    try:
+        raws = store.mget(_keys(user_id, item_ids))
+    except (RedisError, OSError):
+        raws = [None] * len(item_ids)
+    return _assemble(item_ids, raws, recent, facts or {})

@@ -1,0 +1,67 @@
+"""Impressions to recs.served, published without waiting for the broker.
+
+Responsibilities: build the `Impression` of an answer, hand it to a `latency_producer`
+(`linger.ms=0`) and return at once; a daemon thread serves the producer's delivery callbacks,
+and a failed delivery is counted in the metrics (an impression is analytics, never a reason
+to fail or slow an answer). A full local queue drops the impression and counts it too.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from infra.settings import Settings
+from serving.metrics import ServingMetrics
+from streams import codecs
+from streams.producer import latency_producer
+from topics import RECS_SERVED, Impression, RecResponse
+
+
+class ImpressionPublisher:
+    def __init__(self, settings: Settings, metrics: ServingMetrics, variant: str = "control"):
+        self.metrics = metrics
+        self.variant = variant
+        self.producer: Producer = latency_producer(settings, **{"client.id": "serving-served"})
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="impressions", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.1)
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.metrics.impressions_failed.inc()
+
+    def publish(self, response: RecResponse, channel: str) -> None:
+        impression = Impression(
+            event_id=uuid.uuid4().hex,
+            request_id=response.correlation_id,
+            user_id=response.user_id,
+            item_ids=[i.item_id for i in response.items],
+            level=response.level,
+            model_version=response.model_version,
+            variant=self.variant,
+            channel=channel,
+            latency_ms=response.latency_ms,
+        )
+        try:
+            self.producer.produce(
+                RECS_SERVED.name,
+                key=RECS_SERVED.key_of(impression),
+                value=codecs.encode(RECS_SERVED, impression),
+                on_delivery=self._delivered,
+            )
+            self.sent += 1
+        except BufferError:
+            self.metrics.impressions_failed.inc()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.producer.flush(timeout_s)

@@ -1,0 +1,87 @@
+"""In-memory doubles of the serving ports, for unit tests of the core's logic.
+
+Responsibilities: hold what a test stores, and let it inject the failures the real adapters
+translate (`fail`: raise `DependencyError`; `delay_s`: answer late, so deadlines trip), the
+way httpx's MockTransport stands in for the network. Integration tests use the real adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import numpy as np
+
+from serving.errors import DependencyError
+from serving.ports import FeatureRead, RankInput
+from topics.stores import CandidateList
+
+
+class _Faulty:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fail = False
+        self.delay_s = 0.0
+        self.calls = 0
+
+    async def _enter(self) -> None:
+        self.calls += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # the injected slowness itself
+        if self.fail:
+            raise DependencyError(self.name, "injected failure")
+
+
+class MemoryFeatures(_Faulty):
+    def __init__(self, rows: dict[str, FeatureRead] | None = None) -> None:
+        super().__init__("features")
+        self.rows = rows or {}
+
+    async def read(self, user_id: str) -> FeatureRead | None:
+        await self._enter()
+        return self.rows.get(user_id)
+
+
+class MemoryCandidates(_Faulty):
+    def __init__(self, rows: dict[str, CandidateList] | None = None) -> None:
+        super().__init__("candidates")
+        self.rows = rows or {}
+
+    async def read(self, user_id: str) -> CandidateList | None:
+        await self._enter()
+        return self.rows.get(user_id)
+
+
+class MemoryPopular(_Faulty):
+    def __init__(self, lists: dict[str, list[tuple[str, float]]] | None = None) -> None:
+        super().__init__("popular")
+        self.lists = lists or {}
+        self.removed_ids: set[str] = set()
+
+    async def popular(self, window: str, n: int) -> list[tuple[str, float]]:
+        await self._enter()
+        return self.lists.get(window, [])[:n]
+
+    async def removed(self) -> set[str]:
+        await self._enter()
+        return set(self.removed_ids)
+
+
+class TableRanker:
+    """A stand-in ranker for unit tests: scores from a fixed table (not a model)."""
+
+    def __init__(self, scores: Callable[[str, str], float], version: str = "t1") -> None:
+        self.scores = scores
+        self._version = version
+        self.batches: list[int] = []
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def score(self, batch: list[RankInput]) -> list[np.ndarray]:
+        self.batches.append(len(batch))
+        return [
+            np.asarray([self.scores(inp.user.user_id, i) for i in inp.item_ids], dtype=np.float32)
+            for inp in batch
+        ]

@@ -1,0 +1,75 @@
+"""The narrow interfaces the request path reads through, and the values they carry.
+
+Responsibilities: declare what the core needs from each dependency, nothing more, so the
+Redis/Feast/registry adapters and the in-memory doubles (`serving.memory`) are
+interchangeable. Each method raises `serving.errors.DependencyError` (or a subclass) when the
+dependency fails; "nothing stored" is `None` or an empty result, not an error.
+
+| port | real adapter | answers |
+| --- | --- | --- |
+| `UserFeatureStore` | `serving.feature_store.FeastUserFeatures` | a user's online features |
+| `CandidateStore` | `serving.redis_stores.RedisCandidates` | a user's precomputed candidates |
+| `PopularStore` | `serving.redis_stores.RedisPopular` | trending list, removed items |
+| `Ranker` | `serving.ranker_adapter.RegistryRanker` | scores for users' candidates |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+
+from models.features import UserFeatures
+from topics.stores import CandidateList
+
+
+@dataclass(frozen=True)
+class FeatureRead:
+    """A user's features and when they were last written (None: unknown)."""
+
+    features: UserFeatures
+    updated_at: datetime | None = None
+
+
+@dataclass
+class ItemInfo:
+    """What re-ranking and the answer need about an item (held in memory)."""
+
+    item_id: str
+    title: str = ""
+    genres: list[str] = field(default_factory=list)
+    year: int | None = None
+    popularity: float = 0.0
+
+
+@dataclass(frozen=True)
+class RankInput:
+    """One request's share of a ranking batch."""
+
+    user: UserFeatures
+    item_ids: list[str]
+
+
+class UserFeatureStore(Protocol):
+    async def read(self, user_id: str) -> FeatureRead | None: ...
+
+
+class CandidateStore(Protocol):
+    async def read(self, user_id: str) -> CandidateList | None: ...
+
+
+class PopularStore(Protocol):
+    async def popular(self, window: str, n: int) -> list[tuple[str, float]]: ...
+
+    async def removed(self) -> set[str]: ...
+
+
+class Ranker(Protocol):
+    """A loaded ranking model. `score` is synchronous: the batcher runs it off the event loop."""
+
+    @property
+    def version(self) -> str: ...
+
+    def score(self, batch: list[RankInput]) -> list[np.ndarray]: ...

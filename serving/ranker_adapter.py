@@ -1,0 +1,51 @@
+"""The ranker from the model registry, behind the `serving.ports.Ranker` interface.
+
+Responsibilities: pick the device (`auto`: cuda when torch sees one), load a registry version
+of kind "ranker" through issue 5's inference API (`models.ranker.RankerModel`), and turn a
+batch of `RankInput`s into one `score_batch` call; torch and loading errors become
+`DependencyError`s of the "model" dependency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.registry import ModelVersion
+from serving.errors import DependencyError
+from serving.ports import RankInput
+
+RANKER_KIND = "ranker"
+
+
+def pick_device(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class RegistryRanker:
+    """One loaded registry version of the ranker."""
+
+    def __init__(self, version: ModelVersion, device: str) -> None:
+        from models.ranker import RankerModel
+
+        self.model_version = version
+        self.device = device
+        try:
+            self.model = RankerModel.load(version.path, device=device)
+        except Exception as exc:  # a corrupt or incompatible version must not kill serving
+            raise DependencyError("model", f"cannot load ranker {version.version}: {exc}") from exc
+
+    @property
+    def version(self) -> str:
+        return self.model_version.version
+
+    def score(self, batch: list[RankInput]) -> list[np.ndarray]:
+        try:
+            return self.model.score_batch(
+                [inp.user for inp in batch], [inp.item_ids for inp in batch]
+            )
+        except Exception as exc:
+            raise DependencyError("model", f"scoring failed: {exc}") from exc

@@ -1,0 +1,67 @@
+"""The serving worker's request and answer models at its HTTP boundary.
+
+Responsibilities: validate what a client sends (`SessionContext` for the POST form, the
+query parameters' bounds, the shared `RecQuery` both channels turn into), and shape what an
+HTTP client gets back (`Recommendations`: the items with titles, the level, the model).
+The request topic's own contracts are `topics.RecRequest` / `topics.RecResponse`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from topics.recs_requests import Priority
+from topics.recs_responses import Level
+
+USER_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+
+
+class RecQuery(BaseModel):
+    """One request, whichever channel it came by."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str
+    user_id: str
+    k: int = Field(20, ge=1, le=200)
+    priority: Priority = "interactive"
+    recent_item_ids: tuple[str, ...] = ()
+    budget_ms: int = Field(150, ge=5, le=10_000)
+    channel: Literal["http", "kafka"] = "http"
+
+
+class SessionContext(BaseModel):
+    """The POST form's body: what the user is doing right now."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(20, ge=1, le=200)
+    recent_item_ids: list[str] = Field(default_factory=list, max_length=50)
+    priority: Priority = "interactive"
+    budget_ms: int | None = Field(None, ge=5, le=10_000)
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    title: str = ""
+    genres: list[str] = Field(default_factory=list)
+    explanation: str | None = None
+
+
+class Recommendations(BaseModel):
+    request_id: str
+    user_id: str
+    level: Level
+    model_version: str | None
+    latency_ms: float
+    items: list[Item]
+
+
+class Problem(BaseModel):
+    """The body of every error answer."""
+
+    detail: str | list[dict[str, object]]
+    retry: bool = Field(True, description="false: overloaded, do not retry")

@@ -1,0 +1,108 @@
+"""The serving worker's composition root: builds every collaborator from the settings.
+
+Responsibilities: open Redis, Feast and the model (in `start`, which the HTTP app's lifespan
+and the topic-only runner both call), start the catalog follower, the popular refresher and
+the micro-batcher, and close all of it in `stop`; `readiness` says what is missing (a ranker
+and the item snapshot must be loaded). Tests pass other stores (in-memory doubles) through
+the keyword arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from infra.settings import Settings
+from serving.core import Recommender
+from serving.item_catalog import CatalogFollower, ItemCatalog
+from serving.metrics import ServingMetrics
+from serving.model_manager import ModelManager
+from serving.ports import CandidateStore, PopularStore, UserFeatureStore
+
+log = logging.getLogger(__name__)
+
+
+def _explainer() -> Any:
+    """Issue 9's explanations, when that module is present (optional decoration)."""
+    try:
+        from serving import explanations  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return getattr(explanations, "explain", None)
+
+
+class ServingWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        features: UserFeatureStore | None = None,
+        candidates: CandidateStore | None = None,
+        popular: PopularStore | None = None,
+        publish_impressions: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = ServingMetrics()
+        self._given = (features, candidates, popular)
+        self.publish_impressions = publish_impressions
+        self.catalog = ItemCatalog()
+        self.follower = CatalogFollower(settings, self.catalog)
+        self.models = ModelManager(settings, self.metrics)
+        self.recommender: Recommender | None = None
+        self._closers: list[Any] = []
+
+    async def start(self) -> Recommender:
+        from serving.impressions import ImpressionPublisher
+        from serving.redis_stores import RedisCandidates, RedisPopular, connect
+
+        s = self.settings
+        features, candidates, popular = self._given
+        if candidates is None or popular is None:
+            client = connect(s.redis_url, s.redis.socket_timeout_s)
+            self._closers.append(client.aclose)
+            candidates = candidates or RedisCandidates(client)
+            popular = popular or RedisPopular(client)
+        if features is None:
+            from serving.feature_store import FeastUserFeatures
+
+            feast = await asyncio.to_thread(FeastUserFeatures, s)
+            self._closers.append(feast.close)
+            features = feast
+        impressions = None
+        if self.publish_impressions:
+            impressions = ImpressionPublisher(s, self.metrics)
+            self._closers.append(impressions.close)
+        self.follower.start()
+        await self.models.start()
+        self.recommender = Recommender(
+            s.serving,
+            features,
+            candidates,
+            popular,
+            self.models.score_batch,
+            self.catalog,
+            self.metrics,
+            impressions,
+            _explainer(),
+        )
+        await self.recommender.start()
+        return self.recommender
+
+    async def stop(self) -> None:
+        if self.recommender is not None:
+            await self.recommender.stop()
+        await self.models.stop()
+        await asyncio.to_thread(self.follower.stop)
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    def readiness(self) -> dict[str, bool]:
+        return {
+            "model": self.models.current is not None,
+            "items": self.follower.loaded.is_set(),
+            "popular": self.recommender is not None and self.recommender.popular_loaded,
+        }

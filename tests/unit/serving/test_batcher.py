@@ -1,0 +1,74 @@
+import asyncio
+import threading
+
+import pytest
+
+from serving.batcher import MicroBatcher
+
+
+async def test_concurrent_submissions_share_batches_and_get_their_own_results():
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def run(batch: list[int]) -> list[int]:
+        gate.wait(5)
+        sizes.append(len(batch))
+        return [x * 10 for x in batch]
+
+    b: MicroBatcher[int, int] = MicroBatcher(run, max_batch=8, max_wait_s=0.05)
+    b.start()
+    try:
+        first = asyncio.create_task(b.submit(0))
+        await asyncio.sleep(0.1)  # the first batch is now running (blocked on the gate)
+        rest = [asyncio.create_task(b.submit(i)) for i in range(1, 20)]
+        await asyncio.sleep(0)
+        gate.set()
+        results = await asyncio.gather(first, *rest)
+    finally:
+        await b.stop()
+    assert results == [i * 10 for i in range(20)]
+    assert sizes[0] == 1 and max(sizes) == 8 and sum(sizes) == 20
+
+
+async def test_a_failing_batch_fails_its_callers_and_the_next_batch_runs():
+    calls = 0
+
+    def run(batch: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("model broke")
+        return batch
+
+    b: MicroBatcher[int, int] = MicroBatcher(run, max_batch=4, max_wait_s=0.001)
+    b.start()
+    try:
+        with pytest.raises(RuntimeError):
+            await b.submit(1)
+        assert await b.submit(2) == 2
+    finally:
+        await b.stop()
+
+
+async def test_a_caller_that_gave_up_is_skipped():
+    seen: list[list[int]] = []
+    gate = threading.Event()
+
+    def run(batch: list[int]) -> list[int]:
+        gate.wait(5)
+        seen.append(batch)
+        return batch
+
+    b: MicroBatcher[int, int] = MicroBatcher(run, max_batch=4, max_wait_s=0.001)
+    b.start()
+    try:
+        busy = asyncio.create_task(b.submit(0))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(b.submit(1), 0.01)
+        gate.set()
+        await busy
+        assert await b.submit(2) == 2
+    finally:
+        await b.stop()
+    assert [1] not in seen and all(1 not in s for s in seen)

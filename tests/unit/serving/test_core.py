@@ -1,0 +1,175 @@
+"""The core's fallback chain, deadlines and coalescing, with in-memory doubles of the stores."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from infra.settings import ServingSettings
+from models.features import UserFeatures
+from serving.core import Recommender
+from serving.errors import DependencyError
+from serving.item_catalog import ItemCatalog
+from serving.memory import MemoryCandidates, MemoryFeatures, MemoryPopular, TableRanker
+from serving.ports import FeatureRead
+from serving.schemas import RecQuery
+from topics import CatalogItem
+from topics.stores import Candidate, CandidateList
+
+GENRES = ["Drama", "Comedy", "Action", "Thriller", "Romance"]
+
+
+def catalog() -> ItemCatalog:
+    c = ItemCatalog()
+    for i in range(1, 101):
+        c.apply(CatalogItem(item_id=str(i), title=f"Movie {i}", genres=[GENRES[i % 5]]))
+    return c
+
+
+def candidates(user: str, ids) -> CandidateList:
+    return CandidateList(
+        user_id=user,
+        model_version="tt1",
+        items=[
+            Candidate(item_id=str(i), score=1.0 / (n + 1), sources=["t"]) for n, i in enumerate(ids)
+        ],
+    )
+
+
+class Harness:
+    def __init__(self, **cfg):
+        self.features = MemoryFeatures(
+            {
+                "u1": FeatureRead(
+                    UserFeatures(
+                        user_id="u1", recent_items=["1", "2"], n_interactions=2, mean_rating=4.0
+                    ),
+                    datetime.now(UTC),
+                )
+            }
+        )
+        self.cands = MemoryCandidates({"u1": candidates("u1", range(1, 61))})
+        self.popular = MemoryPopular({"24h": [(str(i), 100.0 - i) for i in range(50, 100)]})
+        # The stand-in ranker prefers higher ids: distinguishable from retrieval order.
+        self.ranker = TableRanker(lambda u, i: float(i))
+        self.model_on = True
+
+        def rank(batch):
+            if not self.model_on:
+                from serving.errors import ModelUnavailable
+
+                raise ModelUnavailable()
+            return [(s, self.ranker.version) for s in self.ranker.score(batch)]
+
+        settings = ServingSettings(**{"cache_ttl_s": 0.0, "breaker_failures": 100, **cfg})
+        self.core = Recommender(settings, self.features, self.cands, self.popular, rank, catalog())
+
+    async def ask(self, user="u1", k=10, **kw):
+        q = RecQuery(request_id=kw.pop("rid", "r1"), user_id=user, k=k, **kw)
+        return await self.core.recommend(q)
+
+
+@pytest.fixture
+async def h():
+    harness = Harness()
+    await harness.core.start()
+    yield harness
+    await harness.core.stop()
+
+
+async def test_full_answer_is_ranked_by_the_model_and_drops_seen_items(h):
+    r = await h.ask()
+    assert r.level == "FULL" and r.model_version == "t1"
+    ids = [i.item_id for i in r.items]
+    assert len(ids) == 10 and "1" not in ids and "2" not in ids
+    assert ids[0] == "60"  # the model's favourite, not retrieval's first
+    genres = [GENRES[int(i) % 5] for i in ids]
+    assert max(genres.count(g) for g in GENRES) <= 4  # 40% genre cap
+
+
+async def test_missing_features_degrade_to_stale(h):
+    h.cands.rows["u2"] = candidates("u2", range(1, 61))
+    r = await h.ask(user="u2")
+    assert r.level == "STALE_FEATURES" and r.model_version == "t1"
+
+
+async def test_failed_feature_store_uses_last_seen_features(h):
+    await h.ask()
+    h.features.fail = True
+    r = await h.ask()
+    assert r.level == "STALE_FEATURES"
+    assert {"1", "2"}.isdisjoint(i.item_id for i in r.items)  # remembered history still applies
+
+
+async def test_model_unavailable_degrades_to_simple_ranking(h):
+    h.model_on = False
+    r = await h.ask()
+    assert r.level == "SIMPLE_RANKING" and r.model_version is None
+    assert r.items[0].item_id == "3"  # retrieval order (1 and 2 were seen)
+
+
+async def test_slow_features_keep_the_deadline(h):
+    h.features.delay_s = 1.0
+    r = await h.ask(budget_ms=100)
+    assert r.level == "STALE_FEATURES" and r.latency_ms < 500
+
+
+async def test_no_candidates_or_failed_store_gives_popular(h):
+    r = await h.ask(user="nobody")
+    assert r.level == "POPULAR" and r.items[0].item_id == "50"
+    h.cands.fail = True
+    r = await h.ask()
+    assert r.level == "POPULAR" and len(r.items) == 10
+
+
+async def test_cold_start_session_moves_popular_items_of_its_genres_up(h):
+    # item 53 is Thriller (53 % 5 == 3): a session of thrillers favours them
+    r = await h.ask(user="nobody", recent_item_ids=("3", "8", "13"))
+    top = [i.item_id for i in r.items[:3]]
+    assert all(GENRES[int(i) % 5] == "Thriller" for i in top)
+
+
+async def test_popular_list_survives_the_store_going_down(h):
+    h.popular.fail = True
+    h.cands.fail = True
+    with pytest.raises(DependencyError):
+        await h.core.refresh_popular()
+    r = await h.ask(user="nobody")
+    assert r.level == "POPULAR" and r.items[0].item_id == "50"
+
+
+async def test_breaker_opens_and_stops_calling_the_failing_store():
+    h = Harness(breaker_failures=2, breaker_reset_s=60)
+    await h.core.start()
+    try:
+        h.cands.fail = True
+        for n in range(5):
+            await h.ask(rid=f"r{n}")
+        assert h.cands.calls == 2
+        assert h.core.breakers["candidates"].state == 2
+    finally:
+        await h.core.stop()
+
+
+async def test_burst_for_one_user_costs_one_ranking_and_keeps_each_request_id():
+    h = Harness(cache_ttl_s=2.0)
+    await h.core.start()
+    try:
+        answers = await asyncio.gather(*(h.ask(rid=f"r{n}") for n in range(20)))
+        assert sum(h.ranker.batches) == 1
+        assert sorted(a.correlation_id for a in answers) == sorted(f"r{n}" for n in range(20))
+        assert len({tuple(i.item_id for i in a.items) for a in answers}) == 1
+    finally:
+        await h.core.stop()
+
+
+async def test_concurrent_users_are_micro_batched():
+    h = Harness(batch_max_wait_ms=20.0)
+    for n in range(16):
+        h.cands.rows[f"v{n}"] = candidates(f"v{n}", range(1, 61))
+    await h.core.start()
+    try:
+        await asyncio.gather(*(h.ask(user=f"v{n}", rid=f"r{n}") for n in range(16)))
+        assert max(h.ranker.batches) > 1
+    finally:
+        await h.core.stop()
