@@ -1,15 +1,23 @@
 """The invalidation processor's decisions, without I/O: decoded events in, effects out.
 
 Responsibilities:
-- turn each kind of change into the keys it affects:
-  item upsert or new vector -> users it is near (`affected.TasteModel`) plus users whose
-  candidates already hold it (`reverse_index`); removal -> users whose candidates hold it;
-  ranker/retriever promotion or rollback -> every user, as a sweep; index swap -> the
-  nearness thresholds are recomputed (the vectors themselves were handled as they came);
-- coalescing mode: hand the keys to the `Coalescer` (window, value order, sweep) and let the
-  processor drain it through the rate bound as `RefreshCommand(mode="refresh")`;
-- broadcast mode (benchmarks only, today's behaviour): return every affected key at once as
-  a deletion, with no window, no order and no bound;
+- apply every change to the state at once (item vectors, removals, users' recent items,
+  the reverse index), so later decisions see it;
+- coalescing mode: mark the changed item dirty and wait until it has been quiet for
+  `window_s` (at most `max_delay_s`): a thousand upserts of one item are one change, and
+  every item that became quiet by a tick is handled in one pass (one matrix product);
+  the pass turns items into keys: upsert or new vector -> users the item is near
+  (`affected.TasteModel`) plus users whose candidates hold it (`reverse_index`); removal ->
+  users whose candidates hold it. The keys go to the `Coalescer` (one refresh per key while
+  it waits, most active users first) and leave through the processor's rate bound as
+  `RefreshCommand(mode="refresh")`;
+- a new or changed vector also waits for the next index swap (at most `await_index_s`), so
+  the candidates recomputed on its refresh can find the item in the index;
+- a ranker/retriever promotion or rollback concerns every user: one sweep, spread at the
+  same bounded rate; an index swap recomputes the nearness thresholds (its vectors were
+  handled as they came);
+- broadcast mode (benchmarks only, today's behaviour): every change is handled at once, its
+  affected keys returned as deletions, with no debounce, no coalescing and no bound;
 - report removed item ids so the processor adds them to `catalog:removed` before anything
   else: serving filters them at once, correctness never waits for a refresh.
 """
@@ -25,7 +33,7 @@ import numpy as np
 
 from infra.settings import InvalidationSettings
 from invalidation.affected import TasteModel
-from invalidation.coalescer import Coalescer, PendingRefresh
+from invalidation.coalescer import REASON_ORDER, Coalescer, PendingRefresh
 from invalidation.reverse_index import ReverseIndex
 from topics import (
     CandidatesUpdated,
@@ -42,11 +50,36 @@ PROMOTION_KINDS = ("ranker", "retriever")
 
 @dataclass
 class Effects:
-    """What the processor must do after a batch: mark removals, delete keys (broadcast)."""
+    """What the processor must do after a batch: mark removals (and items brought back),
+    delete keys (broadcast)."""
 
     removed_items: list[str] = field(default_factory=list)
+    restored_items: list[str] = field(default_factory=list)
     deletions: list[RefreshCommand] = field(default_factory=list)
     queued: int = 0
+
+    def __iadd__(self, other: Effects) -> Effects:
+        self.removed_items += other.removed_items
+        self.restored_items += other.restored_items
+        self.deletions += other.deletions
+        self.queued += other.queued
+        return self
+
+
+@dataclass
+class DirtyItem:
+    reason: str
+    first_s: float
+    last_s: float
+    changes: int = 1
+    needs_index: bool = False
+
+
+@dataclass
+class EngineStats:
+    passes: int = 0
+    items_changed: int = 0
+    item_changes: int = 0
 
 
 class Invalidator:
@@ -56,9 +89,13 @@ class Invalidator:
         self, cfg: InvalidationSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.cfg = cfg
+        self.clock = clock
         self.model = TasteModel(cfg, clock=clock)
         self.reverse = ReverseIndex()
         self.coalescer = Coalescer(cfg.max_pending, priority_of=self.model.last_seen)
+        self.stats = EngineStats()
+        self._dirty: dict[str, DirtyItem] = {}
+        self._last_index_swap_s = -float("inf")
         self._emit = True
 
     @contextmanager
@@ -73,6 +110,11 @@ class Invalidator:
     @property
     def broadcast(self) -> bool:
         return self.cfg.mode == "broadcast"
+
+    @property
+    def dirty(self) -> int:
+        """Changed items still waiting for quiet."""
+        return len(self._dirty)
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -90,11 +132,21 @@ class Invalidator:
             self.reverse.set_candidates(notice.user_id, ())
 
     def on_items(self, items: Iterable[CatalogItem]) -> Effects:
-        removed = [i.item_id for i in items if i.op == "remove"]
-        upserted = [i.item_id for i in items if i.op == "upsert"]
-        effects = self._removals(removed)
-        # An upsert matters once its item has a vector; before that, its vector will come.
-        return self._merge(effects, self._changed(upserted, "item_upsert"))
+        items = list(items)
+        last_op = {i.item_id: i.op for i in items}  # in a batch, an item's last op stands
+        removed = [i for i, op in last_op.items() if op == "remove"]
+        restored = [i for i, op in last_op.items() if op == "upsert"]
+        effects = Effects(removed_items=removed, restored_items=restored)
+        for item in removed:
+            self.model.items.remove(item)
+        self.model.items_changed(removed)
+        for item in removed:
+            effects += self._changed(item, "item_removal")
+        for item in items:
+            # An upsert matters once its item has a vector; before that, the vector will come.
+            if item.op == "upsert" and item.item_id in self.model.items:
+                effects += self._changed(item.item_id, "item_upsert")
+        return effects
 
     def on_vectors(
         self, vectors: Iterable[tuple[ItemVector, np.ndarray]], tombstones: Iterable[str] = ()
@@ -104,84 +156,87 @@ class Invalidator:
             for v, array in vectors
             if self.model.items.upsert(v.item_id, array, v.content_hash)
         ]
-        self.model.items_changed(changed)
-        effects = self._removals(list(tombstones))
-        return self._merge(effects, self._changed(changed, "vector"))
+        gone = [i for i in tombstones if self.model.items.remove(i)]
+        self.model.items_changed(changed + gone)
+        effects = Effects()
+        for item in changed:
+            effects += self._changed(item, "vector", needs_index=True)
+        for item in gone:
+            effects += self._changed(item, "item_removal")
+        return effects
 
     def on_registry(self, change: RegistryChange) -> Effects:
         cause = f"{change.kind}:{change.version}"
         if change.kind == "index":
-            self.model.thresholds()  # the new snapshot sets the nearness bar from now on
+            # Vectors changed before this swap are searchable now: their refreshes may go.
+            self._last_index_swap_s = self.clock()
+            self.model.thresholds()
             return Effects()
-        if change.kind not in PROMOTION_KINDS or change.action == "publish":
-            return Effects()
-        if not self._emit:
+        if not self._emit or change.kind not in PROMOTION_KINDS or change.action == "publish":
             return Effects()
         users = self.model.users_by_value()
         if self.broadcast:
-            return Effects(deletions=[self._delete(u, "model_promotion", [cause]) for u in users])
+            return Effects(deletions=[_delete(u, "model_promotion", [cause]) for u in users])
         self.coalescer.start_sweep(users, cause)
         return Effects(queued=len(users))
 
-    # -- outputs ------------------------------------------------------------------------------
+    # -- time ---------------------------------------------------------------------------------
 
-    def close_window(self) -> int:
+    def tick(self) -> int:
+        """Handle every dirty item that became quiet, in one pass; returns the keys queued."""
+        now = self.clock()
+        quiet = [item for item, d in self._dirty.items() if self._ready(d, now)]
+        if not quiet:
+            return 0
+        batch = {item: self._dirty.pop(item) for item in quiet}
+        self.stats.passes += 1
+        near = self.model.near_users([i for i, d in batch.items() if d.reason != "item_removal"])
+        for item, d in batch.items():
+            users = set(near.get(item, ())) | self.reverse.users_of(item)
+            self.coalescer.add(users, d.reason, item)
         return self.coalescer.close_window()
 
     def next_command(self) -> RefreshCommand | None:
         pending = self.coalescer.pop()
-        return None if pending is None else self._refresh(pending)
+        return None if pending is None else _refresh(pending)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _removals(self, item_ids: list[str]) -> Effects:
-        if not item_ids:
-            return Effects()
-        for item in item_ids:
-            self.model.items.remove(item)
-        self.model.items_changed(item_ids)
-        effects = Effects(removed_items=list(item_ids))
-        for item in item_ids:
-            effects = self._merge(
-                effects, self._affect(self.reverse.users_of(item), "item_removal", item)
-            )
-        return effects
+    def _ready(self, d: DirtyItem, now: float) -> bool:
+        quiet = now - d.last_s >= self.cfg.window_s or now - d.first_s >= self.cfg.max_delay_s
+        if not quiet or not d.needs_index or self.cfg.await_index_s <= 0:
+            return quiet
+        return self._last_index_swap_s > d.last_s or now - d.last_s >= self.cfg.await_index_s
 
-    def _changed(self, item_ids: list[str], reason: str) -> Effects:
-        effects = Effects()
-        if not item_ids:
-            return effects
-        near = self.model.near_users(item_ids)
-        for item in dict.fromkeys(item_ids):
-            users = set(near.get(item, ())) | self.reverse.users_of(item)
-            effects = self._merge(effects, self._affect(users, reason, item))
-        return effects
-
-    def _affect(self, users: Iterable[str], reason: str, cause: str) -> Effects:
-        users = list(users)
-        if not self._emit or not users:
+    def _changed(self, item: str, reason: str, needs_index: bool = False) -> Effects:
+        if not self._emit:
             return Effects()
+        self.stats.item_changes += 1
         if self.broadcast:
-            return Effects(deletions=[self._delete(u, reason, [cause]) for u in users])
-        return Effects(queued=self.coalescer.add(users, reason, cause))
+            users: set[str] = self.reverse.users_of(item)
+            if reason != "item_removal":
+                users |= set(self.model.near_users([item]).get(item, ()))
+            return Effects(deletions=[_delete(u, reason, [item]) for u in users])
+        now = self.clock()
+        dirty = self._dirty.get(item)
+        if dirty is None:
+            self._dirty[item] = DirtyItem(reason, now, now, needs_index=needs_index)
+            self.stats.items_changed += 1
+        else:
+            dirty.last_s, dirty.changes = now, dirty.changes + 1
+            dirty.needs_index = dirty.needs_index or needs_index
+            dirty.reason = min(dirty.reason, reason, key=REASON_ORDER.index)
+        return Effects()
 
-    @staticmethod
-    def _merge(a: Effects, b: Effects) -> Effects:
-        return Effects(
-            removed_items=a.removed_items + b.removed_items,
-            deletions=a.deletions + b.deletions,
-            queued=a.queued + b.queued,
-        )
 
-    @staticmethod
-    def _delete(user_id: str, reason: str, causes: list[str]) -> RefreshCommand:
-        return RefreshCommand(user_id=user_id, reason=reason, cause_ids=causes, mode="delete")
+def _delete(user_id: str, reason: str, causes: list[str]) -> RefreshCommand:
+    return RefreshCommand(user_id=user_id, reason=reason, cause_ids=causes, mode="delete")
 
-    @staticmethod
-    def _refresh(pending: PendingRefresh) -> RefreshCommand:
-        return RefreshCommand(
-            user_id=pending.user_id,
-            reason=pending.reason,
-            cause_ids=pending.cause_ids,
-            mode="refresh",
-        )
+
+def _refresh(pending: PendingRefresh) -> RefreshCommand:
+    return RefreshCommand(
+        user_id=pending.user_id,
+        reason=pending.reason,
+        cause_ids=pending.cause_ids,
+        mode="refresh",
+    )

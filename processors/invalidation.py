@@ -68,6 +68,27 @@ from topics.stores import REMOVED_ITEMS, USER_CANDIDATES, CandidateList
 NAME = "invalidation"
 
 
+def stats_key(group: str) -> str:
+    """A hash of the processor's counters (tests, the benchmark and the demo read it)."""
+    return f"streamrec:invalidation:{group}"
+
+
+def stats(engine: Invalidator) -> dict[str, int]:
+    c = engine.coalescer
+    return {
+        "dirty_items": engine.dirty,
+        "pending": c.pending,
+        "sweep_left": c.sweep_left,
+        "passes": engine.stats.passes,
+        "item_changes": engine.stats.item_changes,
+        "changes": c.stats.changes,
+        "coalesced": c.stats.coalesced,
+        "dropped": c.stats.dropped,
+        "emitted": c.stats.emitted,
+        "idle": int(engine.dirty == 0 and c.pending == 0 and c.sweep_left == 0),
+    }
+
+
 def candidate_lists(values: list[bytes | None]) -> list[CandidateList | None]:
     out: list[CandidateList | None] = []
     for raw in values:
@@ -96,11 +117,12 @@ def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootst
 
     def items(msgs: list[Any]) -> None:
         events = [bootstrap.decode_or_none(CATALOG_ITEMS, m.value()) for m in msgs]
-        removed = [e for e in events if isinstance(e, CatalogItem) and e.op == "remove"]
         with engine.state_only():
-            effects = engine.on_items(removed)
+            effects = engine.on_items(e for e in events if isinstance(e, CatalogItem))
         if effects.removed_items:
             store.sadd(REMOVED_ITEMS.key(), *effects.removed_items)
+        if effects.restored_items:
+            store.srem(REMOVED_ITEMS.key(), *effects.restored_items)
 
     def candidates(msgs: list[Any]) -> None:
         users = {m.key().decode() for m in msgs if m.key() is not None}
@@ -160,6 +182,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         # Removals first: from here on serving filters the item, whatever the refreshes do.
         if effects.removed_items:
             await store.sadd(REMOVED_ITEMS.key(), *effects.removed_items)
+        if effects.restored_items:  # an upsert brings a removed item back
+            await store.srem(REMOVED_ITEMS.key(), *effects.restored_items)
         if effects.deletions:  # broadcast mode: everything affected, at once
             keys = [USER_CANDIDATES.key(user_id=c.user_id) for c in effects.deletions]
             await store.delete(*keys)
@@ -236,12 +260,13 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                     with engine.state_only():
                         await apply(engine.on_registry(change))
 
-    @app.timer(cfg.window_s)
-    async def close_window() -> None:
-        if engine.close_window():
+    @app.timer(min(0.25, cfg.window_s / 2))
+    async def tick() -> None:
+        if engine.tick():
             wake_emitter()
         pending_gauge.set(engine.coalescer.pending)
         sweep_gauge.set(engine.coalescer.sweep_left)
+        await store.hset(stats_key(group), mapping=stats(engine))
 
     @app.task
     async def emitter() -> None:
