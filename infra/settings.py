@@ -191,6 +191,9 @@ class InvalidationSettings(_Section):
     neighbour_rank: int = Field(50, ge=1, description="an item is near a user when it would "
                                 "rank within the user's top N items by content similarity")
     recent_items: int = Field(20, ge=1, description="a user's taste = mean of this many recent")
+    await_index_s: float = Field(10.0, ge=0, description="a new or changed vector also waits "
+                                 "for the next index swap (at most this long; 0: no wait), so "
+                                 "recomputed candidates can find the item")
     min_rating: float = Field(3.0, description="rated interactions below it are not taste")
     max_pending: int = Field(2_000_000, ge=1, description="queued refreshes kept at most")
     thresholds_max_age_s: float = Field(5.0, ge=0, description="recompute users' nearness "
