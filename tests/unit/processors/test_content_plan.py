@@ -1,0 +1,56 @@
+"""The content pipeline's buffer planning: decode, last change wins, popular first."""
+
+from __future__ import annotations
+
+from processors.content_pipeline import plan
+from streams import codecs
+from topics import CATALOG_ITEMS, CatalogItem
+
+
+def _msg(item: CatalogItem) -> tuple[str, bytes]:
+    return item.item_id, codecs.encode(CATALOG_ITEMS, item)
+
+
+def test_upserts_are_ordered_by_popularity_and_removals_split_off():
+    work = plan(
+        [
+            _msg(CatalogItem(item_id="tail", title="Tail", popularity_hint=0.1)),
+            _msg(CatalogItem(item_id="hit", title="Hit", popularity_hint=9.0)),
+            _msg(CatalogItem(item_id="mid", title="Mid", popularity_hint=3.0)),
+            _msg(CatalogItem(item_id="gone", op="remove")),
+        ]
+    )
+    assert [i.item_id for i in work.upserts] == ["hit", "mid", "tail"]
+    assert work.removals == ["gone"]
+    assert work.malformed == []
+
+
+def test_the_last_change_of_an_item_in_a_buffer_wins():
+    work = plan(
+        [
+            _msg(CatalogItem(item_id="a", title="Old title")),
+            _msg(CatalogItem(item_id="b", op="remove")),
+            _msg(CatalogItem(item_id="a", title="New title")),
+            _msg(CatalogItem(item_id="b", title="Back again")),
+            _msg(CatalogItem(item_id="c", title="Short-lived")),
+            _msg(CatalogItem(item_id="c", op="remove")),
+        ]
+    )
+    assert [(i.item_id, i.title) for i in work.upserts] == [("a", "New title"), ("b", "Back again")]
+    assert work.removals == ["c"]
+
+
+def test_malformed_items_are_kept_with_their_reason():
+    work = plan(
+        [
+            ("junk", b"not json"),
+            ("none", None),
+            ("empty", codecs.encode(CATALOG_ITEMS, CatalogItem(item_id="e", title=""))),
+            ("bad", b'{"item_id": "x", "year": 12}'),
+        ]
+    )
+    reasons = dict(work.malformed)
+    assert set(reasons) == {"junk", "none", "empty", "bad"}
+    assert "nothing to embed" in reasons["empty"]
+    assert "year" in reasons["bad"]
+    assert work.upserts == [] and work.removals == []
