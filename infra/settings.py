@@ -166,6 +166,12 @@ class AnalyticsSettings(_Section):
     heartbeat_ttl_s: int = Field(8, ge=1, description="a worker silent this long is missing")
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 18090
+    dashboard_interval_s: float = Field(2.0, gt=0, description="dashboard: collect every")
+    dashboard_history_s: int = Field(600, ge=10, description="dashboard: plotted look-back")
+    lag_warn: int = Field(1_000, ge=0, description="dashboard: consumer lag shown amber")
+    lag_alert: int = Field(20_000, ge=0, description="dashboard: consumer lag shown red")
+    latency_warn_s: float = Field(1.0, gt=0, description="dashboard: p95 batch/request latency")
+    error_warn_ratio: float = Field(0.05, ge=0, description="dashboard: failed/handled, amber")
     click_window_s: int = Field(1800, ge=1, description="report: click follows impression within")
     report_window_s: int = Field(7 * 24 * 3600, ge=60, description="report: look-back window")
     experiment: str = Field("ranker-v1", description="the running A/B experiment's name")
@@ -185,15 +191,15 @@ class InvalidationSettings(_Section):
     window_s: float = Field(1.0, gt=0, description="a changed item waits until it has been "
                             "quiet this long, then all waiting items make one pass")
     max_delay_s: float = Field(5.0, gt=0, description="a changed item waits at most this long")
+    await_index_s: float = Field(10.0, ge=0, description="a new or changed vector also waits "
+                                 "for the next index swap (at most this long; 0: no wait), so "
+                                 "recomputed candidates can find the item")
     refresh_rate_per_s: float = Field(20.0, gt=0, description="refresh commands emitted per s")
     refresh_burst: int = Field(5, ge=1, description="token bucket size: any window of T seconds "
                                "holds at most rate * T + burst commands")
     neighbour_rank: int = Field(50, ge=1, description="an item is near a user when it would "
                                 "rank within the user's top N items by content similarity")
     recent_items: int = Field(20, ge=1, description="a user's taste = mean of this many recent")
-    await_index_s: float = Field(10.0, ge=0, description="a new or changed vector also waits "
-                                 "for the next index swap (at most this long; 0: no wait), so "
-                                 "recomputed candidates can find the item")
     min_rating: float = Field(3.0, description="rated interactions below it are not taste")
     max_pending: int = Field(2_000_000, ge=1, description="queued refreshes kept at most")
     thresholds_max_age_s: float = Field(5.0, ge=0, description="recompute users' nearness "

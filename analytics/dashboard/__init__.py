@@ -1,0 +1,1 @@
+"""`streamrec dashboard`: the live topology map (topology, health rules, collector, web app)."""

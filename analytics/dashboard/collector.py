@@ -1,0 +1,297 @@
+"""What the dashboard watches, collected every `analytics.dashboard_interval_s`.
+
+Responsibilities:
+- live workers from the Redis registry (`streams.metrics.live_workers`);
+- each live worker's /metrics, scraped and turned into rates since the previous scrape
+  (events/s, failures/s, p95 from histogram bucket deltas, open breakers, queue depth);
+- consumer lag of every `streamrec-*` group: committed offsets vs end offsets through the
+  Kafka AdminClient (works for every group, Faust or not, without touching the workers),
+  also exported as `streamrec_consumer_lag` on the dashboard's own /metrics;
+- store probes (Kafka, Redis; ClickHouse: a server DSN is pinged, the embedded chDB is
+  healthy while its owner, the analytics sink, is live);
+- the last `dashboard_history_s` of series for the plots.
+
+Nothing here raises into the web app: a failed probe is an observation (red or amber).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import httpx
+import redis
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import BaseModel
+
+from analytics.dashboard.health import EdgeState, NodeState, Observation, WorkerObs, assess
+from analytics.dashboard.topology import WORKER_NAMES, consumer_group
+from infra.settings import Settings
+from streams import metrics
+
+Samples = list[tuple[str, dict[str, str], float]]
+
+
+class State(BaseModel):
+    """What `/api/state` answers: the coloured map and the plotted series."""
+
+    updated_at: float
+    nodes: list[NodeState]
+    edges: list[EdgeState]
+    series: dict[str, dict[str, list[tuple[float, float]]]]
+    workers: list[dict[str, Any]]
+
+
+def parse(text: str) -> Samples:
+    return [
+        (s.name, dict(s.labels), float(s.value))
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    ]
+
+
+def _sum(samples: Samples, name: str, **match: str) -> float:
+    return sum(
+        v for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in match.items())
+    )
+
+
+def histogram_p95(now: Samples, before: Samples | None, name: str) -> float | None:
+    """p95 from the bucket counts added since `before` (None when nothing was observed)."""
+
+    def buckets(samples: Samples) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for n, lab, v in samples:
+            if n == f"{name}_bucket":
+                le = float(lab["le"])
+                out[le] = out.get(le, 0.0) + v
+        return out
+
+    cur, prev = buckets(now), buckets(before or [])
+    delta = sorted((le, c - prev.get(le, 0.0)) for le, c in cur.items())
+    if not delta or delta[-1][1] <= 0:
+        return None
+    target = 0.95 * delta[-1][1]
+    for le, count in delta:
+        if count >= target:
+            return le if le != float("inf") else max(x for x, _ in delta if x != float("inf"))
+    return None
+
+
+class Collector:
+    """Keeps the latest `State`; `run()` refreshes it until cancelled."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.cfg = settings.analytics
+        self.admin = AdminClient(
+            {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000}
+        )
+        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+        self.http = httpx.AsyncClient(timeout=1.5)
+        self.seen: set[str] = set()
+        self._prev: dict[str, tuple[float, Samples]] = {}
+        points = max(2, int(self.cfg.dashboard_history_s / self.cfg.dashboard_interval_s))
+        self.series: dict[str, dict[str, deque[tuple[float, float]]]] = {}
+        self._points = points
+        self.state: State | None = None
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.cfg.dashboard_interval_s)
+
+    async def refresh(self) -> State:
+        now = time.time()
+        beats = await asyncio.to_thread(self._live_workers)
+        lags, kafka_ok = await asyncio.to_thread(self.consumer_lags)
+        redis_ok = await asyncio.to_thread(self._ping_redis)
+        scrapes = await asyncio.gather(*(self._scrape(b.metrics_url) for b in beats))
+        workers: dict[str, WorkerObs] = {}
+        by_name: dict[str, list[tuple[Any, Samples | None]]] = {}
+        for beat, samples in zip(beats, scrapes, strict=True):
+            by_name.setdefault(beat.name, []).append((beat, samples))
+        for name, entries in by_name.items():
+            self.seen.add(name)
+            workers[name] = self._observe(name, entries, now)
+        for name in WORKER_NAMES:
+            if name not in workers:
+                ran = name in self.seen or consumer_group(name) in lags
+                workers[name] = WorkerObs(name=name, live=False, ever_ran=ran)
+        obs = Observation(
+            workers=workers,
+            lags=lags,
+            kafka_ok=kafka_ok,
+            stores=self._stores(workers, kafka_ok, redis_ok),
+        )
+        nodes, edges = assess(obs, self.cfg)
+        self._record(now, workers, lags)
+        self.state = State(
+            updated_at=now,
+            nodes=nodes,
+            edges=edges,
+            series={k: {s: list(p) for s, p in v.items()} for k, v in self.series.items()},
+            workers=[b.model_dump() for b in beats],
+        )
+        return self.state
+
+    def _live_workers(self) -> list[Any]:
+        try:
+            return metrics.live_workers(self.settings)
+        except redis.RedisError:
+            return []
+
+    def _ping_redis(self) -> bool:
+        try:
+            return bool(self.redis.ping())
+        except redis.RedisError:
+            return False
+
+    async def _scrape(self, url: str) -> Samples | None:
+        try:
+            response = await self.http.get(url)
+            response.raise_for_status()
+            return parse(response.text)
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def _observe(
+        self, name: str, entries: list[tuple[Any, Samples | None]], now: float
+    ) -> WorkerObs:
+        events = failed = queue = 0.0
+        p95s: list[float] = []
+        breakers: list[str] = []
+        scrape_ok = True
+        for beat, samples in entries:
+            if samples is None:
+                scrape_ok = False
+                continue
+            key = f"{name}:{beat.pid}"
+            prev_t, prev = self._prev.get(key, (None, None))
+            self._prev[key] = (now, samples)
+            if prev_t is not None and now > prev_t:
+                dt = now - prev_t
+                events += (
+                    max(
+                        0.0,
+                        _sum(samples, "streamrec_events_processed_total")
+                        - _sum(prev, "streamrec_events_processed_total"),
+                    )
+                    / dt
+                )
+                failed += (
+                    max(
+                        0.0,
+                        _sum(samples, "streamrec_events_failed_total")
+                        - _sum(prev, "streamrec_events_failed_total"),
+                    )
+                    / dt
+                )
+                for hist in ("streamrec_request_seconds", "streamrec_processing_seconds"):
+                    p95 = histogram_p95(samples, prev, hist)
+                    if p95 is not None:
+                        p95s.append(p95)
+                        break
+            breakers += [
+                lab.get("dependency", "?")
+                for n, lab, v in samples
+                if n == "streamrec_breaker_state" and v >= metrics.BREAKER_OPEN
+            ]
+            queue += _sum(samples, "streamrec_queue_depth")
+        return WorkerObs(
+            name=name,
+            live=True,
+            ever_ran=True,
+            scrape_ok=scrape_ok,
+            pids=[b.pid for b, _ in entries],
+            events_per_s=events,
+            failed_per_s=failed,
+            p95_s=max(p95s) if p95s else None,
+            breakers_open=breakers,
+            queue_depth=queue,
+        )
+
+    def consumer_lags(self) -> tuple[dict[str, dict[str, int]], bool]:
+        """group -> topic -> lag for every `streamrec-*` group with committed offsets."""
+        try:
+            listing = self.admin.list_consumer_groups(request_timeout=3).result()
+            groups = [g.group_id for g in listing.valid if g.group_id.startswith("streamrec-")]
+            committed: dict[str, list[TopicPartition]] = {}
+            for group in groups:
+                fut = self.admin.list_consumer_group_offsets(
+                    [ConsumerGroupTopicPartitions(group)], request_timeout=3
+                )[group]
+                parts = [tp for tp in fut.result().topic_partitions if tp.offset >= 0]
+                if parts:
+                    committed[group] = parts
+            wanted = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
+            ends: dict[tuple[str, int], int] = {}
+            if wanted:
+                futs = self.admin.list_offsets(
+                    {TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted},
+                    request_timeout=3,
+                )
+                for tp, fut in futs.items():
+                    ends[(tp.topic, tp.partition)] = fut.result().offset
+        except KafkaException:
+            return {}, False
+        lags: dict[str, dict[str, int]] = {}
+        for group, tps in committed.items():
+            for tp in tps:
+                end = ends.get((tp.topic, tp.partition), tp.offset)
+                by_topic = lags.setdefault(group, {})
+                by_topic[tp.topic] = by_topic.get(tp.topic, 0) + max(0, end - tp.offset)
+        for group, by_topic in lags.items():
+            for topic, lag in by_topic.items():
+                metrics.CONSUMER_LAG.labels(topic, group).set(lag)
+        return lags, True
+
+    def _stores(
+        self, workers: dict[str, WorkerObs], kafka_ok: bool, redis_ok: bool
+    ) -> dict[str, tuple[str, str]]:
+        dsn = self.settings.clickhouse_dsn
+        if dsn.startswith("chdb://"):
+            owner = workers.get("analytics-sink")
+            ch = (
+                ("ok", "embedded, sink owns it")
+                if owner and owner.live
+                else (
+                    "idle",
+                    "embedded chDB (opened by the analytics sink)",
+                )
+            )
+        else:
+            from infra.clickhouse import ping
+
+            ok, detail = ping(dsn)
+            ch = ("ok" if ok else "down", detail)
+        index = workers.get("vector-indexer")
+        return {
+            "kafka": ("ok", self.settings.kafka_bootstrap) if kafka_ok else ("down", "unreachable"),
+            "redis": ("ok", self.settings.redis_url) if redis_ok else ("down", "unreachable"),
+            "clickhouse": ch,
+            "index": ("ok", "snapshots") if index and index.live else ("idle", "snapshots"),
+        }
+
+    def _record(
+        self, now: float, workers: dict[str, WorkerObs], lags: dict[str, dict[str, int]]
+    ) -> None:
+        def add(plot: str, name: str, value: float) -> None:
+            line = self.series.setdefault(plot, {}).setdefault(name, deque(maxlen=self._points))
+            line.append((round(now, 1), round(value, 3)))
+
+        for name, w in workers.items():
+            if w.live:
+                add("events per second", name, w.events_per_s)
+                if w.p95_s is not None:
+                    add("p95 latency (ms)", name, w.p95_s * 1000)
+        for group, by_topic in lags.items():
+            add("consumer lag", group.removeprefix("streamrec-"), float(sum(by_topic.values())))
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        self.redis.close()

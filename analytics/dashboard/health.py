@@ -1,0 +1,145 @@
+"""The dashboard's health rules: observations in, a colour (status) per node and edge out.
+
+Pure functions (no I/O) so the rules are tested without a stack. Statuses:
+`ok` (green), `warn` (amber), `down` (red), `idle` (grey: never started here).
+
+- worker: `down` when its heartbeat is missing but it ran (registered while the dashboard
+  watched, or its consumer group has committed offsets), or a breaker is open; `warn` when its
+  failed/handled ratio, p95 latency or input lag is over the threshold, or its metrics
+  endpoint does not answer; `idle` when it never ran.
+- topic→worker edge: the worker group's lag on the topic (`lag_warn`, `lag_alert`), and red
+  when the worker is down; other edges take the colour of their worker end.
+- topic: `down` when the broker does not answer. store: its own probe.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from analytics.dashboard.topology import EDGES, NODES, consumer_group
+from infra.settings import AnalyticsSettings
+
+Status = Literal["ok", "warn", "down", "idle"]
+_RANK: dict[str, int] = {"idle": 0, "ok": 1, "warn": 2, "down": 3}
+
+
+class WorkerObs(BaseModel):
+    """What the collector saw of one worker in the last interval."""
+
+    name: str
+    live: bool
+    ever_ran: bool = False
+    scrape_ok: bool = True
+    pids: list[int] = Field(default_factory=list)
+    events_per_s: float = 0.0
+    failed_per_s: float = 0.0
+    p95_s: float | None = None
+    breakers_open: list[str] = Field(default_factory=list)
+    queue_depth: float = 0.0
+
+
+class Observation(BaseModel):
+    workers: dict[str, WorkerObs]
+    lags: dict[str, dict[str, int]] = Field(description="group -> topic -> lag")
+    kafka_ok: bool
+    stores: dict[str, tuple[Status, str]] = Field(description="store name -> (status, detail)")
+
+
+class NodeState(BaseModel):
+    id: str
+    kind: str
+    label: str
+    col: float
+    row: float
+    status: Status
+    detail: str = ""
+
+
+class EdgeState(BaseModel):
+    source: str
+    target: str
+    status: Status
+    detail: str = ""
+
+
+def worst(*statuses: Status) -> Status:
+    return max(statuses, key=lambda s: _RANK[s]) if statuses else "idle"
+
+
+def _worker_lag(obs: Observation, name: str) -> int:
+    return sum(obs.lags.get(consumer_group(name), {}).values())
+
+
+def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Status, str]:
+    if not w.live:
+        return ("down", "heartbeat missing") if w.ever_ran else ("idle", "not running")
+    if w.breakers_open:
+        return "down", "breaker open: " + ", ".join(sorted(w.breakers_open))
+    notes: list[str] = [f"{w.events_per_s:.0f} ev/s"]
+    status: Status = "ok"
+    handled = w.events_per_s + w.failed_per_s
+    if handled and w.failed_per_s / handled > cfg.error_warn_ratio:
+        status = "warn"
+        notes.append(f"errors {w.failed_per_s / handled:.0%}")
+    if w.p95_s is not None:
+        notes.append(f"p95 {w.p95_s * 1000:.0f} ms")
+        if w.p95_s > cfg.latency_warn_s:
+            status = "warn"
+    if lag:
+        notes.append(f"lag {lag}")
+        if lag > cfg.lag_warn:
+            status = "warn"
+    if w.queue_depth:
+        notes.append(f"queue {w.queue_depth:.0f}")
+    if not w.scrape_ok:
+        status = "warn"
+        notes.append("metrics unreachable")
+    return status, ", ".join(notes)
+
+
+def lag_status(lag: int, cfg: AnalyticsSettings) -> Status:
+    if lag > cfg.lag_alert:
+        return "down"
+    return "warn" if lag > cfg.lag_warn else "ok"
+
+
+def assess(obs: Observation, cfg: AnalyticsSettings) -> tuple[list[NodeState], list[EdgeState]]:
+    """Colour every node and edge of the topology from one observation."""
+    status: dict[str, tuple[Status, str]] = {}
+    for node in NODES:
+        if node.kind == "worker":
+            w = obs.workers.get(node.name) or WorkerObs(name=node.name, live=False)
+            status[node.id] = worker_status(w, _worker_lag(obs, node.name), cfg)
+        elif node.kind == "topic":
+            status[node.id] = ("ok", "") if obs.kafka_ok else ("down", "broker unreachable")
+        else:
+            status[node.id] = obs.stores.get(node.name, ("idle", "unknown"))
+    nodes = [
+        NodeState(**n.model_dump(), status=status[n.id][0], detail=status[n.id][1]) for n in NODES
+    ]
+    edges = []
+    for e in EDGES:
+        src, dst = status[e.source][0], status[e.target][0]
+        if e.source.startswith("topic:") and e.target.startswith("worker:"):
+            worker = e.target.split(":", 1)[1]
+            topic = e.source.split(":", 1)[1]
+            lag = obs.lags.get(consumer_group(worker), {}).get(topic)
+            if dst in ("down", "idle"):
+                edges.append(EdgeState(source=e.source, target=e.target, status=dst))
+            elif lag is None:
+                edges.append(EdgeState(source=e.source, target=e.target, status=worst(src, dst)))
+            else:
+                edges.append(
+                    EdgeState(
+                        source=e.source,
+                        target=e.target,
+                        status=worst(lag_status(lag, cfg), "down" if src == "down" else "ok"),
+                        detail=f"lag {lag}",
+                    )
+                )
+        else:
+            end = src if e.source.startswith("worker:") else dst
+            edges.append(EdgeState(source=e.source, target=e.target, status=end))
+    return nodes, edges

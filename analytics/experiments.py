@@ -1,0 +1,42 @@
+"""A/B assignment: a stable hash of (experiment, user) picks the variant.
+
+The same user always lands in the same variant of an experiment, in every process and
+across restarts (no state, no coordination), and different experiments split users
+independently. Serving calls `variant_for(settings, user_id)` to fill `Impression.variant`;
+the report reads the variant back from ClickHouse.
+
+Buckets: the first 8 bytes of SHA-256("<experiment>:<user_id>") modulo 10,000, split
+evenly between the variants in order (Python's `hash()` is salted per process, so never it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from infra.settings import Settings
+from streamrec.errors import ConfigError
+
+BUCKETS = 10_000
+
+
+def bucket(user_id: str, experiment: str) -> int:
+    """The user's bucket in [0, BUCKETS) for this experiment."""
+    digest = hashlib.sha256(f"{experiment}:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def assign_variant(user_id: str, experiment: str, variants: tuple[str, ...]) -> str:
+    """The variant of `user_id` in `experiment`: equal shares, stable for ever."""
+    if not variants:
+        raise ConfigError(f"experiment {experiment!r} has no variants")
+    return variants[bucket(user_id, experiment) * len(variants) // BUCKETS]
+
+
+def variants_of(settings: Settings) -> tuple[str, ...]:
+    """The configured variants (`analytics.variants`, comma-separated; first is control)."""
+    return tuple(v.strip() for v in settings.analytics.variants.split(",") if v.strip())
+
+
+def variant_for(settings: Settings, user_id: str) -> str:
+    """The user's variant in the configured experiment (what serving puts on impressions)."""
+    return assign_variant(user_id, settings.analytics.experiment, variants_of(settings))
