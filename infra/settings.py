@@ -279,8 +279,10 @@ class ServingSettings(_Section):
     popular_size: int = 500
     refresh_s: float = 5.0
     model_poll_s: float = 2.0
-    # re-ranking
+    # re-ranking, and explanations (issue 9: cached LLM text or a template; one MGET of the
+    # final items' keys under a 20 ms cap)
     max_genre_share: float = 0.4
+    explain: bool = True
     # the optional shadow model: a registry version scored beside the promoted one
     shadow_version: str = ""
     shadow_sample: float = 0.1

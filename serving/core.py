@@ -1,7 +1,8 @@
 """The one core both channels (HTTP and the request topic) answer through.
 
 Responsibilities, per request (DESIGN.md's request path):
-1. a cached or in-flight answer for the same user/k/session is reused (`CoalescingCache`);
+1. a cached or in-flight answer for the same user/k/session is reused (`CoalescingCache`
+   with XFetch early refresh, `serving.xfetch`);
 2. admission (`AdmissionController`): bounded in flight, bounded rooms per priority class;
 3. user features and candidates read in parallel, each under its breaker and a deadline
    derived from the request's budget;
@@ -32,7 +33,6 @@ from models.features import UserFeatures
 from serving.admission import AdmissionController
 from serving.batcher import MicroBatcher
 from serving.breakers import CircuitBreaker, State
-from serving.cache import CoalescingCache
 from serving.deadlines import Deadline, within
 from serving.errors import DependencyError, DependencyTimeout
 from serving.fallback import popular_ranking, simple_ranking, worst
@@ -48,6 +48,7 @@ from serving.ports import (
 )
 from serving.rerank import rerank
 from serving.schemas import RecQuery
+from serving.xfetch import XFetchCache
 from streams import metrics as shared_metrics
 from topics import RecommendedItem, RecResponse
 from topics.recs_responses import Level
@@ -57,8 +58,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEPENDENCIES = ("features", "candidates", "model", "popular")
-Explainer = Callable[[str, list[RecommendedItem]], list[RecommendedItem]]
+# (user id, the final items, the user's recent items, seconds left) -> items with explanations
+Explainer = Callable[
+    [str, list[RecommendedItem], list[str], float], Awaitable[list[RecommendedItem]]
+]
 RankFn = Callable[[list[RankInput]], list[tuple[np.ndarray, str]]]
+
+
+def _cacheable(answer: RecResponse) -> bool:
+    # Only full answers are kept: a degraded one must not outlive the dependency's recovery.
+    return answer.level == "FULL"
 
 
 class Recommender:
@@ -99,9 +108,8 @@ class Recommender:
             cfg.retry_after_s,
             on_shed=lambda p, reason: m.shed.labels(p, reason).inc(),
         )
-        self.cache: CoalescingCache[RecResponse] = CoalescingCache(
-            cfg.cache_ttl_s, cfg.cache_max_entries
-        )
+        # XFetch (issue 8): a hot user's answer is recomputed once, early, in the background.
+        self.cache: XFetchCache[RecResponse] = XFetchCache(cfg.cache_ttl_s, cfg.cache_max_entries)
         self.batcher: MicroBatcher[RankInput, tuple[np.ndarray, str]] = MicroBatcher(
             rank,
             cfg.batch_max_requests,
@@ -154,16 +162,19 @@ class Recommender:
         """An answer at some level, or `Overloaded` from admission."""
         started = time.monotonic()
         key = (q.user_id, q.k, q.recent_item_ids)
-        cached = self.cache.get(key)
-        if cached is not None:
+        deadline = Deadline(q.budget_ms, start=started)
+        if self.cache.get(key) is not None:
+            # A hit skips admission (it costs nothing); XFetch may refresh it in the background.
+            cached, _ = await self.cache.get_or_compute(
+                key, lambda: self._compute(q, deadline), cacheable=_cacheable
+            )
             self.metrics.cache.labels("hit").inc()
             shared_metrics.CACHE_REQUESTS.labels("responses", "hit").inc()
             return self._finish(cached, q, started)
-        deadline = Deadline(q.budget_ms, start=started)
         async with self.admission.slot(q.priority, deadline.budget_s * self.cfg.max_queue_share):
             self.metrics.in_flight.set(self.admission.in_flight)
             answer, source = await self.cache.get_or_compute(
-                key, lambda: self._compute(q, deadline), cacheable=lambda r: r.level == "FULL"
+                key, lambda: self._compute(q, deadline), cacheable=_cacheable
             )
         self.metrics.cache.labels(source).inc()
         shared_metrics.CACHE_REQUESTS.labels(
@@ -229,7 +240,9 @@ class Recommender:
         items = [RecommendedItem(item_id=i, score=float(s)) for i, s in top]
         if self.explain is not None:
             try:
-                items = self.explain(q.user_id, items)
+                items = await self.explain(
+                    q.user_id, items, user.recent_items, deadline.remaining_s()
+                )
             except Exception:  # explanations are decoration: never fail an answer for them
                 log.exception("explanations failed")
         return RecResponse(

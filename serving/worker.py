@@ -20,17 +20,51 @@ from serving.item_catalog import CatalogFollower, ItemCatalog
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
 from serving.ports import CandidateStore, PopularStore, UserFeatureStore
+from topics import RecommendedItem
 
 log = logging.getLogger(__name__)
 
 
-def _explainer() -> Any:
-    """Issue 9's explanations, when that module is present (optional decoration)."""
-    try:
-        from serving import explanations  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return getattr(explanations, "explain", None)
+class Explainer:
+    """Issue 9's explanations (cached LLM text or a template) attached to the final items,
+    under what is left of the budget and never more than `cap_s`."""
+
+    def __init__(self, client: Any, catalog: ItemCatalog, popular: Any, cap_s: float = 0.02):
+        self.client = client
+        self.catalog = catalog
+        self.popular = popular  # () -> the trending ids held in memory
+        self.cap_s = cap_s
+
+    async def __call__(
+        self, user_id: str, items: list[RecommendedItem], recent: list[str], left_s: float
+    ) -> list[RecommendedItem]:
+        from serving.explanations import ItemFacts, WatchedItem, explain_items
+
+        watched = []
+        for item_id in reversed(recent[-5:]):  # most recent first
+            info = self.catalog.get(item_id)
+            if info is not None:
+                watched.append(WatchedItem(item_id, info.title, tuple(info.genres)))
+        trending = self.popular()
+        facts = {}
+        for it in items:
+            info = self.catalog.get(it.item_id)
+            genres = tuple(info.genres) if info is not None else ()
+            facts[it.item_id] = ItemFacts(genres=genres, popular=it.item_id in trending)
+        texts = await explain_items(
+            self.client,
+            user_id,
+            [it.item_id for it in items],
+            recent=watched,
+            facts=facts,
+            timeout_s=max(0.001, min(self.cap_s, left_s)),
+        )
+        return [
+            it.model_copy(update={"explanation": texts[it.item_id].text})
+            if it.item_id in texts
+            else it
+            for it in items
+        ]
 
 
 class ServingWorker:
@@ -51,18 +85,19 @@ class ServingWorker:
         self.models = ModelManager(settings, self.metrics)
         self.recommender: Recommender | None = None
         self._closers: list[Any] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> Recommender:
         from serving.impressions import ImpressionPublisher
         from serving.redis_stores import RedisCandidates, RedisPopular, connect
 
         s = self.settings
+        self.loop = asyncio.get_running_loop()
         features, candidates, popular = self._given
-        if candidates is None or popular is None:
-            client = connect(s.redis_url, s.redis.socket_timeout_s)
-            self._closers.append(client.aclose)
-            candidates = candidates or RedisCandidates(client)
-            popular = popular or RedisPopular(client)
+        client = connect(s.redis_url, s.redis.socket_timeout_s)
+        self._closers.append(client.aclose)
+        candidates = candidates or RedisCandidates(client)
+        popular = popular or RedisPopular(client)
         if features is None:
             from serving.feature_store import FeastUserFeatures
 
@@ -84,8 +119,11 @@ class ServingWorker:
             self.catalog,
             self.metrics,
             impressions,
-            _explainer(),
         )
+        if s.serving.explain:
+            rec = self.recommender
+            trending = lambda: {i for i, _ in rec.popular[:100]}  # noqa: E731
+            rec.explain = Explainer(client, self.catalog, trending)
         await self.recommender.start()
         return self.recommender
 

@@ -1,0 +1,296 @@
+"""Serving benchmark: the worker under an open-loop HTTP load, against the bare ranker.
+
+    python -m benchmarks.serving_bench [--duration 10] [--device cpu|cuda] [--cache]
+
+On a fresh stack of its own, with ML-100K loaded (catalog on catalog.items, trending lists,
+500 candidates for each of the 943 users, their features in Feast, a ranker trained through
+issue 5's API and promoted), it measures in one run:
+- bare ranker: requests/s the model sustains scoring 500 candidates per request, in batches
+  of the serving batcher's size (the ranking-bound limit, NOTES.md: ~600-800 req/s);
+- the serving worker (`streamrec serve`, a subprocess) under vegeta's open-loop constant
+  rate (hey's -q per worker when vegeta is missing) at several rates: p50/p95/p99, the
+  highest rate with p99 < 50 ms and its ratio to the bare rate, the p99 at half the bare rate;
+- the request-topic round trip (a plain confluent-kafka client) p50/p99;
+- beyond capacity (2x the bare rate): goodput and the p99 of admitted (200) requests.
+The response cache is off unless `--cache` (each request ranks its 500 candidates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from benchmarks.common import bench_stack, machine, percentiles
+from infra.processes import free_port
+from infra.settings import Settings
+from models.features import UserFeatures
+from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from streams.catalog import publish_items
+
+VEGETA = shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta")
+
+
+def trained_ranker(settings: Settings) -> Path:
+    from models.train import train
+
+    cache = settings.with_overrides(stack={"state_dir": settings.data.cache_dir / "test-ranker"})
+    return train(cache, retriever_epochs=1, ranker_epochs=1).ranker.path
+
+
+def promote(settings: Settings, source: Path) -> str:
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings)
+    shutil.copytree(source, registry.kind_dir("ranker") / source.name)
+    registry.promote("ranker", source.name)
+    return source.name
+
+
+def bare_ranker_rate(
+    path: Path, device: str, ml: MovieLens, batch: int, seconds: float
+) -> tuple[float, float]:
+    """Requests/s of RankerModel.score_batch alone: batched as serving does, and one by one."""
+    import torch
+
+    from models.ranker import RankerModel
+    from serving.seed import candidate_list
+
+    torch.set_num_threads(os.cpu_count() or 2)
+    model = RankerModel.load(path, device=device)
+    users = ml.users
+    inputs = []
+    for u in users[:256]:
+        hist = [i for _, i, _ in ml.history[u]]
+        inputs.append(
+            (
+                UserFeatures(user_id=u, recent_items=hist[-10:], n_interactions=len(hist)),
+                [c.item_id for c in candidate_list(ml, u, 500).items],
+            )
+        )
+
+    def run(size: int) -> float:
+        done, n, t0 = 0, 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            chunk = [inputs[(n + j) % len(inputs)] for j in range(size)]
+            model.score_batch([c[0] for c in chunk], [c[1] for c in chunk])
+            done += size
+            n += size
+        return done / (time.perf_counter() - t0)
+
+    run(batch)  # warm-up
+    return run(batch), run(1)
+
+
+def start_server(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings.to_env()}
+    log = open(settings.state_dir / "serve.log", "ab")  # noqa: SIM115 - lives with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrec", "serve", "--loglevel", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://{settings.serving.host}:{settings.serving.port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)  # polling readiness
+    proc.kill()
+    raise RuntimeError(f"serving did not become ready; see {settings.state_dir / 'serve.log'}")
+
+
+def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path) -> dict:
+    """Open-loop constant-rate load; per-request latency (ms) and status."""
+    targets = workdir / "targets.txt"
+    rng = random.Random(rate)
+    targets.write_text(
+        "\n".join(f"GET {url}/v1/users/{rng.choice(users)}/recommendations" for _ in range(5000))
+        + "\n"
+    )
+    if Path(VEGETA).exists():
+        out = subprocess.run(
+            f"{VEGETA} attack -rate={rate}/s -duration={seconds}s -timeout=5s "
+            f"-targets={targets} -workers=64 -max-workers=2000 | {VEGETA} encode --to json",
+            shell=True,
+            capture_output=True,
+            check=True,
+        ).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+        lat = [r["latency"] / 1e6 for r in rows]
+        codes = [r["code"] for r in rows]
+        tool = "vegeta"
+    else:  # hey: -q is per worker, so rate = workers x q (closed loop per worker)
+        workers = max(1, rate // 10)
+        out = subprocess.run(
+            [
+                "hey",
+                "-z",
+                f"{seconds}s",
+                "-q",
+                "10",
+                "-c",
+                str(workers),
+                "-o",
+                "csv",
+                f"{url}/v1/users/{users[0]}/recommendations",
+            ],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout.splitlines()[1:]
+        lat = [float(line.split(",")[0]) * 1000 for line in out if line]
+        codes = [int(line.split(",")[6]) for line in out if line]
+        tool = "hey"
+    ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
+    return {
+        "tool": tool,
+        "rate": rate,
+        "sent": len(lat),
+        "ok": len(ok),
+        "shed": sum(1 for c in codes if c == 503),
+        "errors": sum(1 for c in codes if c not in (200, 503)),
+        "all": percentiles(lat) if lat else {},
+        "admitted": percentiles(ok) if ok else {},
+        "goodput": len(ok) / seconds,
+    }
+
+
+def topic_round_trip(settings: Settings, users: list[str], n: int) -> dict[str, float]:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams import codecs
+    from topics import RECS_REQUESTS, RecRequest, RecResponse
+
+    reply = f"bench.replies.{uuid.uuid4().hex[:6]}"
+    AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).create_topics(
+        [NewTopic(reply, 1, 1)]
+    )[reply].result(30)
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 1,
+        }
+    )
+    consumer.subscribe([reply])
+
+    def ask(cid: str, user: str, timeout_s: float) -> float | None:
+        req = RecRequest(correlation_id=cid, user_id=user, reply_to=reply)
+        t0 = time.perf_counter()
+        producer.produce(RECS_REQUESTS.name, key=user.encode(), value=codecs.encode_json(req))
+        producer.flush(5)
+        while time.perf_counter() - t0 < timeout_s:
+            msg = consumer.poll(0.05)
+            if (
+                msg is not None
+                and not msg.error()
+                and codecs.decode_json(RecResponse, msg.value()).correlation_id == cid
+            ):
+                return (time.perf_counter() - t0) * 1000
+        return None
+
+    for i in range(120):  # the server's group joins at 'latest': wait for a first answer
+        if ask(f"warm-{i}", users[0], 1.0) is not None:
+            break
+    times = [t for i in range(n) if (t := ask(f"rt-{i}", users[i % len(users)], 5.0)) is not None]
+    consumer.close()
+    return {**percentiles(times), "n": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per rate")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--cache", action="store_true", help="keep the response cache on")
+    parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8,1.0", help="x bare rate")
+    parser.add_argument("--topic-requests", type=int, default=300)
+    args = parser.parse_args()
+
+    ml = MovieLens.load(Settings())
+    source = trained_ranker(Settings())
+    with bench_stack() as base:
+        settings = base.with_overrides(
+            serving={
+                "port": free_port(),
+                "device": args.device,
+                "cache_ttl_s": 2.0 if args.cache else 0.0,
+            },
+            analytics={"metrics_port": 0},
+        )
+        publish_items(settings, ml.items)
+        seed_popular(settings, ml)
+        seed_candidates(settings, ml, ml.users, n=500)
+        seed_user_features(settings, ml, ml.users)
+        version = promote(settings, source)
+        batch = settings.serving.batch_max_requests
+        bare, single = bare_ranker_rate(source, args.device, ml, batch, args.duration)
+        print(f"machine: {machine()}; device {args.device}; ranker {version}")
+        print(
+            f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one by one"
+        )
+
+        proc = start_server(settings)
+        workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+        url = f"http://{settings.serving.host}:{settings.serving.port}"
+        try:
+            attack(url, ml.users, 50, 3, workdir)  # warm-up
+            sweep = []
+            for share in [float(x) for x in args.rates.split(",")]:
+                rate = max(10, int(bare * share))
+                res = attack(url, ml.users, rate, args.duration, workdir)
+                sweep.append(res)
+                a = res["all"]
+                print(
+                    f"{res['tool']} {rate:5d}/s ({share:.1f}x bare): p50 {a['p50']:.1f} "
+                    f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
+                    f"shed {res['shed']}, errors {res['errors']}"
+                )
+            good = [
+                r["rate"]
+                for r in sweep
+                if r["all"]["p99"] < 50 and r["errors"] == 0 and r["shed"] == 0
+            ]
+            best = max(good, default=0)
+            print(f"highest rate with p99 < 50 ms: {best}/s = {best / bare:.2f} x bare ranker")
+            half = attack(url, ml.users, int(bare / 2), args.duration, workdir)
+            print(f"p99 at half the bare rate ({int(bare / 2)}/s): {half['all']['p99']:.1f} ms")
+            over = attack(url, ml.users, int(bare * 2), args.duration, workdir)
+            print(
+                f"2x bare ({int(bare * 2)}/s): goodput {over['goodput']:.0f}/s, admitted p99 "
+                f"{over['admitted'].get('p99', float('nan')):.1f} ms, shed {over['shed']}, "
+                f"errors {over['errors']} of {over['sent']}"
+            )
+            rt = topic_round_trip(settings, ml.users, args.topic_requests)
+            print(
+                f"request topic round trip ({rt['n']} requests): p50 {rt['p50']:.1f} "
+                f"p99 {rt['p99']:.1f} ms"
+            )
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

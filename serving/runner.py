@@ -1,0 +1,63 @@
+"""Running the serving worker: HTTP (uvicorn), the request topic, or both in one process.
+
+Responsibilities: build the app or the topic server around one `ServingWorker`, run it until
+SIGINT/SIGTERM, register the process in the live-worker registry (`streams.metrics.serve`,
+heartbeat + metrics endpoint for the dashboard), and shut everything down in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from infra.settings import Settings
+from serving.errors import ServingError
+from streams import metrics as shared_metrics
+
+
+def run(settings: Settings, http: bool = True, topic: bool = True, log_level: str = "warning"):
+    if not (http or topic):
+        raise ServingError("nothing to serve: give --http, --topic or both")
+    handle = shared_metrics.serve(settings, "serving")
+    try:
+        if http:
+            import uvicorn
+
+            from serving.app import create_app
+
+            uvicorn.run(
+                create_app(settings, topic=topic),
+                host=settings.serving.host,
+                port=settings.serving.port,
+                log_level=log_level,
+                access_log=False,
+                loop="uvloop",
+                http="httptools",
+                backlog=4096,
+                timeout_graceful_shutdown=10,
+            )
+        else:
+            asyncio.run(_topic_only(settings))
+    finally:
+        handle.stop()
+
+
+async def _topic_only(settings: Settings) -> None:
+    from serving.topic_server import TopicServer
+    from serving.worker import ServingWorker
+
+    worker = ServingWorker(settings)
+    await worker.start()
+    server = TopicServer(settings, worker)
+    server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        await worker.stop()

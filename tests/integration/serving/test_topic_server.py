@@ -1,0 +1,142 @@
+"""The request topic: a plain confluent-kafka client asks and gets its answer; poison
+messages go to dead.letters and serving carries on."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.settings import Settings
+from streams import codecs
+from tests.integration.serving.conftest import USERS_WITH_FEATURES, serve
+from tests.kafka_helpers import end_offsets, read_range, wait_for
+from topics import DEAD_LETTERS, RECS_REQUESTS, DeadLetter, RecRequest, RecResponse
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def server(serving_stack: Settings):
+    with serve(
+        serving_stack, topic=True, consumer_group=f"serving-{uuid.uuid4().hex[:6]}"
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def reply_topic(server) -> str:
+    name = f"test.replies.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": server.settings.kafka_bootstrap})
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+    return name
+
+
+class Client:
+    """A plain Kafka client of the request topic: produce requests, read replies."""
+
+    def __init__(self, settings: Settings, reply_to: str) -> None:
+        self.reply_to = reply_to
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"client-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self.consumer.subscribe([reply_to])
+        self.replies: dict[str, RecResponse] = {}
+
+    def ask(self, correlation_id: str, user_id: str, **fields) -> None:
+        req = RecRequest(
+            correlation_id=correlation_id, user_id=user_id, reply_to=self.reply_to, **fields
+        )
+        self.producer.produce(
+            RECS_REQUESTS.name, key=user_id.encode(), value=codecs.encode(RECS_REQUESTS, req)
+        )
+        self.producer.flush(10)
+
+    def raw(self, value: bytes) -> None:
+        self.producer.produce(RECS_REQUESTS.name, key=b"poison", value=value)
+        self.producer.flush(10)
+
+    def poll(self) -> None:
+        for msg in self.consumer.consume(100, timeout=0.2):
+            if not msg.error():
+                resp = codecs.decode_json(RecResponse, msg.value())
+                self.replies[resp.correlation_id] = resp
+
+    def reply(self, correlation_id: str, timeout_s: float = 30) -> RecResponse:
+        def got():
+            self.poll()
+            return self.replies.get(correlation_id)
+
+        return wait_for(got, timeout_s, f"the reply to {correlation_id}")
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def _warm_up(client: Client) -> None:
+    """The server joins its consumer group at 'latest': ask until one answer comes back."""
+    n = 0
+
+    def answered():
+        nonlocal n
+        n += 1
+        client.ask(f"warm-{n}", "1")
+        client.poll()
+        return any(c.startswith("warm-") for c in client.replies)
+
+    wait_for(answered, 60, "the topic server to answer", interval=0.5)
+
+
+def test_a_plain_kafka_client_gets_its_answer_with_its_correlation_id(server, reply_topic):
+    client = Client(server.settings, reply_topic)
+    try:
+        _warm_up(client)
+        cid = f"c-{uuid.uuid4().hex}"
+        client.ask(cid, USERS_WITH_FEATURES[3], k=7)
+        reply = client.reply(cid)
+        assert reply.correlation_id == cid and reply.user_id == USERS_WITH_FEATURES[3]
+        assert reply.level == "FULL" and reply.model_version and len(reply.items) == 7
+        cold = f"c-{uuid.uuid4().hex}"
+        client.ask(cold, "brand-new-user", k=4, recent_item_ids=["50", "181"])
+        reply = client.reply(cold)
+        assert reply.level == "POPULAR" and len(reply.items) == 4
+        assert {"50", "181"}.isdisjoint(i.item_id for i in reply.items)
+    finally:
+        client.close()
+
+
+def test_malformed_requests_go_to_dead_letters_and_serving_continues(server, reply_topic):
+    client = Client(server.settings, reply_topic)
+    try:
+        _warm_up(client)
+        before = end_offsets(server.settings, DEAD_LETTERS.name)
+        client.raw(b"{not json")
+        client.raw(b'{"correlation_id": "x", "user_id": "1", "k": 0}')
+        after = wait_for(
+            lambda: (
+                (a := end_offsets(server.settings, DEAD_LETTERS.name))
+                and sum(a.values()) >= sum(before.values()) + 2
+                and a
+            ),
+            30,
+            "two dead letters",
+        )
+        letters = [
+            codecs.decode_json(DeadLetter, v)
+            for _, v in read_range(server.settings, DEAD_LETTERS.name, before, after)
+        ]
+        ours = [d for d in letters if d.processor == "serving"]
+        assert len(ours) == 2
+        assert any("k" in d.reason for d in ours) and ours[0].value == "{not json"
+        cid = f"after-{uuid.uuid4().hex}"
+        client.ask(cid, "2")
+        assert client.reply(cid).correlation_id == cid
+    finally:
+        client.close()
