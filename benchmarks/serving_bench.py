@@ -23,18 +23,16 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import httpx
-
 from benchmarks.common import bench_stack, machine, percentiles
 from infra.processes import free_port
 from infra.settings import Settings
 from models.features import UserFeatures
+from serving.process import ServeProcess
 from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
 from streams.catalog import publish_items
 
@@ -90,31 +88,6 @@ def bare_ranker_rate(
 
     run(batch)  # warm-up
     return run(batch), run(1)
-
-
-def start_server(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings.to_env()}
-    log = open(settings.state_dir / "serve.log", "ab")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrec", "serve", "--loglevel", "warning"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://{settings.serving.host}:{settings.serving.port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)  # polling readiness
-    proc.kill()
-    raise RuntimeError(f"serving did not become ready; see {settings.state_dir / 'serve.log'}")
 
 
 def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path) -> dict:
@@ -250,9 +223,9 @@ def main() -> None:
             f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one by one"
         )
 
-        proc = start_server(settings)
+        server = ServeProcess(settings).start()
         workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
-        url = f"http://{settings.serving.host}:{settings.serving.port}"
+        url = server.url
         try:
             attack(url, ml.users, 50, 3, workdir)  # warm-up
             sweep = []
@@ -287,8 +260,7 @@ def main() -> None:
                 f"p99 {rt['p99']:.1f} ms"
             )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
             shutil.rmtree(workdir, ignore_errors=True)
 
 

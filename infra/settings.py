@@ -274,7 +274,11 @@ class ServingSettings(_Section):
     cache_ttl_s: float = 2.0
     cache_max_entries: int = 100_000
     # freshness and in-memory refreshes
-    features_stale_s: float = 3600.0
+    features_stale_s: float = Field(
+        0.0,
+        description="features whose last event is older are STALE; 0: off (replays carry "
+        "event times years old, ADR 0043)",
+    )
     popular_window: str = "24h"
     popular_size: int = 500
     refresh_s: float = 5.0

@@ -17,6 +17,7 @@ from rich.rule import Rule
 
 from infra.settings import Settings
 from streamrec.demo import backbone
+from streamrec.demo import serving as serving_demo
 from streams.worker_process import WorkerProcess
 
 
@@ -39,6 +40,8 @@ STEPS: list[Step] = [
     ("Local stack", backbone.start_stack),
     ("Topics and data", backbone.load_data),
     ("Replay and consume", backbone.replay_and_count),
+    ("Serving: HTTP and the request topic", serving_demo.serve_and_ask),
+    ("Serving: a short load run", serving_demo.load_run),
 ]
 
 

@@ -93,6 +93,19 @@ async def test_missing_features_degrade_to_stale(h):
     assert r.level == "STALE_FEATURES" and r.model_version == "t1"
 
 
+async def test_old_features_are_stale_when_an_age_limit_is_set():
+    h = Harness(features_stale_s=60.0)
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    h.features.rows["u1"] = FeatureRead(h.features.rows["u1"].features, old)
+    await h.core.start()
+    try:
+        assert (await h.ask()).level == "STALE_FEATURES"
+        h.features.rows["u1"] = FeatureRead(h.features.rows["u1"].features, datetime.now(UTC))
+        assert (await h.ask()).level == "FULL"
+    finally:
+        await h.core.stop()
+
+
 async def test_failed_feature_store_uses_last_seen_features(h):
     await h.ask()
     h.features.fail = True

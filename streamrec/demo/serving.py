@@ -1,0 +1,174 @@
+"""Demo steps of the serving worker: answers over HTTP and the request topic, a short load run.
+
+What earlier steps produced is used as it is (the promoted ranker, candidates, trending
+lists, user features); whatever is missing for the demo's users is written per the stores'
+contracts (`serving.seed`) and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import redis
+from rich.table import Table
+
+from models.registry import ModelRegistry
+from serving.process import ServeProcess
+from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from topics.stores import POPULAR, USER_CANDIDATES
+
+if TYPE_CHECKING:
+    from streamrec.demo import DemoContext
+
+DEMO_USERS = [str(u) for u in range(1, 101)]
+
+
+def _prepare(ctx: DemoContext, ml: MovieLens) -> list[str]:
+    s = ctx.settings
+    done = []
+    if ModelRegistry(s).promoted("ranker") is None:
+        from models.train import train
+
+        result = train(s, retriever_epochs=1, ranker_epochs=1)
+        ModelRegistry(s).promote("ranker", result.ranker.version)
+        done.append(f"trained and promoted ranker {result.ranker.version} (1 epoch)")
+    client = redis.Redis.from_url(s.redis_url)
+    if not client.exists(POPULAR.key(window=s.serving.popular_window)):
+        seed_popular(s, ml)
+        done.append("seeded the trending lists")
+    missing = [u for u in DEMO_USERS if not client.exists(USER_CANDIDATES.key(user_id=u))]
+    if missing:
+        seed_candidates(s, ml, missing)
+        seed_user_features(s, ml, missing)
+        done.append(f"seeded candidates and features of {len(missing)} users")
+    return done
+
+
+def _show(ctx: DemoContext, title: str, body: dict, titles: dict[str, str]) -> None:
+    table = Table(title=title)
+    for col in ("#", "item", "title", "score", "why"):
+        table.add_column(col)
+    for n, item in enumerate(body["items"][:5], 1):
+        table.add_row(
+            str(n),
+            item["item_id"],
+            titles.get(item["item_id"], ""),
+            f"{item['score']:.3f}",
+            item.get("explanation") or "",
+        )
+    ctx.console.print(table)
+    ctx.console.print(
+        f"level [bold]{body['level']}[/], model {body['model_version']}, "
+        f"{body['latency_ms']:.1f} ms"
+    )
+
+
+def serve_and_ask(ctx: DemoContext) -> None:
+    s = ctx.settings
+    ml = MovieLens.load(s)
+    titles = {i.item_id: i.title for i in ml.items}
+    for line in _prepare(ctx, ml):
+        ctx.console.print(line)
+    t0 = time.monotonic()
+    server = ServeProcess(s).start()
+    ctx.workers.append(server)  # type: ignore[arg-type] - stopped with the demo's workers
+    ctx.state["serving_url"] = server.url
+    ctx.console.print(f"streamrec serve ready in {time.monotonic() - t0:.1f} s at {server.url}")
+    r = httpx.get(f"{server.url}/v1/users/1/recommendations", params={"k": 10}, timeout=10)
+    _show(ctx, "GET /v1/users/1/recommendations (HTTP)", r.json(), titles)
+    r = httpx.get(f"{server.url}/v1/users/new-visitor/recommendations", params={"k": 5})
+    _show(ctx, "an unknown user (cold start)", r.json(), titles)
+    body = _ask_over_topic(ctx, "7")
+    _show(ctx, "user 7 over recs.requests (a plain Kafka client)", body, titles)
+
+
+def _ask_over_topic(ctx: DemoContext, user_id: str) -> dict:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams import codecs
+    from topics import RECS_REQUESTS, RecRequest, RecResponse
+
+    s = ctx.settings
+    reply = f"demo.replies.{uuid.uuid4().hex[:6]}"
+    AdminClient({"bootstrap.servers": s.kafka_bootstrap}).create_topics([NewTopic(reply, 1, 1)])[
+        reply
+    ].result(30)
+    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 0})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": f"demo-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([reply])
+    try:
+        deadline = time.monotonic() + 30
+        n = 0
+        while time.monotonic() < deadline:
+            # The server's consumer group starts at 'latest': ask again until it answers.
+            n += 1
+            cid = f"demo-{n}"
+            req = RecRequest(correlation_id=cid, user_id=user_id, reply_to=reply, k=10)
+            t0 = time.perf_counter()
+            producer.produce(
+                RECS_REQUESTS.name, key=user_id.encode(), value=codecs.encode_json(req)
+            )
+            producer.flush(5)
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                msg = consumer.poll(0.05)
+                if msg is None or msg.error():
+                    continue
+                resp = codecs.decode_json(RecResponse, msg.value())
+                if resp.correlation_id == cid:
+                    rtt = (time.perf_counter() - t0) * 1000
+                    ctx.console.print(f"reply with correlation id {cid} in {rtt:.1f} ms")
+                    return resp.model_dump(mode="json")
+        raise RuntimeError("no reply on the request topic within 30 s")
+    finally:
+        consumer.close()
+
+
+def load_run(ctx: DemoContext) -> None:
+    """5 s of open-loop load (vegeta, or hey) at 100 req/s across 100 users."""
+    url = ctx.state["serving_url"]
+    vegeta = shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta")
+    targets = "\n".join(f"GET {url}/v1/users/{u}/recommendations" for u in DEMO_USERS)
+    if shutil.which(vegeta):
+        out = subprocess.run(
+            [vegeta, "attack", "-rate=100/s", "-duration=5s"],
+            input=targets.encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+        report = json.loads(
+            subprocess.run(
+                [vegeta, "report", "-type=json"], input=out, capture_output=True, check=True
+            ).stdout
+        )
+        lat = report["latencies"]
+        ctx.console.print(
+            f"vegeta, 100 req/s for 5 s: p50 {lat['50th'] / 1e6:.1f} ms, "
+            f"p95 {lat['95th'] / 1e6:.1f} ms, p99 {lat['99th'] / 1e6:.1f} ms, "
+            f"success {report['success'] * 100:.1f}%"
+        )
+        return
+    out = subprocess.run(
+        ["hey", "-z", "5s", "-q", "10", "-c", "10", f"{url}/v1/users/1/recommendations"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    summary = [line for line in out.splitlines() if "%" in line and "in" in line]
+    ctx.console.print(
+        "hey, 10 workers x 10 req/s for 5 s: " + "; ".join(s.strip() for s in summary)
+    )
