@@ -10,6 +10,8 @@ is a ClickHouse server (ADR 0051). This module turns the ownership error into a 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from analytics.errors import StoreBusyError
@@ -34,3 +36,13 @@ def open_store(settings: Settings, create: bool = True) -> Any:
     if create:
         ensure_tables(client, settings.clickhouse.database)
     return client
+
+
+@contextmanager
+def store_session(settings: Settings, create: bool = True) -> Iterator[Any]:
+    """`open_store` that closes the client at the end (closing releases a chDB directory)."""
+    client = open_store(settings, create=create)
+    try:
+        yield client
+    finally:
+        client.close()

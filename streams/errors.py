@@ -13,3 +13,7 @@ class DataError(StreamRecError):
 
 class DeliveryError(StreamRecError):
     """The broker did not acknowledge produced messages."""
+
+
+class LagError(StreamRecError):
+    """Consumer lag could not be read from the broker."""

@@ -23,8 +23,6 @@ from typing import Any
 
 import httpx
 import redis
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
@@ -32,6 +30,8 @@ from analytics.dashboard.health import EdgeState, NodeState, Observation, Worker
 from analytics.dashboard.topology import WORKER_NAMES, consumer_group
 from infra.settings import Settings
 from streams import metrics
+from streams.errors import LagError
+from streams.lag import admin_client, consumer_lags
 
 Samples = list[tuple[str, dict[str, str], float]]
 
@@ -88,9 +88,7 @@ class Collector:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.cfg = settings.analytics
-        self.admin = AdminClient(
-            {"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000}
-        )
+        self.admin = admin_client(settings)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         self.http = httpx.AsyncClient(timeout=1.5)
         self.seen: set[str] = set()
@@ -216,35 +214,11 @@ class Collector:
         )
 
     def consumer_lags(self) -> tuple[dict[str, dict[str, int]], bool]:
-        """group -> topic -> lag for every `streamrec-*` group with committed offsets."""
+        """group -> topic -> lag for every `streamrec-*` group, and whether Kafka answered."""
         try:
-            listing = self.admin.list_consumer_groups(request_timeout=3).result()
-            groups = [g.group_id for g in listing.valid if g.group_id.startswith("streamrec-")]
-            committed: dict[str, list[TopicPartition]] = {}
-            for group in groups:
-                fut = self.admin.list_consumer_group_offsets(
-                    [ConsumerGroupTopicPartitions(group)], request_timeout=3
-                )[group]
-                parts = [tp for tp in fut.result().topic_partitions if tp.offset >= 0]
-                if parts:
-                    committed[group] = parts
-            wanted = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
-            ends: dict[tuple[str, int], int] = {}
-            if wanted:
-                futs = self.admin.list_offsets(
-                    {TopicPartition(t, p): OffsetSpec.latest() for t, p in wanted},
-                    request_timeout=3,
-                )
-                for tp, fut in futs.items():
-                    ends[(tp.topic, tp.partition)] = fut.result().offset
-        except KafkaException:
+            lags = consumer_lags(self.admin)
+        except LagError:
             return {}, False
-        lags: dict[str, dict[str, int]] = {}
-        for group, tps in committed.items():
-            for tp in tps:
-                end = ends.get((tp.topic, tp.partition), tp.offset)
-                by_topic = lags.setdefault(group, {})
-                by_topic[tp.topic] = by_topic.get(tp.topic, 0) + max(0, end - tp.offset)
         for group, by_topic in lags.items():
             for topic, lag in by_topic.items():
                 metrics.CONSUMER_LAG.labels(topic, group).set(lag)

@@ -18,10 +18,11 @@ def report(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     from analytics.report import ReportBuilder, render
-    from analytics.store import open_store
+    from analytics.store import store_session
 
     settings: Settings = ctx.obj
-    result = ReportBuilder(open_store(settings), settings).build(minutes=minutes)
+    with store_session(settings) as client:
+        result = ReportBuilder(client, settings).build(minutes=minutes)
     typer.echo(result.model_dump_json(indent=2) if as_json else render(result))
 
 
@@ -29,13 +30,29 @@ def dashboard(
     ctx: typer.Context,
     host: str | None = typer.Option(None, help="default: analytics.dashboard_host"),
     port: int | None = typer.Option(None, help="default: analytics.dashboard_port"),
+    detach: bool = typer.Option(False, help="run in the background (stop with --stop)"),
+    stop: bool = typer.Option(False, help="stop a dashboard started with --detach"),
 ) -> None:
+    from analytics.dashboard import process
+
+    settings: Settings = ctx.obj
+    overrides = {k: v for k, v in (("dashboard_host", host), ("dashboard_port", port)) if v}
+    if overrides:
+        settings = settings.with_overrides(analytics=overrides)
+    if stop:
+        stopped = process.stop_detached(settings)
+        typer.echo("dashboard stopped" if stopped else "no detached dashboard was running")
+        return
+    if detach:
+        typer.echo(f"dashboard: {process.start_detached(settings)} (running in the background)")
+        return
+
     import uvicorn
 
     from analytics.dashboard.app import create_app
 
-    settings: Settings = ctx.obj
-    host = host or settings.analytics.dashboard_host
-    port = port if port is not None else settings.analytics.dashboard_port
-    typer.echo(f"dashboard: http://{host}:{port}/")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    typer.echo(f"dashboard: {process.url_of(settings)}")
+    a = settings.analytics
+    uvicorn.run(
+        create_app(settings), host=a.dashboard_host, port=a.dashboard_port, log_level="warning"
+    )

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from infra.settings import Settings
+from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
 from streamrec.demo import serving as serving_demo
 from streams.worker_process import WorkerProcess
@@ -42,6 +43,8 @@ STEPS: list[Step] = [
     ("Replay and consume", backbone.replay_and_count),
     ("Serving: HTTP and the request topic", serving_demo.serve_and_ask),
     ("Serving: a short load run", serving_demo.load_run),
+    ("Analytics: ClickHouse sink and report", analytics_demo.sink_and_report),
+    ("Analytics: live dashboard", analytics_demo.dashboard),
 ]
 
 

@@ -1,0 +1,82 @@
+"""The dashboard's colouring rules, from observations to statuses."""
+
+from __future__ import annotations
+
+from analytics.dashboard.collector import histogram_p95, parse
+from analytics.dashboard.health import Observation, WorkerObs, assess
+from analytics.dashboard.topology import BY_ID, EDGES, NODES
+from infra.settings import AnalyticsSettings
+
+CFG = AnalyticsSettings(lag_warn=100, lag_alert=1000, latency_warn_s=0.5, error_warn_ratio=0.1)
+STORES = {"kafka": ("ok", ""), "redis": ("ok", ""), "clickhouse": ("ok", ""), "index": ("ok", "")}
+
+
+def _assess(workers: dict[str, WorkerObs], lags=None, kafka_ok=True):
+    obs = Observation(workers=workers, lags=lags or {}, kafka_ok=kafka_ok, stores=STORES)
+    nodes, edges = assess(obs, CFG)
+    return {n.id: n for n in nodes}, {(e.source, e.target): e for e in edges}
+
+
+def test_topology_is_connected_and_complete():
+    assert all(e.source in BY_ID and e.target in BY_ID for e in EDGES)
+    kinds = {n.kind for n in NODES}
+    assert kinds == {"topic", "worker", "store"}
+    linked = {e.source for e in EDGES} | {e.target for e in EDGES}
+    assert {n.id for n in NODES} == linked | {"store:kafka"}  # the broker hosts every topic
+    assert "worker:serving" in BY_ID and "worker:analytics-sink" in BY_ID
+
+
+def test_live_worker_is_green_and_stopped_one_red():
+    nodes, edges = _assess(
+        {
+            "trending": WorkerObs(name="trending", live=True, events_per_s=100),
+            "session-features": WorkerObs(name="session-features", live=False, ever_ran=True),
+        }
+    )
+    assert nodes["worker:trending"].status == "ok"
+    assert nodes["worker:session-features"].status == "down"
+    assert nodes["worker:session-features"].detail == "heartbeat missing"
+    assert edges[("topic:events.interactions", "worker:session-features")].status == "down"
+    assert edges[("worker:session-features", "store:redis")].status == "down"
+    assert nodes["worker:candidates"].status == "idle"  # never ran: grey, not red
+
+
+def test_breaker_errors_latency_and_lag():
+    nodes, edges = _assess(
+        {
+            "llm-enricher": WorkerObs(name="llm-enricher", live=True, breakers_open=["llm"]),
+            "trending": WorkerObs(name="trending", live=True, events_per_s=80, failed_per_s=20),
+            "content-pipeline": WorkerObs(name="content-pipeline", live=True, p95_s=0.9),
+            "analytics-sink": WorkerObs(name="analytics-sink", live=True),
+            "interaction-counter": WorkerObs(name="interaction-counter", live=True),
+        },
+        lags={
+            "streamrec-analytics-sink": {"events.interactions": 5000, "recs.served": 3},
+            "streamrec-interaction-counter": {"events.interactions": 500},
+        },
+    )
+    assert nodes["worker:llm-enricher"].status == "down"
+    assert "breaker open: llm" in nodes["worker:llm-enricher"].detail
+    assert nodes["worker:trending"].status == "warn"
+    assert nodes["worker:content-pipeline"].status == "warn"
+    assert edges[("topic:events.interactions", "worker:analytics-sink")].status == "down"
+    assert edges[("topic:recs.served", "worker:analytics-sink")].status == "ok"
+    assert edges[("topic:events.interactions", "worker:interaction-counter")].status == "warn"
+    assert nodes["worker:analytics-sink"].status == "warn"
+
+
+def test_broker_down_turns_topics_red():
+    nodes, _ = _assess({}, kafka_ok=False)
+    assert all(n.status == "down" for i, n in nodes.items() if i.startswith("topic:"))
+
+
+def test_p95_from_histogram_bucket_deltas():
+    def text(counts: list[int]) -> str:
+        les = ["0.01", "0.1", "1.0", "+Inf"]
+        lines = [f'h_bucket{{le="{le}"}} {c}' for le, c in zip(les, counts, strict=True)]
+        return "# TYPE h histogram\n" + "\n".join(lines) + f"\nh_count {counts[-1]}\nh_sum 1\n"
+
+    before = parse(text([10, 10, 10, 10]))
+    now = parse(text([10, 90, 110, 110]))  # 100 new: 80 under 0.1 s, 20 under 1 s
+    assert histogram_p95(now, before, "h") == 1.0
+    assert histogram_p95(before, before, "h") is None
