@@ -116,6 +116,7 @@ class AnalyticsSink:
         finally:
             self.consumer.close()
             self.producer.flush(10)
+            self.client.close()  # releases the embedded chDB directory for other processes
 
     def _take(self, msg: Any) -> None:
         if msg.error():
