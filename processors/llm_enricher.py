@@ -77,6 +77,7 @@ class Enricher:
         self._flushed: Counter[str] = Counter()
         self._requeues: Counter[str] = Counter()
         self.client: LLMClient | None = None
+        self.in_flight = 0
         self._depth = metrics.QUEUE_DEPTH.labels(NAME, "enrich")
         self._breaker = metrics.BREAKER_STATE.labels(NAME, "llm")
         self._processed = metrics.EVENTS_PROCESSED.labels(NAME, LLM_ENRICH_REQUESTS.name)
@@ -108,6 +109,7 @@ class Enricher:
         while True:
             request = await self.queue.get()
             self._depth.set(len(self.queue))
+            self.in_flight += 1
             try:
                 await self._handle(request)
             except LLMBreakerOpen as exc:
@@ -125,6 +127,8 @@ class Enricher:
             except LLMRequestError as exc:
                 self.counts["failed"] += 1
                 log.warning("provider refused %s: %s", request.key, exc)
+            finally:
+                self.in_flight -= 1
 
     async def _handle(self, request: EnrichRequest) -> None:
         assert self.client is not None
@@ -206,6 +210,7 @@ class Enricher:
             for k, v in delta.items():
                 pipe.hincrby(self.stats_key, k, v)
             pipe.hset(self.stats_key, "queue_depth", len(self.queue))
+            pipe.hset(self.stats_key, "in_flight", self.in_flight)
             state = self.client.breaker.state if self.client else BreakerState.CLOSED
             pipe.hset(self.stats_key, "breaker_state", int(state))
             await pipe.execute()
