@@ -14,7 +14,9 @@ Semantics (docs/adr/0020-session-features-semantics.md):
   (bounded by `recent_ids_max`), and anything older than the horizon is refused as too late,
   so a duplicate is always recognised;
 - genre affinity: each interaction adds 1 split evenly over its item's genres, decayed
-  exponentially (half-life `affinity_half_life_s`) to the user's latest event time.
+  exponentially (half-life `affinity_half_life_s`) to the user's latest event time;
+- long-term aggregates (total, mean rating, top genres by undecayed count) ride along, so
+  the stream can keep `user_longterm_fv` fresh too.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class SessionState:
     total: int = 0
     rating_sum: float = 0.0
     rating_n: int = 0
+    genre_counts: list[int] = field(default_factory=lambda: [0] * N_GENRES)  # undecayed
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -65,6 +68,7 @@ class SessionState:
                 self.total,
                 self.rating_sum,
                 self.rating_n,
+                self.genre_counts,
             ]
         )
 
@@ -84,6 +88,18 @@ class SessionState:
             "session_interactions": count,
             "genre_affinity": list(self.affinity),
             "last_event_ms": self.max_ts,
+        }
+
+    def longterm_features(self, top_n: int) -> dict[str, object]:
+        """The `user_longterm_fv` row: the stream keeps the batch view fresh between backfills."""
+        ranked = sorted(
+            (i for i in range(N_GENRES) if self.genre_counts[i]),
+            key=lambda i: (-self.genre_counts[i], i),
+        )
+        return {
+            "total_interactions": self.total,
+            "top_genres": [GENRES[i] for i in ranked[:top_n]],
+            "mean_rating": self.rating_sum / self.rating_n if self.rating_n else 0.0,
         }
 
 
@@ -189,6 +205,7 @@ def _add_affinity(
         scale = 1.0
     for i, w in genre_weights(genres):
         aff[i] += w * scale
+        state.genre_counts[i] += 1
 
 
 def _prune(state: SessionState, cfg: FeatureSettings) -> None:

@@ -20,7 +20,9 @@ def _store_url() -> str:
     try:
         import rocksdict  # noqa: F401
 
-        return "rocksdict://"
+        # faust's "rocksdb" store uses rocksdict when it is importable; "rocksdict://" is
+        # not a registered store URL (faust fails with "'module' object is not callable").
+        return "rocksdb://"
     except ImportError:  # pragma: no cover - rocksdict ships wheels for our platforms
         return "memory://"
 

@@ -149,11 +149,12 @@ user_longterm_fv = FeatureView(
     tags={**OWNER, "freshness": "batch"},
 )
 
-# Catalog facts about an item.
+# Catalog facts about an item; static metadata stamped at the epoch, so it never expires
+# (ttl 0 = no limit on how far back a point-in-time join looks).
 item_fv = FeatureView(
     name="item_fv",
     entities=[item],
-    ttl=timedelta(days=3650),
+    ttl=timedelta(0),
     schema=ITEM_FIELDS,
     source=item_file_source,
     online=True,

@@ -1,0 +1,170 @@
+"""Session features processor: events.interactions -> user session features in Feast (Redis).
+
+Responsibilities:
+- consume events.interactions (keyed by user) in micro-batches bounded by size and time
+  (`features.batch_max` events, `features.batch_ms` ms);
+- keep each user's `SessionState` in a Faust table backed by its changelog topic (local
+  store: RocksDB through rocksdict), so a restarted or moved worker recovers it;
+- apply the session semantics of `features.session` (event-time sessions, allowed
+  lateness, duplicates by event_id ignored);
+- write the changed users' `user_session_fv` rows (and their `user_longterm_fv` rows, so
+  the batch view's totals are fresh between backfills) to the online store, one Feast call
+  per view per batch, then publish one `FeaturesChanged` per changed user;
+- count accepted / duplicate / too-late / dead-lettered events in Redis (`stats_key`).
+
+Item genres come from catalog.items, read at start and followed (`features.catalog`).
+
+Failure policy: a malformed message goes to dead.letters with the reason and the agent goes
+on. Duplicates and events older than the allowed lateness are dropped and counted. A
+failure of the online store raises (the worker stops before acking the batch, so the batch is
+redelivered after a restart; the table's dedup makes the redelivery harmless).
+Delivery: at least once into the table and the store; effectively once in the features,
+because every accepted event id is remembered until it is older than the allowed lateness.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+
+from features.catalog import CatalogGenres
+from features.online_writer import OnlineWriter
+from features.session import Outcome, SessionState, apply_event, ts_ms
+from infra.settings import Settings
+from processors.batch_context import as_current
+from streams import codecs, metrics
+from streams.app import create_app, faust_topic
+from streams.dead_letters import FaustDeadLetters
+from topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
+from topics.errors import SchemaError
+
+NAME = "session-features"
+VIEW = "user_session_fv"
+LONGTERM_VIEW = "user_longterm_fv"
+TABLE = "user-session"
+
+
+def stats_key(group: str) -> str:
+    """Redis hash of this group's counts: accepted, duplicate, too_late, dead, batches."""
+    return f"streamrec:features:stats:{group}"
+
+
+def session_row(user_id: str, state: SessionState) -> dict[str, Any]:
+    return {"user_id": user_id, **state.features(), "event_timestamp": state.max_ts}
+
+
+def longterm_row(user_id: str, state: SessionState, top_n: int) -> dict[str, Any]:
+    return {"user_id": user_id, **state.longterm_features(top_n), "event_timestamp": state.max_ts}
+
+
+def build(settings: Settings, group: str | None = None) -> faust.App:
+    group = group or f"streamrec-{NAME}"
+    cfg = settings.features
+    overrides: dict[str, Any] = {}
+    if cfg.instance:
+        # Two workers of one group on one machine need separate local stores (RocksDB locks).
+        datadir = settings.state_dir / "faust" / f"{group}-{cfg.instance}"
+        datadir.mkdir(parents=True, exist_ok=True)
+        overrides["datadir"] = str(datadir)
+    app = create_app(settings, group, **overrides)
+    metrics.attach(app, settings, NAME)
+    source = faust_topic(app, EVENTS_INTERACTIONS)
+    changed_topic = faust_topic(app, FEATURES_CHANGED)
+    table = app.Table(
+        TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=EVENTS_INTERACTIONS.partitions,
+        help="per-user SessionState (features.session), JSON",
+    )
+    dead_letters = FaustDeadLetters(app, NAME)
+    catalog = CatalogGenres(settings)
+    store = aioredis.from_url(settings.redis_url)
+    stats = stats_key(group)
+    writer: OnlineWriter | None = None
+
+    @app.agent(source, name=NAME)
+    async def session_features(stream: faust.StreamT) -> None:
+        nonlocal writer
+        if writer is None:
+            await asyncio.to_thread(catalog.load)
+            catalog.start_following()
+            writer = await asyncio.to_thread(OnlineWriter, settings)
+        topic = EVENTS_INTERACTIONS.name
+        processed = metrics.EVENTS_PROCESSED.labels(NAME, topic)
+        failed = metrics.EVENTS_FAILED.labels(NAME, topic, "schema")
+        latency = metrics.PROCESSING_SECONDS.labels(NAME)
+        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
+            t0 = time.perf_counter()
+            counts = {o.value: 0 for o in Outcome} | {"dead": 0}
+            states: dict[str, SessionState] = {}
+            last_event: dict[str, Any] = {}
+            for event in batch:
+                try:
+                    interaction = codecs.decode(EVENTS_INTERACTIONS, event.value)
+                except SchemaError as exc:
+                    await dead_letters.send(event, exc.reason)
+                    counts["dead"] += 1
+                    continue
+                assert isinstance(interaction, Interaction)
+                user = interaction.user_id
+                state = states.get(user)
+                if state is None:
+                    with as_current(event):
+                        state = SessionState.from_bytes(table.get(user.encode()))
+                outcome = apply_event(
+                    state,
+                    cfg,
+                    event_id=interaction.event_id,
+                    ts=ts_ms(interaction.ts.timestamp()),
+                    item_id=interaction.item_id,
+                    genres=catalog.get(interaction.item_id),
+                    rating=interaction.rating,
+                )
+                counts[outcome.value] += 1
+                if outcome is Outcome.ACCEPTED:
+                    states[user] = state
+                    last_event[user] = event
+            for user, state in states.items():
+                with as_current(last_event[user]):
+                    table[user.encode()] = state.to_bytes()
+            if states:
+                await writer.write_many_async(
+                    {
+                        VIEW: [session_row(u, s) for u, s in states.items()],
+                        LONGTERM_VIEW: [
+                            longterm_row(u, s, cfg.top_genres) for u, s in states.items()
+                        ],
+                    }
+                )
+                for user, state in states.items():
+                    notice = FeaturesChanged(
+                        user_id=user,
+                        interactions=state.total,
+                        last_event_ts=state.max_ts / 1000.0,
+                    )
+                    await changed_topic.send(
+                        key=FEATURES_CHANGED.key_of(notice),
+                        value=codecs.encode(FEATURES_CHANGED, notice),
+                    )
+            async with store.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    if n:
+                        pipe.hincrby(stats, name, n)
+                pipe.hincrby(stats, "batches", 1)
+                await pipe.execute()
+            processed.inc(len(batch) - counts["dead"])
+            if counts["dead"]:
+                failed.inc(counts["dead"])
+            latency.observe(time.perf_counter() - t0)
+
+    @app.on_before_shutdown.connect
+    def _stop(sender: Any, **kwargs: Any) -> None:
+        catalog.stop()
+
+    return app
