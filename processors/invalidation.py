@@ -73,7 +73,7 @@ def stats_key(group: str) -> str:
     return f"streamrec:invalidation:{group}"
 
 
-def stats(engine: Invalidator) -> dict[str, int]:
+def stats(engine: Invalidator, sending: int = 0) -> dict[str, int]:
     c = engine.coalescer
     return {
         "dirty_items": engine.dirty,
@@ -85,7 +85,7 @@ def stats(engine: Invalidator) -> dict[str, int]:
         "coalesced": c.stats.coalesced,
         "dropped": c.stats.dropped,
         "emitted": c.stats.emitted,
-        "idle": int(engine.dirty == 0 and c.pending == 0 and c.sweep_left == 0),
+        "idle": int(engine.dirty == 0 and c.pending == 0 and c.sweep_left == 0 and not sending),
     }
 
 
@@ -150,6 +150,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     out = faust_topic(app, CACHE_INVALIDATIONS)
     store = aioredis.from_url(settings.redis_url)
     wake: dict[str, asyncio.Event] = {}
+    sending = {"n": 0}  # a command popped but not yet handed to the producer
     pending_gauge = metrics.QUEUE_DEPTH.labels(NAME, "pending")
     sweep_gauge = metrics.QUEUE_DEPTH.labels(NAME, "sweep")
 
@@ -266,7 +267,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             wake_emitter()
         pending_gauge.set(engine.coalescer.pending)
         sweep_gauge.set(engine.coalescer.sweep_left)
-        await store.hset(stats_key(group), mapping=stats(engine))
+        await store.hset(stats_key(group), mapping=stats(engine, sending["n"]))
 
     @app.task
     async def emitter() -> None:
@@ -280,7 +281,9 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=cfg.window_s)
                 continue
+            sending["n"] = 1
             await limiter.acquire()
             await send(command.model_copy(update={"issued_at": utcnow()}))
+            sending["n"] = 0
 
     return app
