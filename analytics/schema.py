@@ -14,6 +14,7 @@ redelivered event (same id, same content) collapses into one row; every read use
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from topics import CatalogItem, Impression, Interaction
@@ -87,8 +88,15 @@ def ensure_tables(client: Any, database: str) -> None:
         client.command(ddl.format(db=database))
 
 
+def utc_naive(value: datetime) -> datetime:
+    """UTC without tzinfo: clickhouse-connect converts aware datetimes ~7x slower (measured)."""
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
 def interaction_row(e: Interaction) -> list[Any]:
-    return [e.event_id, e.user_id, e.item_id, e.kind, e.rating, e.ts, e.source]
+    return [e.event_id, e.user_id, e.item_id, e.kind, e.rating, utc_naive(e.ts), e.source]
 
 
 def impression_row(e: Impression) -> list[Any]:
@@ -102,9 +110,17 @@ def impression_row(e: Impression) -> list[Any]:
         e.variant,
         e.channel,
         e.latency_ms,
-        e.served_at,
+        utc_naive(e.served_at),
     ]
 
 
 def catalog_row(e: CatalogItem) -> list[Any]:
-    return [e.item_id, int(e.op == "remove"), e.title, list(e.genres), e.updated_at]
+    return [e.item_id, int(e.op == "remove"), e.title, list(e.genres), utc_naive(e.updated_at)]
+
+
+def insert(client: Any, database: str, table: str, rows: list[list[Any]]) -> None:
+    """Insert rows of `table` column-oriented (faster than row-oriented in clickhouse-connect)."""
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    client.insert(
+        table, columns, column_names=list(COLUMNS[table]), database=database, column_oriented=True
+    )

@@ -76,17 +76,14 @@ def wait_caught_up(settings: Settings, admin: AdminClient, timeout_s: float = 60
 
 
 def store_ceiling(n: int) -> float:
-    """Rows/s of clickhouse-connect inserts into a scratch chDB in this process (no Kafka)."""
+    """Rows/s of the sink's insert path (`schema.insert`) into a scratch chDB, no Kafka."""
     rows = [schema.interaction_row(interaction("c", i)) for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings().with_overrides(stack={"state_dir": Path(tmp)})
         with store_session(settings) as client:
-            cols = list(schema.COLUMNS[schema.INTERACTIONS])
             started = time.perf_counter()
             for k in range(0, n, 5000):
-                client.insert(
-                    schema.INTERACTIONS, rows[k : k + 5000], column_names=cols, database="streamrec"
-                )
+                schema.insert(client, "streamrec", schema.INTERACTIONS, rows[k : k + 5000])
             return n / (time.perf_counter() - started)
 
 

@@ -190,12 +190,7 @@ class AnalyticsSink:
             if not rows:
                 continue
             try:
-                self.client.insert(
-                    table,
-                    rows,
-                    column_names=list(schema.COLUMNS[table]),
-                    database=self.database,
-                )
+                schema.insert(self.client, self.database, table, rows)
             except Exception as exc:  # clickhouse-connect/chDB errors: translate at the boundary
                 raise QueryError(f"insert into {self.database}.{table} failed: {exc}") from exc
 

@@ -235,7 +235,7 @@ class Collector:
                 if owner and owner.live
                 else (
                     "idle",
-                    "embedded chDB (opened by the analytics sink)",
+                    "embedded (sink not running)",
                 )
             )
         else:

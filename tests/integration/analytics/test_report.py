@@ -112,15 +112,10 @@ def test_report_matches_independent_computation(tmp_path):
             # every row twice: a redelivery must not change a figure
             (schema.INTERACTIONS, [schema.interaction_row(e) for e in interactions] * 2),
         ):
-            client.insert(
-                table, rows, column_names=list(schema.COLUMNS[table]), database="streamrec"
-            )
-        client.insert(
-            schema.IMPRESSIONS,
-            [schema.impression_row(e) for e in shown[:100]],
-            column_names=list(schema.COLUMNS[schema.IMPRESSIONS]),
-            database="streamrec",
-        )
+            schema.insert(client, "streamrec", table, rows)
+        # ... and the first 100 impressions again
+        again = [schema.impression_row(e) for e in shown[:100]]
+        schema.insert(client, "streamrec", schema.IMPRESSIONS, again)
         report = ReportBuilder(client, settings).build(until=UNTIL, minutes=15)
 
     recent = [e for e in shown if e.served_at >= UNTIL - timedelta(minutes=15)]
