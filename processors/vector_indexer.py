@@ -26,6 +26,7 @@ import time
 from collections import Counter
 
 import faust
+import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from infra.settings import Settings
@@ -39,6 +40,11 @@ from vectors import SnapshotInfo, SnapshotRejected, SnapshotStore, VectorIndexEr
 
 NAME = "vector-indexer"
 log = logging.getLogger(__name__)
+
+
+def status_key(group: str) -> str:
+    """Redis hash of an indexer's state: items, caught_up, last outcome, index version."""
+    return f"streamrec:indexer:{group}"
 
 
 class VectorIndexer:
@@ -118,6 +124,23 @@ class IndexerLoop:
         self.group = group
         self.indexer = VectorIndexer(settings)
         self.error: BaseException | None = None
+        self.store = redis.Redis.from_url(settings.redis_url)
+        self.status = status_key(group)
+
+    def report(self, outcome: str) -> None:
+        """Best effort: the status hash is for people and tests, never worth stopping for."""
+        try:
+            self.store.hset(
+                self.status,
+                mapping={
+                    "outcome": outcome,
+                    "items": len(self.indexer.table),
+                    "applied": self.indexer.applied,
+                    "caught_up": int(self.indexer.caught_up),
+                },
+            )
+        except redis.RedisError as exc:
+            log.warning("indexer status not written: %s", exc)
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -145,6 +168,8 @@ class IndexerLoop:
             }
             consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
             log.info("indexer: rebuilding from %s up to %s", topic, startup_end)
+            self.store.delete(self.status)
+            self.report("rebuilding")
             while not stop.is_set():
                 for msg in consumer.consume(2000, timeout=0.2):
                     if msg.error():
@@ -181,11 +206,14 @@ class IndexerLoop:
             published = self.indexer.snapshot()
         except SnapshotRejected as exc:
             log.error("index snapshot rejected, not published: %s", exc)
+            self.report(f"rejected: {exc}")
             return
         if published is None:
             log.info("index unchanged (%d items), nothing published", len(self.indexer.table))
+            self.report("unchanged")
             return
         log.info("index %s published: %d items", published.version, published.item_count)
+        self.report(f"published {published.version}")
         change = RegistryChange(
             kind="index", name="index", version=published.version, action="promote"
         )

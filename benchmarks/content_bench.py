@@ -1,0 +1,224 @@
+"""Content benchmark: the embedding pipeline against the bare model, and the vector index.
+
+    python -m benchmarks.content_bench [--items 5000] [--device cpu|cuda|auto]
+                                       [--sizes 10000,1000000] [--skip-pipeline] [--skip-index]
+
+In one run:
+- bare model: items/s of `models.embedder.Embedder.embed` on the benchmark's catalog texts,
+  in the pipeline's batch size, before and after the pipeline run (their mean is the
+  reference), plus fp32 vs bf16 autocast on CPU and their cosine (ADR 0010);
+- pipeline: items/s of a real `streamrec worker content-pipeline` process on a fresh stack,
+  from the first item produced to catalog.items until the last vector is acknowledged on
+  catalog.vectors (model already loaded: start-up is reported apart), and its ratio to the
+  bare model (goal >= 0.8);
+- index: p50/p99 of one top-500 query, and per query in batches of 64, for flat and HNSW at
+  each size (clustered synthetic 384-d unit vectors), HNSW build time, and recall@500 of
+  HNSW against exact search, on the synthetic vectors and on the real embeddings of the
+  benchmark catalog.
+
+The catalog: the 1,682 ML-100K titles with their years and genres, repeated with an episode
+number to `--items` distinct texts of realistic length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import faiss
+import numpy as np
+import redis
+
+from benchmarks.common import bench_stack, machine, percentiles
+from infra.settings import IndexSettings, Settings
+from models.embedder import Embedder, item_text
+from processors.content_pipeline import stats_key
+from streams import datasets
+from streams.catalog import publish_items
+from streams.sources.movielens import load_items
+from streams.worker_process import WorkerProcess
+from topics import CatalogItem
+from vectors import faiss_index
+
+
+def bench_catalog(n: int) -> list[CatalogItem]:
+    base = load_items(datasets.fetch(Settings()))
+    out = []
+    for i in range(n):
+        item = base[i % len(base)]
+        episode = i // len(base)
+        title = item.title if episode == 0 else f"{item.title}: episode {episode}"
+        out.append(
+            item.model_copy(
+                update={"item_id": f"b{i}", "title": title, "popularity_hint": float(i % 97)}
+            )
+        )
+    return out
+
+
+def bare_items_per_s(embedder: Embedder, texts: list[str]) -> tuple[float, np.ndarray]:
+    embedder.embed(texts[:64])  # warm-up
+    t0 = time.perf_counter()
+    vectors = embedder.embed(texts)
+    return len(texts) / (time.perf_counter() - t0), vectors
+
+
+def pipeline_items_per_s(settings: Settings, items: list[CatalogItem]) -> dict[str, float]:
+    group = "bench-content"
+    store = redis.Redis.from_url(settings.redis_url)
+    key = stats_key(group)
+    t_start = time.perf_counter()
+    with WorkerProcess(settings, "content-pipeline", group) as worker:
+        while not store.hget(key, "model_version"):
+            if not worker.alive() or time.perf_counter() - t_start > 300:
+                raise RuntimeError(f"the pipeline did not start; see {worker.log}")
+            time.sleep(0.05)  # polling the worker's readiness flag
+        ready = time.perf_counter()
+        t0 = time.perf_counter()
+        publish_items(settings, items)
+        published = time.perf_counter()
+        while int(store.hget(key, "embedded") or 0) < len(items):
+            if not worker.alive() or time.perf_counter() - t0 > 900:
+                raise RuntimeError(f"pipeline stopped or too slow; see {worker.log}")
+            time.sleep(0.01)  # polling the acknowledged-vector count; resolution 10 ms
+        done = time.perf_counter()
+    return {
+        "items_per_s": len(items) / (done - t0),
+        "startup_s": ready - t_start,
+        "publish_s": published - t0,
+    }
+
+
+def clustered(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 1,000 centres: closer to embeddings than uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, dim), dtype=np.float32)
+    out = np.empty((n, dim), dtype=np.float32)
+    step = 100_000
+    for start in range(0, n, step):
+        m = min(step, n - start)
+        rows = centres[rng.integers(0, 1000, m)] + 0.7 * rng.standard_normal(
+            (m, dim), dtype=np.float32
+        )
+        out[start : start + m] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return out
+
+
+def query_latency(index: faiss.Index, queries: np.ndarray, k: int) -> dict[str, float]:
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        index.search(q[None, :], k)
+        times.append((time.perf_counter() - t0) * 1000)
+    batch = queries[:64]
+    t0 = time.perf_counter()
+    index.search(batch, k)
+    per_query_batched = (time.perf_counter() - t0) * 1000 / len(batch)
+    return {**percentiles(times, (50, 99)), "batched_ms": per_query_batched}
+
+
+def recall_vs_exact(approx: faiss.Index, exact: faiss.Index, queries: np.ndarray, k: int) -> float:
+    _, truth = exact.search(queries, k)
+    _, found = approx.search(queries, k)
+    return float(np.mean([len(set(t) & set(f)) / k for t, f in zip(truth, found, strict=True)]))
+
+
+def index_bench(matrix: np.ndarray, n_queries: int, k: int, cfg: IndexSettings) -> list[str]:
+    ids = np.arange(len(matrix), dtype=np.int64)
+    rng = np.random.default_rng(1)
+    queries = matrix[rng.choice(len(matrix), n_queries, replace=False)]
+    queries = queries + 0.05 * rng.standard_normal(queries.shape, dtype=np.float32)
+    queries = np.ascontiguousarray(queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    rows = []
+    t0 = time.perf_counter()
+    flat = faiss_index.build(matrix, ids, cfg.model_copy(update={"kind": "flat"}))
+    flat_build = time.perf_counter() - t0
+    lat = query_latency(flat, queries, k)
+    rows.append(
+        f"| {len(matrix):,} | flat (exact) | {flat_build:.1f} s | {lat['p50']:.2f} ms | "
+        f"{lat['p99']:.2f} ms | {lat['batched_ms']:.2f} ms | 1.000 |"
+    )
+    t0 = time.perf_counter()
+    hnsw = faiss_index.build(matrix, ids, cfg.model_copy(update={"kind": "hnsw"}))
+    hnsw_build = time.perf_counter() - t0
+    lat = query_latency(hnsw, queries, k)
+    recall = recall_vs_exact(hnsw, flat, queries, k)
+    rows.append(
+        f"| {len(matrix):,} | hnsw M={cfg.hnsw_m} efC={cfg.hnsw_ef_construction} "
+        f"efS={cfg.hnsw_ef_search} | {hnsw_build:.1f} s | {lat['p50']:.2f} ms | "
+        f"{lat['p99']:.2f} ms | {lat['batched_ms']:.2f} ms | {recall:.3f} |"
+    )
+    del flat, hnsw
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--sizes", default="10000,1000000")
+    parser.add_argument("--k", type=int, default=500)
+    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--skip-index", action="store_true")
+    args = parser.parse_args()
+
+    settings0 = Settings().with_overrides(embedding={"device": args.device})
+    items = bench_catalog(args.items)
+    texts = [item_text(i) for i in items]
+    print(f"machine: {machine()}")
+    embedder = Embedder(settings0)
+    print(f"model: {embedder.model_version} on {embedder.device}, batch {embedder.batch_size}")
+    lines: list[str] = []
+    real_vectors = None
+
+    if not args.skip_pipeline:
+        bare_before, real_vectors = bare_items_per_s(embedder, texts)
+        with bench_stack() as stack:
+            settings = stack.with_overrides(embedding={"device": args.device})
+            pipe = pipeline_items_per_s(settings, items)
+        bare_after, _ = bare_items_per_s(embedder, texts)
+        bare = (bare_before + bare_after) / 2
+        lines += [
+            f"| bare model, {len(texts):,} texts, batches of {embedder.batch_size} "
+            f"(before / after the pipeline) | {bare:,.0f} items/s "
+            f"({bare_before:,.0f} / {bare_after:,.0f}) |",
+            f"| content pipeline worker: catalog.items in -> acknowledged catalog.vectors out "
+            f"| **{pipe['items_per_s']:,.0f} items/s** |",
+            f"| pipeline / bare model | **{pipe['items_per_s'] / bare:.2f}** (goal >= 0.80) |",
+            f"| worker start-up (process, model load, group join), not in the rate | "
+            f"{pipe['startup_s']:.1f} s |",
+        ]
+        if embedder.device == "cpu":
+            fp32 = Embedder(settings0.with_overrides(embedding={"cpu_bf16": False}))
+            fp32_rate, fp32_vectors = bare_items_per_s(fp32, texts)
+            cosine = np.sum(fp32_vectors * real_vectors, axis=1)
+            lines.append(
+                f"| bare model fp32 vs bf16 autocast (ADR 0010) | {fp32_rate:,.0f} vs "
+                f"{bare_before:,.0f} items/s; cosine min {cosine.min():.5f}, "
+                f"mean {cosine.mean():.6f} |"
+            )
+    print("\n".join(["| what | figure |", "| --- | --- |", *lines]))
+
+    if not args.skip_index:
+        cfg = Settings().index
+        faiss_index.configure(cfg)
+        print(f"\nindex: top-{args.k}, 384-d, BLAS threshold {cfg.blas_threshold}")
+        print("| vectors | index | build | p50 | p99 | per query, batch of 64 | recall@k |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        if real_vectors is None:
+            real_vectors = embedder.embed(texts)
+        for row in index_bench(real_vectors, 200, min(args.k, 100), cfg):
+            print(
+                row.replace("| flat", "| real embeddings, k=100: flat", 1).replace(
+                    "| hnsw", "| real embeddings, k=100: hnsw", 1
+                )
+            )
+        for size in (int(s) for s in args.sizes.split(",")):
+            matrix = clustered(size)
+            for row in index_bench(matrix, 200 if size <= 100_000 else 100, args.k, cfg):
+                print(row, flush=True)
+            del matrix
+
+
+if __name__ == "__main__":
+    main()
