@@ -1,0 +1,44 @@
+"""streams.metrics with real Redis: /metrics served, worker registered, beats, deregistered."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from streams import metrics
+from tests.kafka_helpers import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _mine(settings, name: str) -> list[metrics.WorkerBeat]:
+    return [b for b in metrics.live_workers(settings) if b.name == name]
+
+
+def test_serve_registers_exposes_beats_and_deregisters(stack, unique):
+    settings = stack.with_overrides(analytics={"heartbeat_interval_s": 0.2, "heartbeat_ttl_s": 2})
+    name = f"t-metrics-{unique}"
+    handle = metrics.serve(settings, name)
+    try:
+        metrics.EVENTS_PROCESSED.labels(name, "events.interactions").inc(3)
+        metrics.BREAKER_STATE.labels(name, "redis").set(metrics.BREAKER_OPEN)
+        (beat,) = _mine(settings, name)
+        assert beat.pid == os.getpid() and beat.metrics_url == handle.url and handle.port > 0
+        text = httpx.get(handle.url, timeout=5).text
+        sample = (
+            f'streamrec_events_processed_total{{processor="{name}",topic="events.interactions"}}'
+        )
+        assert f"{sample} 3.0" in text
+        assert f'streamrec_breaker_state{{dependency="redis",worker="{name}"}} 2.0' in text
+        wait_for(
+            lambda: any(b.heartbeat_at > beat.heartbeat_at for b in _mine(settings, name)),
+            5,
+            "a later heartbeat",
+        )
+    finally:
+        handle.stop()
+    assert _mine(settings, name) == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(handle.url, timeout=2)
