@@ -43,6 +43,8 @@ class FeatureSource(Protocol):
 
     def features(self, labels: pd.DataFrame) -> pd.DataFrame: ...
 
+    def item_features(self, labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 class LogFeatureSource:
     """Features computed from an interaction log (user_id, item_id, rating, ts, seq)."""
@@ -50,40 +52,59 @@ class LogFeatureSource:
     def __init__(self, events: pd.DataFrame, history_len: int) -> None:
         self.history_len = history_len
         ev = events.sort_values(["ts", "seq"], kind="stable")
-        self._users = {
-            u: (g["ts"].to_numpy(), g["item_id"].to_numpy(), g["rating"].to_numpy(dtype=float))
-            for u, g in ev.groupby("user_id", sort=False)
-        }
-        self._items = {
-            i: (g["ts"].to_numpy(), np.cumsum(np.nan_to_num(g["rating"].to_numpy(dtype=float))))
-            for i, g in ev.groupby("item_id", sort=False)
-        }
+        self._users = {}
+        for u, g in ev.groupby("user_id", sort=False):
+            ratings = g["rating"].to_numpy(dtype=float)
+            rated = np.concatenate([[0], np.cumsum(~np.isnan(ratings))])
+            summed = np.concatenate([[0.0], np.cumsum(np.nan_to_num(ratings))])
+            self._users[u] = (g["ts"].to_numpy(), g["item_id"].to_numpy(), rated, summed)
+        self._items = {}
+        for i, g in ev.groupby("item_id", sort=False):
+            ratings = g["rating"].to_numpy(dtype=float)
+            rated = np.concatenate([[0], np.cumsum(~np.isnan(ratings))])
+            summed = np.concatenate([[0.0], np.cumsum(np.nan_to_num(ratings))])
+            self._items[i] = (g["ts"].to_numpy(), rated, summed)
 
     def features(self, labels: pd.DataFrame) -> pd.DataFrame:
-        recent, n_user, mean_user, n_item, mean_item = [], [], [], [], []
-        empty = (np.empty(0), np.empty(0, dtype=object), np.empty(0))
-        for user, item, ts in zip(
-            labels["user_id"].tolist(),
-            labels["item_id"].tolist(),
-            labels["ts"].tolist(),
-            strict=True,
-        ):
-            u_ts, u_items, u_ratings = self._users.get(user, empty)
-            k = int(np.searchsorted(u_ts, ts, side="left"))  # strictly before ts
-            recent.append(u_items[max(0, k - self.history_len) : k].tolist())
-            n_user.append(k)
-            mean_user.append(float(np.nanmean(u_ratings[:k])) if k else np.nan)
-            i_ts, i_cum = self._items.get(item, (np.empty(0), np.empty(0)))
-            j = int(np.searchsorted(i_ts, ts, side="left"))
-            n_item.append(j)
-            mean_item.append(float(i_cum[j - 1] / j) if j else np.nan)
         out = labels.copy()
+        n = len(labels)
+        recent: list[list[str]] = [[] for _ in range(n)]
+        n_user = np.zeros(n, dtype=np.int64)
+        mean_user = np.full(n, np.nan)
+        ts_all = labels["ts"].to_numpy()
+        for user, rows in labels.groupby("user_id", sort=False).indices.items():
+            if user not in self._users:
+                continue
+            u_ts, u_items, rated, summed = self._users[user]
+            ks = np.searchsorted(u_ts, ts_all[rows], side="left")  # strictly before ts
+            n_user[rows] = ks
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean_user[rows] = np.where(rated[ks] > 0, summed[ks] / rated[ks], np.nan)
+            for row, k in zip(rows.tolist(), ks.tolist(), strict=True):
+                recent[row] = u_items[max(0, k - self.history_len) : k].tolist()
+        pop, mean_item = self.item_features(labels)
         out["recent_items"] = recent
         out["n_interactions"] = n_user
         out["mean_rating"] = mean_user
-        out["item_popularity"] = n_item
+        out["item_popularity"] = pop
         out["item_mean_rating"] = mean_item
         return out
+
+    def item_features(self, labels: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(events of the item strictly before ts, their mean rating or NaN) per label row."""
+        n = len(labels)
+        pop = np.zeros(n, dtype=np.int64)
+        mean = np.full(n, np.nan)
+        ts_all = labels["ts"].to_numpy()
+        for item, rows in labels.groupby("item_id", sort=False).indices.items():
+            if item not in self._items:
+                continue
+            i_ts, rated, summed = self._items[item]
+            js = np.searchsorted(i_ts, ts_all[rows], side="left")
+            pop[rows] = js
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[rows] = np.where(rated[js] > 0, summed[js] / rated[js], np.nan)
+        return pop, mean
 
 
 def user_features_at(source: FeatureSource, user_id: str, ts: int) -> UserFeatures:

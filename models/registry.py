@@ -102,8 +102,11 @@ class ModelRegistry:
         d = self.kind_dir(kind)
         if not d.exists():
             return []
-        versions = [self.get(kind, p.name, verify=False) for p in d.iterdir()
-                    if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").exists()]
+        versions = [
+            self.get(kind, p.name, verify=False)
+            for p in d.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").exists()
+        ]
         return sorted(versions, key=lambda v: v.manifest.created_at)
 
     def promoted(self, kind: str) -> ModelVersion | None:

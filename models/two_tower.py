@@ -41,7 +41,10 @@ class _ItemInputs(nn.Module):
         self.content_proj = nn.Linear(cfg.content_dim, cfg.id_dim)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.ids(idx), self.content_proj(self.content[idx])], dim=-1)
+        # Project the (small) content table once, then gather: far cheaper than projecting
+        # every history position's 384-d vector.
+        projected = self.content_proj(self.content)
+        return torch.cat([self.ids(idx), projected[idx]], dim=-1)
 
 
 class ItemTower(nn.Module):

@@ -22,6 +22,7 @@ WORKERS: dict[str, str] = {
     "analytics-sink": "processors.analytics_sink",
     "invalidation": "processors.invalidation",
     "llm-enricher": "processors.llm_enricher",
+    "candidates": "processors.candidates",
 }
 
 

@@ -21,6 +21,7 @@ from streamrec.cli import data, demo, stack, topics, worker
 from streamrec.cli import features as features_cmd
 from streamrec.cli import index as index_cmd
 from streamrec.cli import llm as llm_cmd
+from streamrec.cli import models as models_cmd
 from streamrec.cli import replay as replay_cmd
 from streamrec.cli import serve as serve_cmd
 from streamrec.errors import StreamRecError
@@ -46,6 +47,7 @@ for module in (
     index_cmd,
     serve_cmd,
     analytics_cmd,
+    models_cmd,
 ):
     module.register(app)
 

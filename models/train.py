@@ -1,0 +1,241 @@
+"""`streamrec train`: data -> split -> features -> two models -> evaluation -> registry.
+
+Responsibilities:
+- choose the feature source (`feature_source`, the one switch between the raw-log
+  computation and a Feast historical retrieval);
+- train the two-tower and the ranker, evaluate all four scorers and cold start, and publish
+  a "retriever" and a "ranker" version with manifests (metrics, feature schema, data
+  window, created at);
+- cache: the version name is a hash of the data and the training settings, so training
+  the same data twice reuses the published versions (unless `force`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from infra.settings import Settings
+from models.content import content_vectors
+from models.dataset import Split, data_hash, load_catalog, load_events, time_split
+from models.evaluate import (
+    COLD_START_KS,
+    COLD_START_TARGETS,
+    CoVisitationScorer,
+    Metrics,
+    PopularityScorer,
+    TwoTowerRankerScorer,
+    TwoTowerScorer,
+    evaluate,
+)
+from models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
+from models.fit import fit_ranker, fit_two_tower, seed_everything
+from models.items import ItemTable, build_item_table
+from models.ranker import RankerModel, pick_device
+from models.registry import Manifest, ModelRegistry, ModelVersion
+from models.retriever import save_retriever
+
+RETRIEVER = "retriever"
+RANKER = "ranker"
+
+
+@dataclass
+class TrainResult:
+    retriever: ModelVersion
+    ranker: ModelVersion
+    reused: bool
+    metrics: dict[str, Metrics] = field(default_factory=dict)
+    cold_start: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def feature_source(settings: Settings, events: pd.DataFrame) -> FeatureSource:
+    """Where training features come from: the point-in-time computation over `events`."""
+    return LogFeatureSource(events, settings.models.history_len)
+
+
+def _config_hash(settings: Settings, epochs: tuple[int | None, int | None]) -> str:
+    payload = settings.models.model_dump_json(exclude={"device"}) + repr(epochs)
+    return hashlib.sha256(payload.encode()).hexdigest()[:8]
+
+
+def _users(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return dict(tuple(frame.sort_values(["ts", "seq"], kind="stable").groupby("user_id")))
+
+
+def _user_features(user: str, history: pd.DataFrame) -> UserFeatures:
+    ratings = history["rating"].dropna()
+    return UserFeatures(
+        user_id=user,
+        recent_items=history["item_id"].tolist(),
+        n_interactions=len(history),
+        mean_rating=float(ratings.mean()) if len(ratings) else None,
+    )
+
+
+def _test_sets(
+    split: Split, table: ItemTable
+) -> tuple[list[UserFeatures], list[np.ndarray], list[np.ndarray]]:
+    # At test time the validation events are history too (the ranker trained on them), so
+    # they are input and excluded from the ranking, as in RecBole's full-sort protocol.
+    train, test = _users(pd.concat([split.train, split.valid])), _users(split.test)
+    users, exclude, targets = [], [], []
+    for user, hist in train.items():
+        if user not in test:
+            continue
+        users.append(_user_features(user, hist))
+        exclude.append(table.indices(hist["item_id"].tolist()))
+        targets.append(table.indices(test[user]["item_id"].tolist()))
+    return users, exclude, targets
+
+
+def _cold_sets(
+    split: Split, table: ItemTable, k: int
+) -> tuple[list[UserFeatures], list[np.ndarray], list[np.ndarray]]:
+    users, exclude, targets = [], [], []
+    for user, events in _users(split.cold).items():
+        given, nxt = events.iloc[:k], events.iloc[k : k + COLD_START_TARGETS]
+        if nxt.empty:
+            continue
+        users.append(_user_features(user, given))
+        exclude.append(table.indices(given["item_id"].tolist()))
+        targets.append(table.indices(nxt["item_id"].tolist()))
+    return users, exclude, targets
+
+
+def _find_cached(registry: ModelRegistry, version: str) -> tuple[ModelVersion, ModelVersion] | None:
+    try:
+        return registry.get(RETRIEVER, version), registry.get(RANKER, version)
+    except Exception:  # missing or corrupted: train again
+        return None
+
+
+def train(
+    settings: Settings,
+    source: str = "ml-100k",
+    force: bool = False,
+    retriever_epochs: int | None = None,
+    ranker_epochs: int | None = None,
+    device: str | None = None,
+    publish: bool = True,
+) -> TrainResult:
+    cfg = settings.models
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    events = load_events(settings, source)
+    items = load_catalog(settings)
+    dhash = data_hash(events, items)
+    version = f"v{dhash[:10]}-{_config_hash(settings, (retriever_epochs, ranker_epochs))}"
+    registry = ModelRegistry(settings)
+    if publish and not force and (cached := _find_cached(registry, version)):
+        retr, rank = cached
+        return TrainResult(
+            retriever=retr,
+            ranker=rank,
+            reused=True,
+            metrics={k: Metrics(**v) for k, v in rank.manifest.model_extra["evaluation"].items()},
+            cold_start=rank.manifest.model_extra["cold_start"],
+            seconds={"total": time.perf_counter() - t0},
+            device=str(rank.manifest.model_extra.get("device", "")),
+        )
+    if publish and force and (registry.kind_dir(RANKER) / version).exists():
+        version = f"{version}-{int(time.time())}"  # never overwrite a (maybe promoted) version
+    dev = pick_device(device or cfg.device)
+    seed_everything(cfg.seed, cfg.cpu_threads)
+    split = time_split(events, cfg.cold_start_users, cfg.seed)
+    timings["load"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    vectors = content_vectors(settings, items)
+    timings["content_vectors"] = time.perf_counter() - t
+    ratings = split.train.groupby("item_id")["rating"]
+    table = build_item_table(
+        items, vectors, ratings.size().to_dict(), ratings.mean().fillna(0).to_dict()
+    )
+    features = feature_source(settings, split.train)
+
+    t = time.perf_counter()
+    two_tower = fit_two_tower(cfg, table, features, split.train, dev, retriever_epochs)
+    timings["two_tower"] = time.perf_counter() - t
+    t = time.perf_counter()
+    known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
+    net = fit_ranker(cfg, table, two_tower, features, split.valid, known, dev, ranker_epochs)
+    model = RankerModel(net, table, version, dev)
+    timings["ranker"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    users, exclude, targets = _test_sets(split, table)
+    scorers = [
+        PopularityScorer(table),
+        CoVisitationScorer(table, split.train),
+        TwoTowerScorer(model),
+        TwoTowerRankerScorer(model, cfg.ranker_depth),
+    ]
+    metrics = {s.name: evaluate(s, users, exclude, targets) for s in scorers}
+    cold: dict[str, dict[str, float]] = {}
+    for k in COLD_START_KS:
+        c_users, c_ex, c_tg = _cold_sets(split, table, k)
+        cold[f"k={k}"] = {
+            s.name: evaluate(s, c_users, c_ex, c_tg).ndcg_20
+            for s in (scorers[0], scorers[2], scorers[3])
+        }
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    result = TrainResult(
+        retriever=None,  # type: ignore[arg-type]
+        ranker=None,  # type: ignore[arg-type]
+        reused=False,
+        metrics=metrics,
+        cold_start=cold,
+        seconds=timings,
+        device=str(dev),
+    )
+    if publish:
+        extra = {
+            "evaluation": {k: v.model_dump() for k, v in metrics.items()},
+            "cold_start": cold,
+            "training_seconds": timings,
+            "device": str(dev),
+            "data_hash": dhash,
+            "source": source,
+            "settings": cfg.model_dump(),
+        }
+        flat = {f"test.{k}.{m}": v for k, mm in metrics.items() for m, v in mm.model_dump().items()}
+        schema = {
+            "features": list(FEATURE_COLUMNS),
+            "point_in_time": "strictly before the label event",
+            "item_features": ["genres", "year", "popularity", "mean_rating", "content(384)"],
+            "embedding_model": settings.embedding.model,
+        }
+        result.retriever = _publish(
+            registry,
+            RETRIEVER,
+            version,
+            flat,
+            schema,
+            split,
+            extra,
+            lambda d: save_retriever(model, d),
+        )
+        result.ranker = _publish(registry, RANKER, version, flat, schema, split, extra, model.save)
+    return result
+
+
+def _publish(registry, kind, version, metrics, schema, split, extra, save) -> ModelVersion:  # type: ignore[no-untyped-def]
+    staging = registry.new_version_dir(kind, version)
+    save(staging)
+    manifest = Manifest(
+        kind=kind,
+        version=version,
+        metrics=metrics,
+        feature_schema=schema,
+        data_window=split.window(),
+        **extra,
+    )
+    return registry.publish(kind, staging, manifest)

@@ -1,0 +1,135 @@
+"""Candidates processor: every active user's candidate list kept fresh in Redis.
+
+Responsibilities (the logic lives in `candidates/`; this module is the I/O around it):
+- consume events.interactions: update the co-visitation counts and the users' recent items
+  (`candidates.state`), and mark the users dirty;
+- consume features.changed (issue 4's session processor) and cache.invalidations
+  (`user_candidates` refresh commands of the invalidation processor): mark the users dirty;
+- consume registry.changes, and check the registry pointer every few seconds: load the
+  promoted retriever when it changes (`candidates.loader`);
+- every `debounce_ms / 2`, rebuild the users whose debounce window has passed
+  (`candidates.builder`: two-tower ANN, co-visitation, content, trending; fused), write
+  `cand:{user_id}` and publish a `CandidatesUpdated` summary to the candidates topic.
+
+Failure policy: a malformed message (any input topic) goes to dead.letters with the reason
+and the agent goes on. A rebuild that fails on Redis is logged and its users are marked
+dirty again (retried at the next tick); no retriever promoted yet means candidates from
+co-visitation and trending only, with model_version "none".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from candidates.builder import CandidateBuilder
+from candidates.debounce import Debouncer
+from candidates.loader import RetrieverHolder
+from candidates.state import CandidateState
+from infra.settings import Settings
+from streams import codecs, metrics
+from streams.app import create_app, faust_topic
+from streams.dead_letters import FaustDeadLetters
+from topics import (
+    CACHE_INVALIDATIONS,
+    CANDIDATES,
+    EVENTS_INTERACTIONS,
+    FEATURES_CHANGED,
+    REGISTRY_CHANGES,
+    Interaction,
+    TopicSpec,
+)
+from topics.errors import SchemaError
+
+NAME = "candidates"
+POINTER_CHECK_S = 2.0
+log = logging.getLogger(__name__)
+
+
+def build(settings: Settings, group: str | None = None) -> faust.App:
+    group = group or f"streamrec-{NAME}"
+    cfg = settings.candidates
+    app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)
+    dead_letters = FaustDeadLetters(app, NAME)
+    out = faust_topic(app, CANDIDATES)
+    store = aioredis.from_url(settings.redis_url)
+    state = CandidateState(store, cfg.history_len, cfg.covisit_window)
+    holder = RetrieverHolder(settings)
+    builder = CandidateBuilder(cfg, store, state, None, settings.models.session_len)
+    debouncer = Debouncer(cfg.debounce_ms / 1000.0)
+    latency = metrics.PROCESSING_SECONDS.labels(NAME)
+
+    def reload() -> None:
+        if holder.refresh():
+            builder.retriever = holder.model
+
+    async def decode_all(spec: TopicSpec, batch: list[Any]) -> list[Any]:
+        good = []
+        failed = metrics.EVENTS_FAILED.labels(NAME, spec.name, "schema")
+        for event in batch:
+            try:
+                good.append(codecs.decode(spec, event.value))
+            except SchemaError as exc:
+                await dead_letters.send(event, exc.reason)
+                failed.inc()
+        metrics.EVENTS_PROCESSED.labels(NAME, spec.name).inc(len(good))
+        return good
+
+    @app.task
+    async def load_model() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, reload)
+
+    @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
+    async def interactions(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.02):
+            events: list[Interaction] = await decode_all(EVENTS_INTERACTIONS, batch)
+            if events:
+                debouncer.mark(await state.record(events))
+
+    @app.agent(faust_topic(app, FEATURES_CHANGED), name=f"{NAME}-features")
+    async def features_changed(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.02):
+            debouncer.mark({c.user_id for c in await decode_all(FEATURES_CHANGED, batch)})
+
+    @app.agent(faust_topic(app, CACHE_INVALIDATIONS), name=f"{NAME}-refresh")
+    async def refresh_commands(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.05):
+            commands = await decode_all(CACHE_INVALIDATIONS, batch)
+            debouncer.mark({c.user_id for c in commands if c.target == "user_candidates"})
+
+    @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
+    async def registry_changes(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(100, within=0.1):
+            changes = await decode_all(REGISTRY_CHANGES, batch)
+            if any(c.kind == "retriever" for c in changes):
+                await asyncio.get_running_loop().run_in_executor(None, reload)
+
+    @app.timer(interval=POINTER_CHECK_S)
+    async def check_pointer() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, reload)
+
+    @app.timer(interval=max(cfg.debounce_ms / 2000.0, 0.01))
+    async def rebuild() -> None:
+        users = debouncer.due()
+        while users:
+            started = time.perf_counter()
+            try:
+                lists = await builder.build(users)
+                summaries = await builder.write(lists)
+            except RedisError as exc:
+                log.error("rebuilding %d users failed, retrying: %s", len(users), exc)
+                debouncer.mark(users)
+                return
+            for s in summaries:
+                await out.send(key=CANDIDATES.key_of(s), value=codecs.encode(CANDIDATES, s))
+            latency.observe(time.perf_counter() - started)
+            users = debouncer.due()
+
+    return app

@@ -1,0 +1,121 @@
+"""`streamrec train`, `streamrec models list | promote | rollback`, `backfill candidates`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infra.settings import Settings
+from streamrec.cli.features import backfill_app
+
+out = Console()
+models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+KINDS = ("ranker", "retriever")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help="Train the two-tower and the ranker, evaluate, publish.")(train)
+    app.add_typer(models_app, name="models")
+    backfill_app.command(
+        "candidates", help="Recompute every known user's candidates (rate-limited)."
+    )(backfill_candidates)
+
+
+def train(
+    ctx: typer.Context,
+    source: str = typer.Option("ml-100k", help="'ml-100k' or a .jsonl/.parquet event log"),
+    force: bool = typer.Option(False, help="train even if this data was trained already"),
+    promote: bool = typer.Option(False, help="promote the new versions"),
+    retriever_epochs: int | None = typer.Option(None, help="override settings.models"),
+    ranker_epochs: int | None = typer.Option(None, help="override settings.models"),
+    device: str | None = typer.Option(None, help="cpu | cuda (default: settings.models.device)"),
+) -> None:
+    from models.report import metric_table
+    from models.train import train as run_training
+
+    settings: Settings = ctx.obj
+    result = run_training(
+        settings,
+        source=source,
+        force=force,
+        retriever_epochs=retriever_epochs,
+        ranker_epochs=ranker_epochs,
+        device=device,
+    )
+    verb = "reused (same data and settings)" if result.reused else "trained"
+    out.print(f"{verb}: retriever and ranker {result.ranker.version} on {result.device}")
+    out.print(metric_table(result.metrics, result.cold_start))
+    if not result.reused:
+        out.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    if promote:
+        for kind in KINDS:
+            _publish_change(settings, kind, result.ranker.version, rollback=False)
+
+
+def _publish_change(settings: Settings, kind: str, version: str | None, rollback: bool) -> None:
+    from models.registry import ModelRegistry
+    from streams.producer import flush, latency_producer, produce_event
+    from topics import REGISTRY_CHANGES
+
+    registry = ModelRegistry(settings)
+    change = registry.rollback(kind) if rollback else registry.promote(kind, version or "")
+    producer = latency_producer(settings)
+    produce_event(producer, REGISTRY_CHANGES, change)
+    flush(producer, 10.0)
+    out.print(f"{change.action}: {kind} -> {change.version} (published to registry.changes)")
+
+
+@models_app.command("list")
+def list_models(ctx: typer.Context, kind: str | None = typer.Option(None)) -> None:
+    from models.registry import ModelRegistry
+
+    registry = ModelRegistry(ctx.obj)
+    table = Table("kind", "version", "created", "NDCG@20", "promoted")
+    for k in [kind] if kind else KINDS:
+        promoted = registry.promoted(k)
+        for v in registry.list(k):
+            ndcg = v.manifest.metrics.get("test.two-tower + ranker.ndcg_20")
+            table.add_row(
+                k,
+                v.version,
+                v.manifest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{ndcg:.4f}" if ndcg is not None else "",
+                "*" if promoted and promoted.version == v.version else "",
+            )
+    out.print(table)
+
+
+@models_app.command("promote")
+def promote(
+    ctx: typer.Context,
+    version: str = typer.Argument(...),
+    kind: str | None = typer.Option(None, help="ranker | retriever (default: both)"),
+) -> None:
+    for k in [kind] if kind else KINDS:
+        _publish_change(ctx.obj, k, version, rollback=False)
+
+
+@models_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    kind: str | None = typer.Option(None, help="ranker | retriever (default: both)"),
+) -> None:
+    for k in [kind] if kind else KINDS:
+        _publish_change(ctx.obj, k, None, rollback=True)
+
+
+def backfill_candidates(
+    ctx: typer.Context,
+    rate: float | None = typer.Option(None, help="users per second (settings.candidates)"),
+) -> None:
+    import asyncio
+
+    from candidates.backfill import backfill
+
+    report = asyncio.run(backfill(ctx.obj, rate))
+    out.print(
+        f"candidates: {report.users:,} users rewritten in {report.seconds:.1f} s "
+        f"({report.users / max(report.seconds, 1e-9):,.0f} users/s, limit {report.rate:g}/s), "
+        f"model {report.model_version}"
+    )
