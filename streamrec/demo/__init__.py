@@ -18,6 +18,8 @@ from rich.rule import Rule
 from infra.settings import Settings
 from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
+from streamrec.demo import content as content_demo
+from streamrec.demo import llm as llm_demo
 from streamrec.demo import serving as serving_demo
 from streams.worker_process import WorkerProcess
 
@@ -41,8 +43,10 @@ STEPS: list[Step] = [
     ("Local stack", backbone.start_stack),
     ("Topics and data", backbone.load_data),
     ("Replay and consume", backbone.replay_and_count),
+    ("Content: embed the catalog, index its vectors", content_demo.embed_and_index),
     ("Serving: HTTP and the request topic", serving_demo.serve_and_ask),
     ("Serving: a short load run", serving_demo.load_run),
+    ("LLM enrichment: rate-limited, cached, off the request path", llm_demo.enrich),
     ("Analytics: ClickHouse sink and report", analytics_demo.sink_and_report),
     ("Analytics: live dashboard", analytics_demo.dashboard),
 ]
