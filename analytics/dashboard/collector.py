@@ -34,6 +34,10 @@ from streams.errors import LagError
 from streams.lag import admin_client, consumer_lags
 
 Samples = list[tuple[str, dict[str, str], float]]
+_DEGRADATION = "streamrec_degradation_total"
+_CACHE = "streamrec_cache_requests_total"
+_REQUEST_HIST = "streamrec_request_seconds"
+_BATCH_HIST = "streamrec_processing_seconds"
 
 
 class State(BaseModel):
@@ -161,7 +165,9 @@ class Collector:
         self, name: str, entries: list[tuple[Any, Samples | None]], now: float
     ) -> WorkerObs:
         events = failed = queue = 0.0
-        p95s: list[float] = []
+        p95s: dict[str, float] = {}
+        levels: dict[str, float] = {}
+        hits = lookups = 0.0
         breakers: list[str] = []
         scrape_ok = True
         for beat, samples in entries:
@@ -173,44 +179,44 @@ class Collector:
             self._prev[key] = (now, samples)
             if prev_t is not None and now > prev_t:
                 dt = now - prev_t
-                events += (
-                    max(
-                        0.0,
-                        _sum(samples, "streamrec_events_processed_total")
-                        - _sum(prev, "streamrec_events_processed_total"),
-                    )
-                    / dt
-                )
-                failed += (
-                    max(
-                        0.0,
-                        _sum(samples, "streamrec_events_failed_total")
-                        - _sum(prev, "streamrec_events_failed_total"),
-                    )
-                    / dt
-                )
-                for hist in ("streamrec_request_seconds", "streamrec_processing_seconds"):
+
+                def rate(
+                    metric: str, cur: Samples = samples, old: Samples = prev, **match: str
+                ) -> float:
+                    delta = _sum(cur, metric, **match) - _sum(old, metric, **match)
+                    return max(0.0, delta) / dt  # noqa: B023 - called in this iteration only
+
+                events += rate("streamrec_events_processed_total")
+                failed += rate("streamrec_events_failed_total")
+                for level in {lab["level"] for n, lab, _ in samples if n == _DEGRADATION}:
+                    levels[level] = levels.get(level, 0.0) + rate(_DEGRADATION, level=level)
+                hits += rate(_CACHE, result="hit")
+                lookups += rate(_CACHE)
+                for kind, hist in (("request", _REQUEST_HIST), ("batch", _BATCH_HIST)):
                     p95 = histogram_p95(samples, prev, hist)
                     if p95 is not None:
-                        p95s.append(p95)
-                        break
+                        p95s[kind] = max(p95, p95s.get(kind, 0.0))
             breakers += [
                 lab.get("dependency", "?")
                 for n, lab, v in samples
                 if n == "streamrec_breaker_state" and v >= metrics.BREAKER_OPEN
             ]
             queue += _sum(samples, "streamrec_queue_depth")
+        kind = "request" if "request" in p95s else "batch"
         return WorkerObs(
             name=name,
             live=True,
             ever_ran=True,
             scrape_ok=scrape_ok,
             pids=[b.pid for b, _ in entries],
-            events_per_s=events,
+            events_per_s=events + sum(levels.values()),  # serving: answers/s
             failed_per_s=failed,
-            p95_s=max(p95s) if p95s else None,
+            p95_s=p95s.get(kind),
+            p95_kind=kind,
             breakers_open=breakers,
             queue_depth=queue,
+            levels_per_s=levels,
+            cache_hit_ratio=hits / lookups if lookups else None,
         )
 
     def consumer_lags(self) -> tuple[dict[str, dict[str, int]], bool]:
@@ -263,6 +269,8 @@ class Collector:
                 add("events per second", name, w.events_per_s)
                 if w.p95_s is not None:
                     add("p95 latency (ms)", name, w.p95_s * 1000)
+                for level, per_s in w.levels_per_s.items():
+                    add("answers per second by level", level, per_s)
         for group, by_topic in lags.items():
             add("consumer lag", group.removeprefix("streamrec-"), float(sum(by_topic.values())))
 

@@ -5,8 +5,9 @@ Pure functions (no I/O) so the rules are tested without a stack. Statuses:
 
 - worker: `down` when its heartbeat is missing but it ran (registered while the dashboard
   watched, or its consumer group has committed offsets), or a breaker is open; `warn` when its
-  failed/handled ratio, p95 latency or input lag is over the threshold, or its metrics
-  endpoint does not answer; `idle` when it never ran.
+  failed/handled ratio, p95 latency (requests: `request_latency_warn_s`, batches:
+  `latency_warn_s`) or input lag is over the threshold, when most answers are below FULL, or
+  its metrics endpoint does not answer; `idle` when it never ran.
 - topic→worker edge: the worker group's lag on the topic (`lag_warn`, `lag_alert`), and red
   when the worker is down; other edges take the colour of their worker end.
 - topic: `down` when the broker does not answer. store: its own probe.
@@ -36,8 +37,11 @@ class WorkerObs(BaseModel):
     events_per_s: float = 0.0
     failed_per_s: float = 0.0
     p95_s: float | None = None
+    p95_kind: Literal["request", "batch"] = "batch"
     breakers_open: list[str] = Field(default_factory=list)
     queue_depth: float = 0.0
+    levels_per_s: dict[str, float] = Field(default_factory=dict)
+    cache_hit_ratio: float | None = None
 
 
 class Observation(BaseModel):
@@ -85,8 +89,15 @@ def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Statu
         notes.append(f"errors {w.failed_per_s / handled:.0%}")
     if w.p95_s is not None:
         notes.append(f"p95 {w.p95_s * 1000:.0f} ms")
-        if w.p95_s > cfg.latency_warn_s:
+        limit = cfg.request_latency_warn_s if w.p95_kind == "request" else cfg.latency_warn_s
+        if w.p95_s > limit:
             status = "warn"
+    if w.cache_hit_ratio is not None:
+        notes.append(f"hit {w.cache_hit_ratio:.0%}")
+    degraded = sum(v for k, v in w.levels_per_s.items() if k != "FULL")
+    if w.levels_per_s and degraded / max(sum(w.levels_per_s.values()), 1e-9) > 0.5:
+        status = "warn"
+        notes.append("mostly degraded")
     if lag:
         notes.append(f"lag {lag}")
         if lag > cfg.lag_warn:

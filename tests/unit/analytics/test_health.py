@@ -80,3 +80,23 @@ def test_p95_from_histogram_bucket_deltas():
     now = parse(text([10, 90, 110, 110]))  # 100 new: 80 under 0.1 s, 20 under 1 s
     assert histogram_p95(now, before, "h") == 1.0
     assert histogram_p95(before, before, "h") is None
+
+
+def test_serving_latency_against_the_request_budget_and_degradation():
+    slow = WorkerObs(name="serving", live=True, p95_s=0.3, p95_kind="request")
+    nodes, _ = _assess({"serving": slow})
+    assert nodes["worker:serving"].status == "warn"  # 300 ms > request_latency_warn_s
+    fine = WorkerObs(
+        name="serving",
+        live=True,
+        p95_s=0.05,
+        p95_kind="request",
+        levels_per_s={"FULL": 90.0, "POPULAR": 10.0},
+        cache_hit_ratio=0.8,
+    )
+    nodes, _ = _assess({"serving": fine})
+    assert nodes["worker:serving"].status == "ok"
+    assert "hit 80%" in nodes["worker:serving"].detail
+    degraded = fine.model_copy(update={"levels_per_s": {"FULL": 10.0, "POPULAR": 90.0}})
+    nodes, _ = _assess({"serving": degraded})
+    assert nodes["worker:serving"].status == "warn"
