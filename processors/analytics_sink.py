@@ -16,8 +16,9 @@ The process owns the embedded chDB directory while it runs (analytics.store, ADR
 
 Failure policy: a malformed message goes to dead.letters with the reason and its offset is
 committed with the batch; an insert that fails is retried with backoff (the batch and its
-offsets are held, so nothing is lost); a failed commit is logged and the next batch's commit
-covers it.
+offsets are held, so nothing is lost; when stopping, after three attempts the batch is left
+uncommitted for the next run); a failed commit is logged and the next batch's commit covers
+it.
 """
 
 from __future__ import annotations
@@ -154,14 +155,17 @@ class AnalyticsSink:
         if not batch.offsets:
             return
         started = time.perf_counter()
-        delay = 0.2
+        delay, attempts = 0.2, 0
         while True:
             try:
                 self._insert(batch)
                 break
             except QueryError as exc:
+                attempts += 1
+                if self._stop.is_set() and attempts >= 3:
+                    raise  # stopping: the batch stays uncommitted and is redelivered on restart
                 log.error("insert failed, retrying in %.1fs: %s", delay, exc)
-                self._stop.wait(delay)
+                time.sleep(delay)  # backoff before retrying the held batch
                 delay = min(delay * 2, 10.0)
         if batch.dead:
             self.producer.flush(30)  # dead letters are durable before their offsets commit
