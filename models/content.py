@@ -3,7 +3,7 @@
 Responsibilities:
 - embed each item's text (`models.embedder.item_text`, the same text the content pipeline
   embeds) with the shared `Embedder` (MiniLM, packaged weights, GPU when present);
-- cache the matrix under `<state dir>/models/cache/content-<hash>.npy`, the hash covering
+- cache the matrix under `<data cache>/content-vectors/content-<hash>.npy`, the hash covering
   the model version and every item's text, so re-training on the same catalog never
   re-embeds and a changed title re-embeds everything.
 """
@@ -28,7 +28,7 @@ def catalog_hash(items: list[CatalogItem], model_name: str) -> str:
 
 def content_vectors(settings: Settings, items: list[CatalogItem]) -> np.ndarray:
     """(len(items), d) float32 L2-normalised content vectors, from the cache when present."""
-    cache = settings.state_dir / "models" / "cache"
+    cache = settings.data.cache_dir / "content-vectors"
     path = cache / f"content-{catalog_hash(items, settings.embedding.model)}.npy"
     if path.exists():
         return np.load(path)

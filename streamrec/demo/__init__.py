@@ -20,6 +20,7 @@ from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
 from streamrec.demo import content as content_demo
 from streamrec.demo import llm as llm_demo
+from streamrec.demo import models as models_demo
 from streamrec.demo import serving as serving_demo
 from streams.worker_process import WorkerProcess
 
@@ -44,6 +45,8 @@ STEPS: list[Step] = [
     ("Topics and data", backbone.load_data),
     ("Replay and consume", backbone.replay_and_count),
     ("Content: embed the catalog, index its vectors", content_demo.embed_and_index),
+    ("Models: train (or reuse), evaluate, promote", models_demo.train_and_promote),
+    ("Candidates: kept fresh by the stream", models_demo.candidates),
     ("Serving: HTTP and the request topic", serving_demo.serve_and_ask),
     ("Serving: a short load run", serving_demo.load_run),
     ("LLM enrichment: rate-limited, cached, off the request path", llm_demo.enrich),
