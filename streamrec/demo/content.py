@@ -80,6 +80,9 @@ def embed_and_index(ctx: DemoContext) -> None:
     by_title = {i.title: i for i in items.values()}
     for title in TITLES:
         item = by_title[title]
+        if item.item_id not in reader:
+            ctx.console.print(f"{title}: not in the index (removed from the catalog)")
+            continue
         table = Table("score", "nearest to " + f"{item.title} ({item.year})", "genres")
         for other, score in reader.similar(item.item_id, 5):
             neighbour = items.get(other)
