@@ -19,6 +19,7 @@ from infra.settings import Settings
 from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
 from streamrec.demo import content as content_demo
+from streamrec.demo import features as features_demo
 from streamrec.demo import llm as llm_demo
 from streamrec.demo import models as models_demo
 from streamrec.demo import serving as serving_demo
@@ -43,7 +44,9 @@ Step = tuple[str, Callable[[DemoContext], None]]
 STEPS: list[Step] = [
     ("Local stack", backbone.start_stack),
     ("Topics and data", backbone.load_data),
+    ("Features: start the session and trending processors", features_demo.start_processors),
     ("Replay and consume", backbone.replay_and_count),
+    ("Features: fresh session features and trending", features_demo.report),
     ("Content: embed the catalog, index its vectors", content_demo.embed_and_index),
     ("Models: train (or reuse), evaluate, promote", models_demo.train_and_promote),
     ("Candidates: kept fresh by the stream", models_demo.candidates),

@@ -1,0 +1,117 @@
+"""Session features benchmark: freshness through the online store, and one worker's throughput.
+
+    python -m benchmarks.features_bench [--seconds 20] [--rate 2000] [--backlog 60000]
+
+On a fresh stack of its own, with one `streamrec worker session-features` process:
+- throughput: a backlog of `--backlog` events is produced first, then the worker is timed
+  from its first accepted event to its last (events/s one worker sustains, Feast writes and
+  changelog included);
+- freshness at `--rate` events/s (default 2,000) and at 90% of the measured maximum, each for
+  `--seconds`: every 10th event is a probe; a reader polls Feast's `get_online_features`
+  for the probes' users and records, per probe, the time from `produce()` to the moment its
+  event time is visible as the user's `last_event_ms`. Reported: p50, p99, max. The poll
+  loop's own period (one Feast read of up to 200 users) is included: the figure is what a
+  reader of the online store sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import UTC, datetime
+
+from benchmarks.common import bench_stack, machine
+from features.freshness import measure_freshness
+from features.session import ts_ms
+from infra import feast_store
+from infra.settings import Settings
+from processors.session_features import stats_key
+from streams.catalog import publish_items
+from streams.datasets import fetch
+from streams.producer import bulk_producer, flush, latency_producer, produce_event
+from streams.sources.movielens import load_items
+from streams.worker_process import WorkerProcess
+from topics import EVENTS_INTERACTIONS, Interaction
+
+USERS = 5000
+
+
+def _event(n: int, tag: str, items: list[str], now_ms: int) -> Interaction:
+    return Interaction(
+        event_id=f"bench:{tag}:{n}",
+        user_id=f"b{tag}-{n % USERS}",
+        item_id=items[n % len(items)],
+        kind="view",
+        ts=datetime.fromtimestamp(now_ms / 1000, UTC),
+    )
+
+
+def accepted(settings: Settings, group: str) -> int:
+    import redis
+
+    return int(redis.Redis.from_url(settings.redis_url).hget(stats_key(group), "accepted") or 0)
+
+
+def throughput(settings: Settings, group: str, items: list[str], backlog: int) -> float:
+    base = accepted(settings, group)
+    producer = bulk_producer(settings)
+    now = ts_ms(time.time())
+    for n in range(backlog):
+        produce_event(producer, EVENTS_INTERACTIONS, _event(n, "tp", items, now + n))
+    flush(producer)
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        seen = accepted(settings, group) - base
+        t = time.perf_counter()
+        if seen and first is None:
+            first = (t, seen)
+        if seen >= backlog:
+            assert first is not None
+            return (seen - first[1]) / (t - first[0])
+        time.sleep(0.05)  # polling the worker's counter until the backlog is consumed
+    raise RuntimeError("the worker did not consume the backlog in 600 s")
+
+
+def warm_up(settings: Settings, group: str, items: list[str], worker: WorkerProcess) -> None:
+    """Wait until the worker has started and handled one event (start-up is not measured)."""
+    producer = latency_producer(settings)
+    produce_event(producer, EVENTS_INTERACTIONS, _event(0, "warm", items, ts_ms(time.time())))
+    flush(producer)
+    deadline = time.monotonic() + 300
+    while accepted(settings, group) < 1:
+        if not worker.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not start; see {worker.log}")
+        time.sleep(0.2)  # polling the worker's counter while it starts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rate", type=float, default=2000.0)
+    parser.add_argument("--backlog", type=int, default=60_000)
+    args = parser.parse_args()
+    print(machine(), f"load average {os.getloadavg()[0]:.1f}")
+    with bench_stack() as settings:
+        feast_store.apply(settings)
+        catalog = load_items(fetch(settings))
+        publish_items(settings, catalog)
+        items = [i.item_id for i in catalog]
+        group = "bench-session"
+        with WorkerProcess(settings, "session-features", group) as worker:
+            warm_up(settings, group, items, worker)
+            tp = throughput(settings, group, items, args.backlog)
+            print(f"throughput: {tp:,.0f} events/s (one worker, backlog {args.backlog:,})")
+            for label, rate in (("target", args.rate), ("90% of max", 0.9 * tp)):
+                fr = measure_freshness(settings, items, rate, args.seconds)
+                print(
+                    f"freshness at {label} {fr.rate:,.0f} events/s ({fr.probes} probes, "
+                    f"{fr.unseen} unseen): p50 {fr.p50_ms:.0f} ms, p99 {fr.p99_ms:.0f} ms, "
+                    f"max {fr.max_ms:.0f} ms"
+                )
+            print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

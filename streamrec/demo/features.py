@@ -1,0 +1,113 @@
+"""Demo steps of the features area: the session and trending processors around the replay.
+
+- `start_processors` (before the replay): registers the Feast repo and starts the
+  "session-features" and "trending" workers, so they consume while the replay produces;
+- `report` (after the replay): waits until both have consumed the whole log, measures
+  freshness on live events for a few seconds, and prints events processed, freshness p50/p99,
+  the trending list and one user's features read back through Feast.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from rich.table import Table
+
+from features.errors import FeatureError
+from features.freshness import measure_freshness
+from features.online import OnlineFeatures
+from infra import feast_store
+from infra.settings import Settings
+from processors import session_features, trending
+from streams.sources.movielens import GENRES
+from topics import EVENTS_INTERACTIONS
+from topics.stores import POPULAR
+
+if TYPE_CHECKING:
+    from streamrec.demo import DemoContext
+
+SESSION_GROUP = f"streamrec-{session_features.NAME}"
+TRENDING_GROUP = f"streamrec-{trending.NAME}"
+DEMO_USER = "405"  # ML-100K's most active user
+
+
+def _lag(settings: Settings, group: str) -> int:
+    topic = EVENTS_INTERACTIONS.name
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in parts]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        lag = 0
+        for p in parts:
+            end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            lag += end - max(committed.get(p, 0), 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+def start_processors(ctx: DemoContext) -> None:
+    names = feast_store.apply(ctx.settings)
+    ctx.console.print(f"Feast: {len(names)} objects applied ({', '.join(names[-3:])} ...)")
+    ctx.state["features_t0"] = time.monotonic()
+    for name in (session_features.NAME, trending.NAME):
+        ctx.start_worker(name)
+    ctx.console.print("started workers: session-features, trending (they consume the replay)")
+
+
+def report(ctx: DemoContext) -> None:
+    settings = ctx.settings
+    store = redis.Redis.from_url(settings.redis_url)
+    t0 = time.monotonic()
+    deadline = t0 + 150
+    while True:
+        lags = {g: _lag(settings, g) for g in (SESSION_GROUP, TRENDING_GROUP)}
+        if not any(lags.values()):
+            break
+        for w in ctx.workers:
+            if w.name in (session_features.NAME, trending.NAME) and not w.alive():
+                raise FeatureError(f"worker {w.name} died; see {w.log}")
+        if time.monotonic() > deadline:
+            raise FeatureError(f"the feature processors still lag by {lags} after 150 s")
+        time.sleep(0.5)  # polling the groups' committed offsets, bounded by the deadline
+    elapsed = time.monotonic() - ctx.state.get("features_t0", t0)
+    s_stats = {
+        k.decode(): int(v)
+        for k, v in store.hgetall(session_features.stats_key(SESSION_GROUP)).items()
+    }
+    t_stats = {
+        k.decode(): int(v) for k, v in store.hgetall(trending.stats_key(TRENDING_GROUP)).items()
+    }
+    seen = sum(s_stats.get(k, 0) for k in ("accepted", "duplicate", "too_late", "dead"))
+    ctx.console.print(
+        f"session-features: {seen:,} events processed ({s_stats.get('accepted', 0):,} accepted, "
+        f"{s_stats.get('duplicate', 0):,} duplicates, {s_stats.get('too_late', 0):,} too late, "
+        f"{s_stats.get('dead', 0):,} dead-lettered); trending: {t_stats.get('counted', 0):,} "
+        f"counted; caught up {elapsed:.0f} s after the workers started"
+    )
+    items = list({m.decode() for m in store.zrange(POPULAR.key(window="24h"), 0, -1)}) or ["50"]
+    fr = measure_freshness(settings, items, rate=500, seconds=4, grace_s=15)
+    ctx.state["freshness"] = fr
+    ctx.console.print(
+        f"freshness (produce -> visible through Feast), {fr.probes} probes at "
+        f"{fr.rate:,.0f} events/s: p50 {fr.p50_ms:.0f} ms, p99 {fr.p99_ms:.0f} ms, "
+        f"max {fr.max_ms:.0f} ms"
+    )
+    table = Table("window", "top items (item: count)")
+    for window in ("1h", "24h"):
+        top = store.zrevrange(POPULAR.key(window=window), 0, 4, withscores=True)
+        table.add_row(window, ", ".join(f"{m.decode()}: {int(s)}" for m, s in top))
+    ctx.console.print(table)
+    user = OnlineFeatures(settings).get_user_features([DEMO_USER])[DEMO_USER]
+    affinity = sorted(zip(GENRES, user.genre_affinity, strict=False), key=lambda g: -g[1])[:3]
+    table = Table("feature", f"user {DEMO_USER} (through Feast)")
+    table.add_row("last items", ", ".join(user.last_items))
+    table.add_row("session", f"{user.session_interactions} events, {user.session_length_s:.0f} s")
+    table.add_row("genre affinity (top 3)", ", ".join(f"{g} {v:.2f}" for g, v in affinity))
+    table.add_row("total / mean rating", f"{user.total_interactions} / {user.mean_rating:.2f}")
+    table.add_row("top genres", ", ".join(user.top_genres))
+    ctx.console.print(table)
