@@ -7,7 +7,8 @@ Responsibilities:
   `features.session.apply_event`, so the offline history equals what the stream computed;
 - write the offline Parquet files of the Feast repo, each row stamped with the event time
   from which it holds, so `get_historical_features` joins them point-in-time correctly:
-  - `user_session.parquet`: one row per accepted event (the session features right after it);
+  - `user_session.parquet`: the session features after each accepted event (one row per
+    user and event time: same-instant events keep the state after the last of them);
   - `user_longterm.parquet`: one row per user per UTC day of activity, stamped at the end of
     that day (a label at time t sees only days that ended before t: no leakage);
   - `item.parquet`: catalog genres and year, stamped at the epoch (static metadata);
@@ -164,7 +165,13 @@ def compute(
         longterm_rows.append(hist.snapshot(user_id, cfg))
     report.users = len(states)
     return {
-        "user_session": frame(session_rows) if session_rows else None,
+        # Rows of one user at one instant are indistinguishable to a point-in-time join:
+        # keep the last (the state after all of that instant's events).
+        "user_session": frame(session_rows).drop_duplicates(
+            ["user_id", TIMESTAMP_FIELD], keep="last"
+        )
+        if session_rows
+        else None,
         "user_longterm": frame(longterm_rows) if longterm_rows else None,
         "item": _item_frame(catalog),
         "item_popularity": _popularity_frame(item_events),

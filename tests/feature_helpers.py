@@ -31,13 +31,17 @@ def prepare(settings: Settings, ml100k: Path) -> dict[str, tuple[str, ...]]:
     return {i.item_id: tuple(i.genres) for i in items}
 
 
-def replay_ml100k(settings: Settings, ml100k: Path, limit: int | None = None) -> UserEvents:
-    """Produce the first `limit` ratings (event-time order); returns them per user."""
+def replay_ml100k(
+    settings: Settings, ml100k: Path, limit: int | None = None, rate: float | None = None
+) -> UserEvents:
+    """Produce the first `limit` ratings (event-time order, at `rate`/s or as fast as the
+    broker takes them); returns them per user."""
+    pacing = {"pacing": "rate", "rate": rate} if rate else {}
     report = replay(
         settings,
         MovieLensInteractions(ml100k),
         "ml-100k",
-        ReplayOptions(limit=limit, progress=False),
+        ReplayOptions(limit=limit, progress=False, **pacing),
     )
     assert report.malformed == 0
     return per_user(ml100k, limit)
