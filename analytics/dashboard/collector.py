@@ -2,8 +2,9 @@
 
 Responsibilities:
 - live workers from the Redis registry (`streams.metrics.live_workers`);
-- each live worker's /metrics, scraped and turned into rates since the previous scrape
-  (events/s, failures/s, p95 from histogram bucket deltas, open breakers, queue depth);
+- each live worker's /metrics, scraped and turned into rates over the last 10 s
+  (events/s, failures/s, answers/s by level, p95 from histogram bucket deltas, cache hit
+  ratio, open breakers, queue depth);
 - consumer lag of every `streamrec-*` group: committed offsets vs end offsets through the
   Kafka AdminClient (works for every group, Faust or not, without touching the workers),
   also exported as `streamrec_consumer_lag` on the dashboard's own /metrics;
@@ -34,6 +35,7 @@ from streams.errors import LagError
 from streams.lag import admin_client, consumer_lags
 
 Samples = list[tuple[str, dict[str, str], float]]
+RATE_WINDOW_S = 10.0
 _DEGRADATION = "streamrec_degradation_total"
 _CACHE = "streamrec_cache_requests_total"
 _REQUEST_HIST = "streamrec_request_seconds"
@@ -96,7 +98,9 @@ class Collector:
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         self.http = httpx.AsyncClient(timeout=1.5)
         self.seen: set[str] = set()
-        self._prev: dict[str, tuple[float, Samples]] = {}
+        # Recent scrapes per worker process: rates are taken over RATE_WINDOW_S, not one
+        # interval, so a worker that commits once a second does not flicker to 0 ev/s.
+        self._scrapes: dict[str, deque[tuple[float, Samples]]] = {}
         points = max(2, int(self.cfg.dashboard_history_s / self.cfg.dashboard_interval_s))
         self.series: dict[str, dict[str, deque[tuple[float, float]]]] = {}
         self._points = points
@@ -117,6 +121,9 @@ class Collector:
         by_name: dict[str, list[tuple[Any, Samples | None]]] = {}
         for beat, samples in zip(beats, scrapes, strict=True):
             by_name.setdefault(beat.name, []).append((beat, samples))
+        live_keys = {f"{b.name}:{b.pid}" for b in beats}
+        for gone in set(self._scrapes) - live_keys:
+            del self._scrapes[gone]
         for name, entries in by_name.items():
             self.seen.add(name)
             workers[name] = self._observe(name, entries, now)
@@ -175,8 +182,11 @@ class Collector:
                 scrape_ok = False
                 continue
             key = f"{name}:{beat.pid}"
-            prev_t, prev = self._prev.get(key, (None, None))
-            self._prev[key] = (now, samples)
+            history = self._scrapes.setdefault(key, deque())
+            while history and now - history[0][0] > RATE_WINDOW_S:
+                history.popleft()
+            prev_t, prev = history[0] if history else (None, None)
+            history.append((now, samples))
             if prev_t is not None and now > prev_t:
                 dt = now - prev_t
 
