@@ -22,6 +22,7 @@ import pandas as pd
 from infra.settings import Settings
 from models.content import content_vectors
 from models.dataset import Split, data_hash, load_catalog, load_events, time_split
+from models.errors import TrainingError
 from models.evaluate import (
     COLD_START_KS,
     COLD_START_TARGETS,
@@ -52,14 +53,23 @@ class TrainResult:
     cold_start: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
+    model: RankerModel | None = None  # the trained model (None when reused from the registry)
 
 
-def feature_source(settings: Settings, events: pd.DataFrame) -> FeatureSource:
-    """Where training features come from: the point-in-time computation over `events`."""
+def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") -> FeatureSource:
+    """Where training features come from (the one switch): "log" computes them point in time
+    from `events`; "feast" reads the user features through Feast's historical retrieval
+    (issue 4's backfill Parquet, which must cover the same log)."""
+    if kind == "feast":
+        from models.feast_features import FeastFeatureSource
+
+        return FeastFeatureSource(settings, events)
+    if kind != "log":
+        raise TrainingError(f"unknown feature source {kind!r}: log | feast")
     return LogFeatureSource(events, settings.models.history_len)
 
 
-def _config_hash(settings: Settings, epochs: tuple[int | None, int | None]) -> str:
+def _config_hash(settings: Settings, epochs: tuple[int | None, int | None, str]) -> str:
     payload = settings.models.model_dump_json(exclude={"device"}) + repr(epochs)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
@@ -123,6 +133,7 @@ def train(
     ranker_epochs: int | None = None,
     device: str | None = None,
     publish: bool = True,
+    features: str = "log",
 ) -> TrainResult:
     cfg = settings.models
     timings: dict[str, float] = {}
@@ -130,7 +141,7 @@ def train(
     events = load_events(settings, source)
     items = load_catalog(settings)
     dhash = data_hash(events, items)
-    version = f"v{dhash[:10]}-{_config_hash(settings, (retriever_epochs, ranker_epochs))}"
+    version = f"v{dhash[:10]}-{_config_hash(settings, (retriever_epochs, ranker_epochs, features))}"
     registry = ModelRegistry(settings)
     if publish and not force and (cached := _find_cached(registry, version)):
         retr, rank = cached
@@ -157,14 +168,16 @@ def train(
     table = build_item_table(
         items, vectors, ratings.size().to_dict(), ratings.mean().fillna(0).to_dict()
     )
-    features = feature_source(settings, split.train)
+    source_of_features = feature_source(settings, split.train, features)
 
     t = time.perf_counter()
-    two_tower = fit_two_tower(cfg, table, features, split.train, dev, retriever_epochs)
+    two_tower = fit_two_tower(cfg, table, source_of_features, split.train, dev, retriever_epochs)
     timings["two_tower"] = time.perf_counter() - t
     t = time.perf_counter()
     known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
-    net = fit_ranker(cfg, table, two_tower, features, split.valid, known, dev, ranker_epochs)
+    net = fit_ranker(
+        cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
+    )
     model = RankerModel(net, table, version, dev)
     timings["ranker"] = time.perf_counter() - t
 
@@ -195,6 +208,7 @@ def train(
         cold_start=cold,
         seconds=timings,
         device=str(dev),
+        model=model,
     )
     if publish:
         extra = {
@@ -204,6 +218,7 @@ def train(
             "device": str(dev),
             "data_hash": dhash,
             "source": source,
+            "features": features,
             "settings": cfg.model_dump(),
         }
         flat = {f"test.{k}.{m}": v for k, mm in metrics.items() for m, v in mm.model_dump().items()}

@@ -30,6 +30,7 @@ def train(
     retriever_epochs: int | None = typer.Option(None, help="override settings.models"),
     ranker_epochs: int | None = typer.Option(None, help="override settings.models"),
     device: str | None = typer.Option(None, help="cpu | cuda (default: settings.models.device)"),
+    features: str = typer.Option("log", help="log (point in time from the log) | feast"),
 ) -> None:
     from models.report import metric_table
     from models.train import train as run_training
@@ -42,6 +43,7 @@ def train(
         retriever_epochs=retriever_epochs,
         ranker_epochs=ranker_epochs,
         device=device,
+        features=features,
     )
     verb = "reused (same data and settings)" if result.reused else "trained"
     out.print(f"{verb}: retriever and ranker {result.ranker.version} on {result.device}")
