@@ -207,7 +207,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     """
     sink_group = group or f"streamrec-{NAME}"
     app = create_app(settings, f"{sink_group}-host")
-    metrics.attach(app, settings, NAME)
+    metrics.attach(app, settings, NAME, group=sink_group)  # lag of the sink's own group
     holder: dict[str, Any] = {}
 
     @app.task

@@ -3,13 +3,14 @@
 Responsibilities:
 - one set of metric objects with one naming scheme (`streamrec_*`), shared by every
   processor and the serving app, so the dashboard and any Prometheus read them the same way;
-- `serve(settings, name)`: expose this process's metrics over HTTP on
+- `serve(settings, name, group=None)`: expose this process's metrics over HTTP on
   `settings.analytics.metrics_port` (0 = a free port) and register the worker in Redis
   (name, metrics URL, pid, heartbeat time) with a short TTL, refreshed by a daemon thread;
   a worker that dies simply stops refreshing and its key expires (the dashboard then
-  shows it missing);
-- `attach(app, settings, name)`: the same for a Faust app, started with the worker and
-  stopped with it;
+  shows it missing); with its consumer `group`, the same thread sets
+  `streamrec_consumer_lag` for the group every 5 s (committed vs end offsets);
+- `attach(app, settings, name, group=None)`: the same for a Faust app (group: the app's
+  id), started with the worker and stopped with it;
 - `live_workers(settings)`: the registered workers whose heartbeat has not expired.
 
 Usage (a Faust processor; see processors/interaction_counter.py)::
@@ -92,6 +93,7 @@ CACHE_REQUESTS = Counter(
 )
 
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
+LAG_INTERVAL_S = 5.0
 
 
 class WorkerBeat(BaseModel):
@@ -103,6 +105,7 @@ class WorkerBeat(BaseModel):
     pid: int
     host: str
     metrics_url: str
+    group: str | None = None
     started_at: float
     heartbeat_at: float
 
@@ -110,9 +113,12 @@ class WorkerBeat(BaseModel):
 class MetricsHandle:
     """A running metrics endpoint plus its heartbeat thread; `stop()` ends both."""
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, group: str | None = None) -> None:
         cfg = settings.analytics
         self.name = name
+        self.group = group
+        self._settings = settings
+        self._lag_due = 0.0
         self._server, self._thread = start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
         self.port: int = self._server.server_port
         self.url = f"http://{cfg.metrics_host}:{self.port}/metrics"
@@ -121,6 +127,7 @@ class MetricsHandle:
         self._key = WORKER_HEARTBEAT.key(name=name, pid=str(os.getpid()))
         self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         self._started = time.time()
+        self._admin: Any = None
         self._stopped = threading.Event()
         self.beat()  # registered before serve() returns, so callers can wait on it
         self._beater = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
@@ -132,6 +139,7 @@ class MetricsHandle:
             pid=os.getpid(),
             host=socket.gethostname(),
             metrics_url=self.url,
+            group=self.group,
             started_at=self._started,
             heartbeat_at=time.time(),
         )
@@ -142,6 +150,23 @@ class MetricsHandle:
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             self.beat()
+            if self.group and time.monotonic() >= self._lag_due:
+                self._lag_due = time.monotonic() + LAG_INTERVAL_S
+                self.report_lag()
+
+    def report_lag(self) -> None:
+        """Set `streamrec_consumer_lag` for this worker's group (committed vs end offsets)."""
+        from streams.errors import LagError
+        from streams.lag import admin_client, consumer_lags  # confluent-kafka: only when used
+
+        if self._admin is None:
+            self._admin = admin_client(self._settings)
+        try:
+            lags = consumer_lags(self._admin, groups=[self.group]).get(self.group, {})
+        except LagError:
+            return  # the broker is away: the gauge keeps its last value, the dashboard says why
+        for topic, lag in lags.items():
+            CONSUMER_LAG.labels(topic, self.group).set(lag)
 
     def stop(self) -> None:
         """Deregister and close the endpoint (a crash skips this; the TTL covers it)."""
@@ -155,18 +180,25 @@ class MetricsHandle:
         self._redis.close()
 
 
-def serve(settings: Settings, name: str) -> MetricsHandle:
-    """Expose this process's metrics over HTTP and register it as live worker `name`."""
-    return MetricsHandle(settings, name)
+def serve(settings: Settings, name: str, group: str | None = None) -> MetricsHandle:
+    """Expose this process's metrics over HTTP and register it as live worker `name`.
+
+    With `group` (its Kafka consumer group), the heartbeat thread also keeps
+    `streamrec_consumer_lag{group=...}` current every LAG_INTERVAL_S.
+    """
+    return MetricsHandle(settings, name, group)
 
 
-def attach(app: Any, settings: Settings, name: str) -> None:
-    """Serve metrics and heartbeat for the lifetime of Faust `app` (started with the worker)."""
+def attach(app: Any, settings: Settings, name: str, group: str | None = None) -> None:
+    """Serve metrics and heartbeat for the lifetime of Faust `app` (started with the worker).
+
+    The consumer group whose lag is reported defaults to the app's id (`create_app`'s group).
+    """
     handle: dict[str, MetricsHandle] = {}
 
     @app.task
     async def _metrics_start() -> None:
-        handle["h"] = serve(settings, name)
+        handle["h"] = serve(settings, name, group or app.conf.id)
 
     @app.on_before_shutdown.connect
     def _metrics_stop(sender: Any, **kwargs: Any) -> None:

@@ -114,7 +114,8 @@ class Collector:
     async def refresh(self) -> State:
         now = time.time()
         beats = await asyncio.to_thread(self._live_workers)
-        lags, kafka_ok = await asyncio.to_thread(self.consumer_lags)
+        groups = {b.name: b.group for b in beats if b.group}
+        lags, kafka_ok = await asyncio.to_thread(self.consumer_lags, set(groups.values()))
         redis_ok = await asyncio.to_thread(self._ping_redis)
         scrapes = await asyncio.gather(*(self._scrape(b.metrics_url) for b in beats))
         workers: dict[str, WorkerObs] = {}
@@ -134,6 +135,7 @@ class Collector:
         obs = Observation(
             workers=workers,
             lags=lags,
+            groups=groups,
             kafka_ok=kafka_ok,
             stores=self._stores(workers, kafka_ok, redis_ok),
         )
@@ -229,10 +231,16 @@ class Collector:
             cache_hit_ratio=hits / lookups if lookups else None,
         )
 
-    def consumer_lags(self) -> tuple[dict[str, dict[str, int]], bool]:
-        """group -> topic -> lag for every `streamrec-*` group, and whether Kafka answered."""
+    def consumer_lags(
+        self, extra: set[str] | None = None
+    ) -> tuple[dict[str, dict[str, int]], bool]:
+        """group -> topic -> lag for every `streamrec-*` group and the live workers' groups,
+        and whether Kafka answered."""
         try:
             lags = consumer_lags(self.admin)
+            missing = sorted((extra or set()) - set(lags))
+            if missing:
+                lags.update(consumer_lags(self.admin, groups=missing))
         except LagError:
             return {}, False
         for group, by_topic in lags.items():

@@ -47,6 +47,9 @@ class WorkerObs(BaseModel):
 class Observation(BaseModel):
     workers: dict[str, WorkerObs]
     lags: dict[str, dict[str, int]] = Field(description="group -> topic -> lag")
+    groups: dict[str, str] = Field(
+        default_factory=dict, description="worker -> the consumer group it registered with"
+    )
     kafka_ok: bool
     stores: dict[str, tuple[Status, str]] = Field(description="store name -> (status, detail)")
 
@@ -72,8 +75,12 @@ def worst(*statuses: Status) -> Status:
     return max(statuses, key=lambda s: _RANK[s]) if statuses else "idle"
 
 
+def group_of(obs: Observation, worker: str) -> str:
+    return obs.groups.get(worker) or consumer_group(worker)
+
+
 def _worker_lag(obs: Observation, name: str) -> int:
-    return sum(obs.lags.get(consumer_group(name), {}).values())
+    return sum(obs.lags.get(group_of(obs, name), {}).values())
 
 
 def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Status, str]:
@@ -136,7 +143,7 @@ def assess(obs: Observation, cfg: AnalyticsSettings) -> tuple[list[NodeState], l
         if e.source.startswith("topic:") and e.target.startswith("worker:"):
             worker = e.target.split(":", 1)[1]
             topic = e.source.split(":", 1)[1]
-            lag = obs.lags.get(consumer_group(worker), {}).get(topic)
+            lag = obs.lags.get(group_of(obs, worker), {}).get(topic)
             if dst in ("down", "idle"):
                 edges.append(EdgeState(source=e.source, target=e.target, status=dst))
             elif lag is None:

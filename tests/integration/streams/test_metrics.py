@@ -6,9 +6,12 @@ import os
 
 import httpx
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from streams import metrics
-from tests.kafka_helpers import wait_for
+from tests.integration.analytics.helpers import interactions, produce
+from tests.kafka_helpers import end_offsets, wait_for
+from topics import EVENTS_INTERACTIONS
 
 pytestmark = pytest.mark.integration
 
@@ -42,3 +45,25 @@ def test_serve_registers_exposes_beats_and_deregisters(stack, unique):
     assert _mine(settings, name) == []
     with pytest.raises(httpx.HTTPError):
         httpx.get(handle.url, timeout=2)
+
+
+def test_serve_with_a_group_reports_its_consumer_lag(stack, unique):
+    settings = stack.with_overrides(analytics={"heartbeat_interval_s": 0.2})
+    group = f"t-lag-{unique}"
+    produce(settings, interactions(unique, 20))  # committed at 0: the lag is the end offset
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer.commit(offsets=[TopicPartition(EVENTS_INTERACTIONS.name, 0, 0)], asynchronous=False)
+    consumer.close()
+    expected = end_offsets(settings, EVENTS_INTERACTIONS.name)[0]
+    handle = metrics.serve(settings, f"t-lag-{unique}", group=group)
+    try:
+        sample = f'streamrec_consumer_lag{{group="{group}",topic="{EVENTS_INTERACTIONS.name}"}}'
+        wait_for(
+            lambda: f"{sample} {float(expected)}" in httpx.get(handle.url, timeout=5).text,
+            15,
+            "the lag gauge of the group",
+        )
+        (beat,) = _mine(settings, f"t-lag-{unique}")
+        assert beat.group == group
+    finally:
+        handle.stop()
