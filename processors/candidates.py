@@ -13,8 +13,10 @@ Responsibilities (the logic lives in `candidates/`; this module is the I/O aroun
 
 Failure policy: a malformed message (any input topic) goes to dead.letters with the reason
 and the agent goes on. A rebuild that fails on Redis is logged and its users are marked
-dirty again (retried at the next tick); no retriever promoted yet means candidates from
-co-visitation and trending only, with model_version "none".
+dirty again (retried at the next tick); any other failure is logged with its traceback and
+those users wait for their next trigger. No retriever promoted yet means candidates from
+co-visitation and trending only, with model_version "none"; a version that fails to load
+is logged and the previous one kept.
 """
 
 from __future__ import annotations
@@ -126,6 +128,11 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             except RedisError as exc:
                 log.error("rebuilding %d users failed, retrying: %s", len(users), exc)
                 debouncer.mark(users)
+                return
+            except Exception:  # a bug or a bad model must not stop the worker's other agents
+                log.exception(
+                    "rebuilding %d users failed; they wait for their next trigger", len(users)
+                )
                 return
             for s in summaries:
                 await out.send(key=CANDIDATES.key_of(s), value=codecs.encode(CANDIDATES, s))
