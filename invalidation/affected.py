@@ -40,6 +40,7 @@ class ItemVectors:
         self._rows: dict[str, np.ndarray] = {}
         self._hash: dict[str, str] = {}
         self._index: faiss.IndexFlatIP | None = None
+        self._ids: list[str] = []
         self.version = 0
 
     def upsert(self, item_id: str, vector: np.ndarray, content_hash: str = "") -> bool:
@@ -80,9 +81,19 @@ class ItemVectors:
         if self._index is None:
             assert self.dim is not None
             self._index = faiss.IndexFlatIP(self.dim)
+            self._ids = list(self._rows)
             if self._rows:
                 self._index.add(np.stack(list(self._rows.values())))
         return self._index
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """The `k` nearest items (id, inner product) of each query row, best first."""
+        index = self.index()
+        scores, rows = index.search(np.asarray(queries, dtype=np.float32), min(k, len(self)))
+        return [
+            [(self._ids[r], float(s)) for r, s in zip(row, score, strict=True) if r >= 0]
+            for row, score in zip(rows, scores, strict=True)
+        ]
 
 
 class UserActivity:
@@ -184,6 +195,12 @@ class TasteModel:
             self._dirty_users = set()
             self._thresholds = None
         return self._taste_ids, self._taste
+
+    def taste(self, user_id: str) -> np.ndarray | None:
+        """The user's unit taste vector, or None when they have none."""
+        _, taste = self.taste_matrix()
+        row = self._taste_row.get(user_id)
+        return None if row is None else taste[row]
 
     def thresholds(self) -> np.ndarray:
         """Per taste row: similarity of the user's `neighbour_rank`-th nearest item."""

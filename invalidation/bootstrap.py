@@ -1,17 +1,16 @@
 """Rebuilding the processor's state at start-up: history is state, news is change.
 
 The processor keeps its state (item vectors, users' recent items, the reverse index) in
-memory. On start-up it reads the state topics up to their current end with a plain
-confluent-kafka consumer and applies them as state only (no refresh is issued for them).
+memory. On start-up it reads the topics with a plain confluent-kafka consumer and applies
+them as state only (no refresh is issued for them), each partition up to a bound:
+- state topics (events.interactions, candidates): up to their current end;
+- change topics (catalog.items, catalog.vectors, registry.changes): up to where "news"
+  starts. If the processor's consumer group has committed offsets, news starts there
+  (changes made while it was down still get their refreshes); for a new group it starts at
+  the current end (the candidates computed before the processor existed reflect them).
 
-For the change topics it then decides where "news" starts, per partition:
-- the processor's consumer group has committed offsets: everything from the committed
-  offset on is news (changes made while it was down still get their refreshes);
-- a new group: everything up to the end at start-up is history (the candidates computed
-  before the processor existed already reflect it), so only later messages are news.
-
-The Faust agents consume from the committed offset (or the earliest) and skip the effects
-of messages below `news_from[(topic, partition)]`.
+`Applied` records those bounds; the Faust agents skip every message below them (already in
+the state), so each message is applied once and a restart does not re-read history.
 """
 
 from __future__ import annotations
@@ -36,9 +35,19 @@ from topics.errors import SchemaError
 
 # Topics whose messages are changes (they cause refreshes); the others only feed state.
 CHANGE_TOPICS = (CATALOG_ITEMS, CATALOG_VECTORS, REGISTRY_CHANGES)
-STATE_TOPICS = (EVENTS_INTERACTIONS, CATALOG_VECTORS, CATALOG_ITEMS, CANDIDATES)
+STATE_TOPICS = (EVENTS_INTERACTIONS, CANDIDATES)
 
-NewsFrom = dict[tuple[str, int], int]
+Applied = dict[tuple[str, int], int]
+
+
+def _consumer(settings: Settings, group: str) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
+    )
 
 
 def _partitions(consumer: Consumer, spec: TopicSpec) -> list[TopicPartition]:
@@ -53,45 +62,39 @@ def end_offsets(consumer: Consumer, spec: TopicSpec) -> dict[int, int]:
     }
 
 
-def news_from(settings: Settings, group: str) -> NewsFrom:
-    """Per change-topic partition: the first offset whose effects are applied."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-        }
-    )
+def bounds(settings: Settings, group: str) -> Applied:
+    """Per partition of every input topic: the offset the start-up state is read up to."""
+    consumer = _consumer(settings, group)
     try:
-        out: NewsFrom = {}
+        out: Applied = {}
+        for spec in STATE_TOPICS:
+            for p, end in end_offsets(consumer, spec).items():
+                out[(spec.name, p)] = end
         for spec in CHANGE_TOPICS:
             ends = end_offsets(consumer, spec)
-            committed = consumer.committed(_partitions(consumer, spec), timeout=10)
-            for tp in committed:
-                known = tp.offset not in (OFFSET_INVALID,) and tp.offset >= 0
+            for tp in consumer.committed(_partitions(consumer, spec), timeout=10):
+                known = tp.offset != OFFSET_INVALID and tp.offset >= 0
                 out[(spec.name, tp.partition)] = tp.offset if known else ends[tp.partition]
         return out
     finally:
         consumer.close()
 
 
-def read_to_end(
+def read_until(
     settings: Settings,
     spec: TopicSpec,
+    until: Applied,
     apply: Callable[[list[Message]], None],
     timeout_s: float = 120.0,
 ) -> int:
-    """Feed every message of `spec` up to its end at call time to `apply`, in batches."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": "streamrec-invalidation-bootstrap",
-            "enable.auto.commit": False,
-        }
-    )
+    """Feed every message of `spec` below `until[(topic, partition)]` to `apply`, in batches."""
+    consumer = _consumer(settings, "streamrec-invalidation-bootstrap")
     try:
-        ends = end_offsets(consumer, spec)
-        want = {p: e for p, e in ends.items() if e > 0}
+        want = {
+            tp.partition: until.get((spec.name, tp.partition), 0)
+            for tp in _partitions(consumer, spec)
+        }
+        want = {p: end for p, end in want.items() if end > 0}
         if not want:
             return 0
         consumer.assign([TopicPartition(spec.name, p, 0) for p in want])
@@ -108,11 +111,10 @@ def read_to_end(
                     batch.append(msg)
                 if msg.offset() >= want[p] - 1:
                     done.add(p)
-            # A compacted partition may end on a removed offset: its low watermark tells.
+            # A compacted partition may have lost the offsets just below the bound.
             for p in set(want) - done:
-                low, high = consumer.get_watermark_offsets(TopicPartition(spec.name, p), timeout=10)
-                position = consumer.position([TopicPartition(spec.name, p)])[0].offset
-                if position >= want[p] or high <= low:
+                tp = TopicPartition(spec.name, p)
+                if consumer.position([tp])[0].offset >= want[p]:
                     done.add(p)
             if batch:
                 apply(batch)

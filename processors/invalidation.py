@@ -99,9 +99,9 @@ def candidate_lists(values: list[bytes | None]) -> list[CandidateList | None]:
     return out
 
 
-def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootstrap.NewsFrom:
-    """Read the state topics to their end (state only) and say where news starts."""
-    news = bootstrap.news_from(settings, group)
+def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootstrap.Applied:
+    """Apply history as state (no refreshes); returns, per partition, where it stopped."""
+    applied = bootstrap.bounds(settings, group)
     store = redis.Redis.from_url(settings.redis_url)
 
     def interactions(msgs: list[Any]) -> None:
@@ -130,13 +130,13 @@ def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootst
         engine.on_candidates(c for c in candidate_lists(store.mget(keys)) if c is not None)
 
     try:
-        bootstrap.read_to_end(settings, CATALOG_VECTORS, vectors)
-        bootstrap.read_to_end(settings, EVENTS_INTERACTIONS, interactions)
-        bootstrap.read_to_end(settings, CATALOG_ITEMS, items)
-        bootstrap.read_to_end(settings, CANDIDATES, candidates)
+        bootstrap.read_until(settings, CATALOG_VECTORS, applied, vectors)
+        bootstrap.read_until(settings, EVENTS_INTERACTIONS, applied, interactions)
+        bootstrap.read_until(settings, CATALOG_ITEMS, applied, items)
+        bootstrap.read_until(settings, CANDIDATES, applied, candidates)
     finally:
         store.close()
-    return news
+    return applied
 
 
 def build(settings: Settings, group: str | None = None) -> faust.App:
@@ -145,7 +145,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     engine = Invalidator(cfg)
-    news = rebuild_state(settings, group, engine)
+    applied = rebuild_state(settings, group, engine)
     dead_letters = FaustDeadLetters(app, NAME)
     out = faust_topic(app, CACHE_INVALIDATIONS)
     store = aioredis.from_url(settings.redis_url)
@@ -154,9 +154,13 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     pending_gauge = metrics.QUEUE_DEPTH.labels(NAME, "pending")
     sweep_gauge = metrics.QUEUE_DEPTH.labels(NAME, "sweep")
 
-    def is_news(event: Any) -> bool:
-        msg = event.message
-        return msg.offset >= news.get((msg.topic, msg.partition), 0)
+    def unseen(batch: list[Any]) -> list[Any]:
+        """The events the start-up state does not hold yet (it holds everything below)."""
+        return [
+            e
+            for e in batch
+            if e.message.offset >= applied.get((e.message.topic, e.message.partition), 0)
+        ]
 
     def wake_emitter() -> None:
         if "event" in wake:
@@ -164,7 +168,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
 
     async def decode_batch(spec: TopicSpec, batch: list[Any]) -> list[tuple[Any, Any]]:
         decoded = []
-        for event in batch:
+        for event in unseen(batch):
             try:
                 decoded.append((event, codecs.decode(spec, event.value)))
             except SchemaError as exc:
@@ -193,25 +197,21 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         if effects.queued:
             wake_emitter()
 
-    def split(pairs: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
-        return [e for ev, e in pairs if is_news(ev)], [e for ev, e in pairs if not is_news(ev)]
-
     @app.agent(faust_topic(app, CATALOG_ITEMS), name=f"{NAME}-items")
     async def items(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            fresh, history = split(await decode_batch(CATALOG_ITEMS, batch))
-            with engine.state_only():
-                await apply(engine.on_items(history))
-            await apply(engine.on_items(fresh))
+            pairs = await decode_batch(CATALOG_ITEMS, batch)
+            await apply(engine.on_items(e for _, e in pairs if isinstance(e, CatalogItem)))
 
     @app.agent(faust_topic(app, CATALOG_VECTORS), name=f"{NAME}-vectors")
     async def vectors(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            live: list[Any] = []
-            for event in batch:
+            vectors: list[tuple[ItemVector, Any]] = []
+            gone: list[str] = []
+            for event in unseen(batch):
                 if event.value is None:  # tombstone: the item is gone
                     if event.key is not None:
-                        live.append((event, event.key.decode()))
+                        gone.append(event.key.decode())
                     continue
                 try:
                     vector = codecs.decode_vector(event.value)
@@ -219,17 +219,11 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                     await dead_letters.send(event, exc.reason)
                     metrics.EVENTS_FAILED.labels(NAME, CATALOG_VECTORS.name, "schema").inc()
                     continue
-                live.append((event, vector))
-            metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_VECTORS.name).inc(len(live))
-            for fresh in (False, True):
-                part = [v for ev, v in live if is_news(ev) == fresh]
-                pairs = [(v, codecs.vector_to_numpy(v)) for v in part if isinstance(v, ItemVector)]
-                gone = [v for v in part if isinstance(v, str)]
-                if fresh:
-                    await apply(engine.on_vectors(pairs, tombstones=gone))
-                else:
-                    with engine.state_only():
-                        await apply(engine.on_vectors(pairs, tombstones=gone))
+                vectors.append((vector, codecs.vector_to_numpy(vector)))
+            metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_VECTORS.name).inc(
+                len(vectors) + len(gone)
+            )
+            await apply(engine.on_vectors(vectors, tombstones=gone))
 
     @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
     async def interactions(stream: faust.StreamT) -> None:
@@ -252,14 +246,9 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
     async def registry(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(100, within=0.1):
-            for event, change in await decode_batch(REGISTRY_CHANGES, batch):
-                if not isinstance(change, RegistryChange):
-                    continue
-                if is_news(event):
+            for _, change in await decode_batch(REGISTRY_CHANGES, batch):
+                if isinstance(change, RegistryChange):
                     await apply(engine.on_registry(change))
-                else:
-                    with engine.state_only():
-                        await apply(engine.on_registry(change))
 
     @app.timer(min(0.25, cfg.window_s / 2))
     async def tick() -> None:
