@@ -95,6 +95,7 @@ class IndexSettings(_Section):
     ivf_nlist: int = Field(0, ge=0, description="0: about 4 * sqrt(items)")
     ivf_nprobe: int = Field(16, ge=1)
     blas_threshold: int = Field(20, ge=1, description="faiss: batched searches use BLAS from")
+    search_threads: int = Field(1, ge=0, description="readers' FAISS threads; 0 = all (ADR 0013)")
     snapshot_quiet_s: float = Field(1.0, gt=0, description="snapshot once no change for this")
     snapshot_interval_s: float = Field(30.0, gt=0, description="at most this stale under load")
     keep_snapshots: int = Field(5, ge=2, description="older unpromoted versions are pruned")

@@ -2,7 +2,8 @@
 
 Responsibilities:
 - set FAISS's process-wide knobs once (`configure`): the BLAS threshold, so batched flat
-  searches of fewer than a few hundred queries use BLAS (NOTES.md: ~6x faster at 64);
+  searches of fewer than a few hundred queries use BLAS (NOTES.md: ~6x faster at 64), and
+  in reading processes the number of search threads (`configure_reader`, ADR 0013);
 - build an `IndexIDMap2` over inner product (vectors are unit length, so it is cosine):
   exact `flat` by default, `hnsw` or `ivf` for large catalogs (`settings.index.kind`);
 - measure recall@k of an index against exact search, counting ties at the k-th score as
@@ -22,6 +23,13 @@ from vectors.errors import VectorIndexError
 
 def configure(cfg: IndexSettings) -> None:
     faiss.cvar.distance_compute_blas_threshold = cfg.blas_threshold
+
+
+def configure_reader(cfg: IndexSettings) -> None:
+    """Search threads for a reading process (process-wide in FAISS; builds are elsewhere)."""
+    configure(cfg)
+    if cfg.search_threads:
+        faiss.omp_set_num_threads(cfg.search_threads)
 
 
 def _base_index(dim: int, n: int, cfg: IndexSettings) -> faiss.Index:

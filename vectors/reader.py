@@ -86,6 +86,7 @@ class IndexReader:
 
     def __init__(self, settings: Settings, poll_s: float | None = None) -> None:
         self.store = SnapshotStore(settings)
+        faiss_index.configure_reader(settings.index)
         self.poll_s = settings.index.reader_poll_s if poll_s is None else poll_s
         self._current: LoadedSnapshot | None = None
         self._pointer_stat: tuple[int, int, int] | None = None
