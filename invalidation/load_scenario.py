@@ -58,6 +58,8 @@ from topics import (
 )
 from topics.stores import USER_CANDIDATES, Candidate, CandidateList
 
+SMOOTH_S = 3
+
 VIRAL_TEMPLATE = CatalogItem(
     item_id="viral",
     title="Star Wars: Return of the Empire",
@@ -96,13 +98,13 @@ class World:
             vector=codecs.vector_bytes(vector),
         )
 
-    def publish(self, settings: Settings) -> None:
-        """Catalog, vectors and the ratings to their topics (the processor's state)."""
+    def publish(self, settings: Settings, interactions: bool = True) -> None:
+        """Catalog, vectors (and the ratings) to their topics: the processor's state."""
         producer = bulk_producer(settings)
         for item, vector in zip(self.items, self.vectors, strict=True):
             produce_event(producer, CATALOG_ITEMS, item)
             produce_event(producer, CATALOG_VECTORS, self.item_vector(item, vector))
-        for i, event in enumerate(self.interactions):
+        for i, event in enumerate(self.interactions if interactions else ()):
             produce_event(producer, EVENTS_INTERACTIONS, event)
             if i % 5000 == 0:
                 producer.poll(0)
@@ -416,6 +418,12 @@ def _summarise(
     def lat(phase: Phase) -> list[float]:
         return [x for t in range(phase.start, phase.end) for x in path.latency.get(sec0 + t, [])]
 
+    # Computations per second as a moving mean over `SMOOTH_S` seconds: one-second counts of
+    # ~100 Poisson-like events vary by +-10 % on their own.
+    comps = {r["t"]: r["computations"] for r in series}
+    for r in series:
+        window = [comps.get(r["t"] - d, r["computations"]) for d in range(SMOOTH_S)]
+        r["computations_smooth"] = float(np.mean(window))
     steady = next(p for p in phases if p.name == "steady")
     steady_comp = float(np.mean([r["computations"] for r in rows(steady)]))
     result = ModeResult(
@@ -430,13 +438,20 @@ def _summarise(
     )
     for phase in phases[1:]:
         rs = rows(phase)
+        if not rs:
+            continue
         hits = sum(r["hit_ratio"] * r["requests"] for r in rs)
         reqs = sum(r["requests"] for r in rs)
         result.hit_ratio[phase.name] = hits / reqs if reqs else float("nan")
         result.hit_ratio[f"{phase.name}_min"] = min(r["hit_ratio"] for r in rs)
         result.computations[f"{phase.name}_mean"] = float(np.mean([r["computations"] for r in rs]))
         result.computations[f"{phase.name}_peak"] = float(max(r["computations"] for r in rs))
-        result.amplification[phase.name] = (
+        result.computations[f"{phase.name}_peak_smooth"] = float(
+            max(r["computations_smooth"] for r in rs)
+        )
+        peak = result.computations[f"{phase.name}_peak_smooth"]
+        result.amplification[phase.name] = peak / steady_comp if steady_comp else float("nan")
+        result.amplification[f"{phase.name}_1s"] = (
             result.computations[f"{phase.name}_peak"] / steady_comp if steady_comp else float("nan")
         )
         latencies = lat(phase)

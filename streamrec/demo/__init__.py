@@ -20,6 +20,7 @@ from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
 from streamrec.demo import content as content_demo
 from streamrec.demo import features as features_demo
+from streamrec.demo import invalidation as invalidation_demo
 from streamrec.demo import llm as llm_demo
 from streamrec.demo import models as models_demo
 from streamrec.demo import serving as serving_demo
@@ -52,6 +53,7 @@ STEPS: list[Step] = [
     ("Candidates: kept fresh by the stream", models_demo.candidates),
     ("Serving: HTTP and the request topic", serving_demo.serve_and_ask),
     ("Serving: a short load run", serving_demo.load_run),
+    ("Invalidation: a new popular film during a load run", invalidation_demo.viral_item),
     ("LLM enrichment: rate-limited, cached, off the request path", llm_demo.enrich),
     ("Analytics: ClickHouse sink and report", analytics_demo.sink_and_report),
     ("Analytics: live dashboard", analytics_demo.dashboard),
