@@ -36,6 +36,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.settings import InvalidationSettings, Settings
 from invalidation.affected import TasteModel
+from invalidation.bootstrap import decode_or_none, end_offsets, read_until
 from models.embedder import Embedder, content_hash, item_text
 from processors.invalidation import stats_key
 from streams import codecs
@@ -79,10 +80,21 @@ class World:
     embedder: Embedder
 
     @classmethod
-    def load(cls, settings: Settings, ml100k: Path) -> World:
+    def load(cls, settings: Settings, ml100k: Path, reuse_vectors: bool = False) -> World:
+        """With `reuse_vectors`, items already on catalog.vectors (the content pipeline's,
+        same model) are not embedded again."""
         embedder = Embedder(settings)
         items = load_items(ml100k)
-        vectors = embedder.embed([item_text(i) for i in items])
+        known = _published_vectors(settings) if reuse_vectors else {}
+        missing = [i for i in items if i.item_id not in known]
+        fresh = dict(
+            zip(
+                (i.item_id for i in missing),
+                embedder.embed([item_text(i) for i in missing]),
+                strict=True,
+            )
+        )
+        vectors = np.stack([known.get(i.item_id, fresh.get(i.item_id)) for i in items])
         events = [e for e in MovieLensInteractions(ml100k) if not isinstance(e, RowError)]
         counts: dict[str, int] = defaultdict(int)
         for e in events:
@@ -109,6 +121,29 @@ class World:
             if i % 5000 == 0:
                 producer.poll(0)
         flush(producer)
+
+
+def _published_vectors(settings: Settings) -> dict[str, np.ndarray]:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "scenario"})
+    try:
+        until = {
+            (CATALOG_VECTORS.name, p): end
+            for p, end in end_offsets(consumer, CATALOG_VECTORS).items()
+        }
+    finally:
+        consumer.close()
+    found: dict[str, np.ndarray] = {}
+
+    def keep(msgs: list) -> None:
+        for m in msgs:
+            v = decode_or_none(CATALOG_VECTORS, m.value())
+            if isinstance(v, ItemVector):
+                found[v.item_id] = codecs.vector_to_numpy(v).astype(np.float32)
+            elif m.key() is not None:
+                found.pop(m.key().decode(), None)
+
+    read_until(settings, CATALOG_VECTORS, until, keep)
+    return found
 
 
 class ReadPath:

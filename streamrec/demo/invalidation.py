@@ -42,8 +42,8 @@ def viral_item(ctx: DemoContext) -> None:
         }
     )
     directory = ctx.state.get("ml100k_dir") or datasets.fetch(s)
-    world = World.load(s, directory)
     vectors = next(t for t in TopicManager(s).list() if t.name == CATALOG_VECTORS.name)
+    world = World.load(s, directory, reuse_vectors=vectors.end_offsets > 0)
     if vectors.end_offsets == 0:  # no content pipeline ran before: publish the vectors
         world.publish(s, interactions=False)
     client = redis.Redis.from_url(s.redis_url)
