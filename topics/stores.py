@@ -6,8 +6,8 @@ and readers (serving) import it instead of spelling key strings.
 | key | type | written by | read by |
 | --- | --- | --- | --- |
 | `cand:{user_id}` | string, JSON `CandidateList` | candidates processor | serving |
-| `popular:{window}` | sorted set item_id -> score | trending processor | serving (POPULAR), candidates |
-| `catalog:removed` | set of item ids | content pipeline / invalidation | serving (filters at once) |
+| `popular:{window}` | zset item_id -> score | trending processor | serving (POPULAR), candidates |
+| `catalog:removed` | set of item ids | content pipeline, invalidation | serving (filters at once) |
 | `content:hash` | hash item_id -> content hash | content pipeline | content pipeline |
 | `llm:{key}` | string, JSON `EnrichResult` | LLM enricher | serving (explanations) |
 | `workers:{name}:{pid}` | string, JSON `WorkerBeat`, TTL | every worker (metrics) | dashboard |
