@@ -218,7 +218,8 @@ def main() -> None:
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
         bare, single = bare_ranker_rate(source, args.device, ml, batch, args.duration)
-        print(f"machine: {machine()}; device {args.device}; ranker {version}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}")
         print(
             f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one by one"
         )

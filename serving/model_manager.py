@@ -26,6 +26,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaException
 
 from infra.settings import Settings
+from models.features import UserFeatures
 from models.registry import ModelRegistry, ModelVersion, RegistryError
 from serving.errors import DependencyError, ModelUnavailable
 from serving.metrics import ServingMetrics
@@ -96,6 +97,7 @@ class ModelManager:
                 return False
             try:
                 model = await asyncio.to_thread(self.loader, promoted, self.device)
+                await asyncio.to_thread(_warm_up, model)
             except DependencyError as exc:
                 # Keep serving with the old model (or the fallbacks) rather than nothing.
                 self.load_error = str(exc)
@@ -180,3 +182,8 @@ class ModelManager:
                 top_a = set(np.argsort(-a)[:k].tolist())
                 top_b = set(np.argsort(-b)[:k].tolist())
                 self.metrics.shadow.observe(len(top_a & top_b) / k)
+
+
+def _warm_up(model: Ranker) -> None:
+    """One small batch before the swap: the first call of a torch model is the slow one."""
+    model.score([RankInput(UserFeatures(user_id="__warmup__"), ["1", "2", "3"])])

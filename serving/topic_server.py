@@ -69,6 +69,7 @@ class TopicServer:
             if thread is not None:
                 await asyncio.to_thread(thread.join, 10)
         await asyncio.to_thread(self.producer.flush, 5)
+        self.producer = None  # type: ignore[assignment] - release the librdkafka handle
 
     # --- consuming -------------------------------------------------------------------------
 
@@ -157,8 +158,11 @@ class TopicServer:
         self.answered += 1
 
     def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        producer = self.producer
+        if producer is None:  # stopped: nothing more goes out
+            return
         try:
-            self.producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
+            producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
         except (BufferError, KafkaException) as exc:
             self.reply_failures += 1
             log.warning("reply to %s not produced: %s", topic, exc)
@@ -170,4 +174,4 @@ class TopicServer:
 
     def _poll_producer(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.05)
+            self.producer.poll(0.05)  # delivery callbacks; stop() joins this before dropping it

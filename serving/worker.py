@@ -104,6 +104,9 @@ class ServingWorker:
             feast = await asyncio.to_thread(FeastUserFeatures, s)
             self._closers.append(feast.close)
             features = feast
+        # Feast's first read loads its registry (~0.2 s): pay for it here, not in a request.
+        with contextlib.suppress(Exception):
+            await features.read("__warmup__")
         impressions = None
         if self.publish_impressions:
             impressions = ImpressionPublisher(s, self.metrics)

@@ -119,8 +119,12 @@ class ServerThread:
 
 @contextmanager
 def serve(settings: Settings, topic: bool = False, **serving: object) -> Iterator[ServerThread]:
-    """A running server for `settings` with some serving fields overridden."""
-    if serving:
-        settings = settings.with_overrides(serving=serving)
+    """A running server for `settings` with some serving fields overridden.
+
+    Budgets are generous by default: these tests check behaviour (levels, shedding, replies) on
+    a shared 2-core machine, where a 150 ms budget would turn slow neighbours into fallbacks.
+    Latency is measured by benchmarks/serving_bench.py, not here."""
+    serving = {"request_budget_ms": 5000, "dependency_cap_ms": 2000, **serving}
+    settings = settings.with_overrides(serving=serving)
     with ServerThread(settings, ServingWorker(settings), topic) as server:
         yield server
