@@ -41,13 +41,16 @@ def list_(ctx: typer.Context) -> None:
 
 @index_app.command("rollback", help="Promote VERSION (default: the previously promoted one).")
 def rollback(
-    ctx: typer.Context, version: str | None = typer.Argument(None, help="snapshot version")
+    ctx: typer.Context,
+    version: str | None = typer.Argument(None, help="snapshot version"),
+    announce: bool = typer.Option(True, help="publish the change to registry.changes"),
 ) -> None:
     settings: Settings = ctx.obj
     change = SnapshotStore(settings).rollback(version)
-    producer = latency_producer(settings)
-    produce_event(producer, REGISTRY_CHANGES, change)
-    flush(producer)
+    if announce:
+        producer = latency_producer(settings)
+        produce_event(producer, REGISTRY_CHANGES, change)
+        flush(producer)
     out.print(f"index now at {change.version} (readers pick it up within their poll interval)")
 
 
