@@ -69,7 +69,7 @@ def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") 
     return LogFeatureSource(events, settings.models.history_len)
 
 
-def _config_hash(settings: Settings, epochs: tuple[int | None, int | None, str]) -> str:
+def _config_hash(settings: Settings, epochs: tuple[object, ...]) -> str:
     payload = settings.models.model_dump_json(exclude={"device"}) + repr(epochs)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
@@ -118,6 +118,27 @@ def _cold_sets(
     return users, exclude, targets
 
 
+def _evaluate(
+    split: Split, table: ItemTable, model: RankerModel, depth: int
+) -> tuple[dict[str, Metrics], dict[str, dict[str, float]]]:
+    users, exclude, targets = _test_sets(split, table)
+    scorers = [
+        PopularityScorer(table),
+        CoVisitationScorer(table, split.train),
+        TwoTowerScorer(model),
+        TwoTowerRankerScorer(model, depth),
+    ]
+    metrics = {s.name: evaluate(s, users, exclude, targets) for s in scorers}
+    cold: dict[str, dict[str, float]] = {}
+    for k in COLD_START_KS:
+        c_users, c_ex, c_tg = _cold_sets(split, table, k)
+        cold[f"k={k}"] = {
+            s.name: evaluate(s, c_users, c_ex, c_tg).ndcg_20
+            for s in (scorers[0], scorers[2], scorers[3])
+        }
+    return metrics, cold
+
+
 def _find_cached(registry: ModelRegistry, version: str) -> tuple[ModelVersion, ModelVersion] | None:
     try:
         return registry.get(RETRIEVER, version), registry.get(RANKER, version)
@@ -134,14 +155,17 @@ def train(
     device: str | None = None,
     publish: bool = True,
     features: str = "log",
+    evaluation: bool = True,
 ) -> TrainResult:
+    """Train both models on `source`; `evaluation=False` skips the metric table (tests)."""
     cfg = settings.models
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     events = load_events(settings, source)
     items = load_catalog(settings)
     dhash = data_hash(events, items)
-    version = f"v{dhash[:10]}-{_config_hash(settings, (retriever_epochs, ranker_epochs, features))}"
+    chash = _config_hash(settings, (retriever_epochs, ranker_epochs, features, evaluation))
+    version = f"v{dhash[:10]}-{chash}"
     registry = ModelRegistry(settings)
     if publish and not force and (cached := _find_cached(registry, version)):
         retr, rank = cached
@@ -182,21 +206,7 @@ def train(
     timings["ranker"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    users, exclude, targets = _test_sets(split, table)
-    scorers = [
-        PopularityScorer(table),
-        CoVisitationScorer(table, split.train),
-        TwoTowerScorer(model),
-        TwoTowerRankerScorer(model, cfg.ranker_depth),
-    ]
-    metrics = {s.name: evaluate(s, users, exclude, targets) for s in scorers}
-    cold: dict[str, dict[str, float]] = {}
-    for k in COLD_START_KS:
-        c_users, c_ex, c_tg = _cold_sets(split, table, k)
-        cold[f"k={k}"] = {
-            s.name: evaluate(s, c_users, c_ex, c_tg).ndcg_20
-            for s in (scorers[0], scorers[2], scorers[3])
-        }
+    metrics, cold = _evaluate(split, table, model, cfg.ranker_depth) if evaluation else ({}, {})
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 

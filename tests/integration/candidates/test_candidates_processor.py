@@ -9,10 +9,12 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 import redis
 
 from candidates.state import HISTORY
+from models.dataset import load_events
 from models.ranker import RankerModel
 from models.registry import Manifest, ModelRegistry
 from models.train import train
@@ -24,14 +26,24 @@ from tests.kafka_helpers import end_offsets, read_range, wait_for
 from topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction
 from topics.stores import USER_CANDIDATES, CandidateList
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# The module trains a model first: more than the default 600 s on a busy 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 KINDS = ("retriever", "ranker")
 
 
 @pytest.fixture(scope="module")
-def trained(isolated_stack, ml100k):
-    result = train(isolated_stack, retriever_epochs=1, ranker_epochs=1)
+def trained(isolated_stack, ml100k, tmp_path_factory):
+    # The first 300 users' events, one epoch each, no evaluation: a real model, trained fast.
+    events = load_events(isolated_stack)
+    log = tmp_path_factory.mktemp("log") / "subset.jsonl"
+    with open(log, "wb") as fh:
+        for r in events[events.user_id.astype(int) <= 300].itertuples():
+            row = {"user_id": r.user_id, "item_id": r.item_id, "rating": r.rating, "ts": r.ts}
+            fh.write(orjson.dumps(row) + b"\n")
+    result = train(
+        isolated_stack, source=str(log), retriever_epochs=1, ranker_epochs=1, evaluation=False
+    )
     registry = ModelRegistry(isolated_stack)
     for kind in KINDS:
         registry.promote(kind, result.ranker.version)
