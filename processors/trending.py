@@ -1,7 +1,8 @@
 """Trending processor: event-time windowed item counts -> POPULAR lists and popularity features.
 
 Responsibilities:
-- consume events.interactions in micro-batches and count items per hopping window on event
+- consume events.interactions in batches (up to 10,000 events or one flush interval) and
+  count items per hopping window on event
   time (`features.trending.WINDOWS`: 1 h hop 5 min, 24 h hop 1 h), one `TrendingState` per
   stream partition in a Faust table (changelog-backed, so a restarted worker resumes);
 - every `features.trending_flush_ms`, for the partitions that changed: write each
@@ -43,6 +44,7 @@ from topics.stores import POPULAR
 NAME = "trending"
 VIEW = "item_popularity_fv"
 TABLE = "trending-partitions"
+TRENDING_BATCH_MAX = 10_000
 
 
 def partition_key(window: str, partition: int) -> str:
@@ -62,6 +64,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     group = group or f"streamrec-{NAME}"
     cfg = settings.features
     lateness_ms = cfg.allowed_lateness_s * 1000
+    flush_s = cfg.trending_flush_ms / 1000
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, EVENTS_INTERACTIONS)
@@ -85,7 +88,9 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(source, name=NAME)
     async def trending(stream: faust.StreamT) -> None:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
-        async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
+        # Larger batches than the session processor's: trending is published every flush
+        # interval anyway, and each batch rewrites a partition's whole state to the changelog.
+        async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
             counted = late = dead = 0
             last_event: dict[int, Any] = {}
             for event in batch:
