@@ -9,8 +9,9 @@ them as state only (no refresh is issued for them), each partition up to a bound
   (changes made while it was down still get their refreshes); for a new group it starts at
   the current end (the candidates computed before the processor existed reflect them).
 
-`Applied` records those bounds; the Faust agents skip every message below them (already in
-the state), so each message is applied once and a restart does not re-read history.
+`Applied` records those bounds; they are committed as the group's offsets before the Faust
+agents start (`commit`), and the agents also skip anything below them, so each message is
+applied once and neither a first start nor a restart streams the history again.
 """
 
 from __future__ import annotations
@@ -76,6 +77,19 @@ def bounds(settings: Settings, group: str) -> Applied:
                 known = tp.offset != OFFSET_INVALID and tp.offset >= 0
                 out[(spec.name, tp.partition)] = tp.offset if known else ends[tp.partition]
         return out
+    finally:
+        consumer.close()
+
+
+def commit(settings: Settings, group: str, applied: Applied) -> None:
+    """Commit the start-up bounds as the group's offsets, so the Faust agents start right
+    there instead of streaming the history past a skip (run before the group has members:
+    one instance per group, ADR 0070)."""
+    consumer = _consumer(settings, group)
+    try:
+        offsets = [TopicPartition(t, p, o) for (t, p), o in applied.items() if o > 0]
+        if offsets:
+            consumer.commit(offsets=offsets, asynchronous=False)
     finally:
         consumer.close()
 

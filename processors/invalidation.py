@@ -136,6 +136,7 @@ def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootst
         bootstrap.read_until(settings, CANDIDATES, applied, candidates)
     finally:
         store.close()
+    bootstrap.commit(settings, group, applied)
     return applied
 
 

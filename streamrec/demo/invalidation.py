@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from invalidation.load_scenario import World, run_mode
+from invalidation.load_scenario import POPULAR_TEMPLATE, World, run_mode
 from streams import datasets
 from streams.admin import TopicManager
 from topics import CATALOG_VECTORS
@@ -65,6 +65,7 @@ def viral_item(ctx: DemoContext) -> None:
             steady_s=6,
             viral_s=18,
             promotion_s=0,
+            template=POPULAR_TEMPLATE,
             log=ctx.console.print,
         )
     finally:
