@@ -1,7 +1,7 @@
 """LLM benchmark: serving latency and errors while the LLM provider is healthy, in a 429
 storm, and hung, in one run.
 
-    python -m benchmarks.llm_bench [--rate 100] [--duration 15] [--device cpu|cuda]
+    python -m benchmarks.llm_bench [--rate 30] [--duration 20] [--device cpu|cuda] [--keep]
 
 On a fresh stack of its own, with ML-100K loaded as the serving benchmark does (catalog,
 trending lists, 500 candidates per user, Feast features, a trained ranker promoted), it starts
@@ -13,15 +13,17 @@ vegeta's open-loop constant rate:
 
 - `no-llm`: the enricher idle (no requests), the baseline;
 - `healthy`: the provider answers;
+- `hung`: the provider accepts calls and never answers (calls time out, the breaker opens);
+- `healthy-again`: it answers again (the breaker closes, enrichment resumes);
 - `429-storm`: the provider's limit drops to 50/min (every call beyond gets 429 +
-  Retry-After);
-- `hung`: the provider accepts calls and never answers;
-- `healthy-again`: it answers again (the breaker closes, enrichment resumes).
+  Retry-After, which pauses the client for up to the provider's 60 s window; last, so the
+  pause does not hide the other phases).
 
 For each phase: serving p50/p95/p99, errors (non-200 other than 503), shed (503), and the
 enricher's counts (enriched, 429s absorbed, timeouts, breaker trips). Goal (issue 9): serving
 p99 unchanged beyond noise (compare each phase with `no-llm` and with `healthy-again`, both
-measured in the same run) and zero serving errors.
+measured in the same run) and zero serving errors. Explanations served from the LLM's cache vs
+templates are counted at the end.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import httpx
 import redis
 from pydantic import SecretStr
 
-from benchmarks.common import bench_stack, machine
+from benchmarks.common import bench_stack, machine, percentiles
 from benchmarks.serving_bench import attack, promote, trained_ranker
 from infra.processes import free_port
 from infra.settings import Settings
@@ -48,6 +50,7 @@ from llm.keys import explanation_key
 from llm.local_provider import LocalProvider
 from llm.requests import explanation_request
 from processors.llm_enricher import stats_key
+from serving.explanations import WatchedItem, explain_items_sync
 from serving.process import ServeProcess
 from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
 from streams.catalog import publish_items
@@ -128,14 +131,40 @@ def explained_share(url: str, store: redis.Redis, users: list[str]) -> tuple[int
     return served, with_text, from_llm
 
 
+class ExplainProbe(threading.Thread):
+    """`serving.explanations` called in-process at ~50/s for the served users' top items, so
+    the explanation step's own latency is measured apart from the whole worker's."""
+
+    def __init__(self, settings: Settings, tops: dict[str, list[str]]) -> None:
+        super().__init__(daemon=True)
+        self.store = redis.Redis.from_url(settings.redis_url, socket_timeout=0.05)
+        self.tops = list(tops.items())
+        self.done = threading.Event()
+        self.latencies_ms: list[float] = []
+        self.errors = 0
+
+    def run(self) -> None:
+        rng = random.Random(3)
+        recent = [WatchedItem("0", "a film", ("Drama",))]
+        while not self.done.wait(0.02):
+            user, items = rng.choice(self.tops)
+            t0 = time.perf_counter()
+            try:
+                got = explain_items_sync(self.store, user, items, recent=recent)
+                self.errors += len(got) != len(set(items))
+            except Exception:  # the function promises never to raise: count it if it does
+                self.errors += 1
+            self.latencies_ms.append((time.perf_counter() - t0) * 1000)
+
+
 def enricher_stats(store: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in store.hgetall(stats_key(GROUP)).items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=int, default=100, help="serving requests/s")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
+    parser.add_argument("--rate", type=int, default=30, help="serving requests/s")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per phase")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the ranker)")
     parser.add_argument("--users", type=int, default=200, help="served users")
     parser.add_argument("--keep", action="store_true", help="keep the stack's data and logs")
@@ -153,6 +182,9 @@ def main() -> None:
                 "api_key": SecretStr("sk-bench-not-a-real-key"),
                 "local_port": port,
                 "request_missing": False,
+                # Shorter than the 30 s default so `healthy-again` shows the breaker's trial
+                # call closing it within the phase.
+                "breaker_reset_s": 10.0,
             },
         )
         publish_items(settings, ml.items)
@@ -168,7 +200,8 @@ def main() -> None:
         print(
             f"provider: {limit}/min, latency {settings.llm.local_latency_min_ms}-"
             f"{settings.llm.local_latency_max_ms} ms; enricher bucket "
-            f"{settings.llm.requests_per_minute}/min x {settings.llm.rate_safety}; "
+            f"{settings.llm.requests_per_minute}/min x {settings.llm.rate_safety}, timeout "
+            f"{settings.llm.timeout_s:g} s, breaker reset {settings.llm.breaker_reset_s:g} s; "
             f"serving {args.rate} req/s for {args.duration:g} s per phase"
         )
         with (
@@ -185,9 +218,10 @@ def main() -> None:
             phases = [
                 ("no-llm", None),
                 ("healthy", {"limit": limit, "failure": "none"}),
-                ("429-storm", {"limit": max(1, limit // 10)}),
-                ("hung", {"limit": limit, "failure": "hang"}),
+                ("hung", {"failure": "hang"}),
                 ("healthy-again", {"failure": "none"}),
+                # Last: its Retry-After (up to the provider's 60 s window) pauses the client.
+                ("429-storm", {"limit": max(1, limit // 10)}),
             ]
             rows = []
             try:
@@ -198,15 +232,22 @@ def main() -> None:
                         provider.admin.configure(**config)
                         demand.on.set()
                     before = enricher_stats(store)
+                    probe = ExplainProbe(settings, tops)
+                    probe.start()
                     res = attack(server.url, users, args.rate, args.duration, workdir)
+                    probe.done.set()
+                    probe.join()
                     after = enricher_stats(store)
+                    ex = percentiles(probe.latencies_ms)
                     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                    rows.append((name, res, d))
+                    rows.append((name, res, d, ex, probe.errors))
                     a = res["all"]
                     print(
                         f"{name:14s} serving p50 {a['p50']:6.1f} p95 {a['p95']:6.1f} "
                         f"p99 {a['p99']:6.1f} ms; {res['ok']}/{res['sent']} ok, "
-                        f"errors {res['errors']}, shed {res['shed']} | enricher: "
+                        f"errors {res['errors']}, shed {res['shed']} | explain step "
+                        f"p50 {ex['p50']:.2f} p99 {ex['p99']:.2f} ms, {probe.errors} errors "
+                        f"({len(probe.latencies_ms)} calls) | enricher: "
                         f"enriched {d.get('enriched', 0)}, 429s {d.get('rate_limited', 0)}, "
                         f"timeouts {d.get('timeouts', 0)}, breaker trips "
                         f"{d.get('breaker_trips', 0)}, fail-fast {d.get('breaker_rejected', 0)}, "
@@ -219,11 +260,17 @@ def main() -> None:
                     f"explanations: {with_text}/{served} served items explained, {from_llm} "
                     f"with the LLM's cached text, the rest templates"
                 )
-                base_p99 = rows[0][1]["all"]["p99"]
-                for name, res, _ in rows[1:]:
-                    print(f"p99 {name} / no-llm: {res['all']['p99'] / base_p99:.2f}")
-                errors = sum(r["errors"] for _, r, _ in rows)
-                print(f"serving errors over all phases: {errors}")
+                base_p99, base_ex = rows[0][1]["all"]["p99"], rows[0][3]["p99"]
+                for name, res, _, ex, _ in rows[1:]:
+                    print(
+                        f"p99 {name} / no-llm: serving {res['all']['p99'] / base_p99:.2f}, "
+                        f"explain step {ex['p99'] / base_ex:.2f}"
+                    )
+                errors = sum(r[1]["errors"] for r in rows)
+                print(
+                    f"serving errors over all phases: {errors}; explain-step errors: "
+                    f"{sum(r[4] for r in rows)}"
+                )
                 log = provider.admin.log()
                 print(
                     f"provider log: {len(log)} calls, {sum(e.status == 429 for e in log)} "

@@ -124,7 +124,9 @@ def create_app(config: ProviderConfig, api_key: str = "", log_file: Path | None 
             accepted.popleft()
         if len(accepted) >= cfg.limit:
             record(429, arrived)
-            retry_after = max(1, math.ceil(accepted[0] + cfg.window_s - now))
+            # When enough of the window's calls will have aged out for one more to fit.
+            oldest_blocking = accepted[len(accepted) - cfg.limit]
+            retry_after = max(1, math.ceil(oldest_blocking + cfg.window_s - now))
             return JSONResponse(
                 {"error": {"message": "rate limit exceeded", "type": "rate_limit"}},
                 status_code=429,
@@ -177,7 +179,7 @@ def create_app(config: ProviderConfig, api_key: str = "", log_file: Path | None 
         if cfg.failure != "hang":
             state["unhang"].set()  # release hung calls (their clients gave up long ago)
             state["unhang"] = asyncio.Event()
-        accepted.clear()
+        # The window keeps its calls: a lowered quota applies at once, as a provider's would.
         return cfg
 
     @app.get("/admin/log")

@@ -27,6 +27,7 @@ from llm.errors import (
 )
 from llm.local_provider import LocalProvider, max_in_window
 from tests.integration.llm.conftest import SECRET
+from tests.kafka_helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +73,18 @@ async def test_ten_times_the_limit_never_exceeds_it(provider: LocalProvider) -> 
     shed = [r for r in results if isinstance(r, BaseException)]
     # What could not get a token within the call's deadline was shed, with our own error.
     assert all(isinstance(r, LLMTimeout) for r in shed)
-    assert len(ok) == len([e for e in log if e.status == 200])
+    # Every success is a 200 in the provider's log (a 200 the client gave up on is possible
+    # on a loaded machine: it waited past its timeout).
+    assert len(ok) <= len([e for e in log if e.status == 200])
     # The bucket runs near the limit rather than starving (3 s at 54/s ~ 160 calls).
     assert len(ok) >= 80
 
 
 async def test_429_retry_after_pauses_every_caller(provider: LocalProvider) -> None:
     provider.admin.configure(limit=5, window_s=2.0, latency_min_ms=0, latency_max_ms=10)
+    # Start from an empty window: earlier tests' calls must have aged out of it.
+    last = max((e.t for e in provider.admin.log()), default=0.0)
+    wait_for(lambda: time.time() > last + 2.0, 5, "the provider's window to empty")
     since = time.time()
     async with LLMClient(client_settings(provider, requests_per_minute=60_000)) as client:
         answers = await asyncio.gather(*(client.complete(_msg(i)) for i in range(12)))
@@ -86,9 +92,11 @@ async def test_429_retry_after_pauses_every_caller(provider: LocalProvider) -> N
     assert len(answers) == 12
     log = provider.admin.log(since)
     first_429 = min(e.t for e in log if e.status == 429)
-    after = [e for e in log if e.t > first_429 + 0.05]
-    # Retry-After was 2 s: nobody called again before it passed.
-    assert after and min(e.t for e in after) >= first_429 + 1.9
+    # Retry-After was 2 s: apart from calls already in flight when the first 429 was sent
+    # (they land within a moment of it), nobody called again before it passed.
+    in_pause = [e for e in log if first_429 + 0.5 < e.t < first_429 + 1.9]
+    assert not in_pause, in_pause
+    assert [e for e in log if e.t >= first_429 + 1.9], "the callers never came back"
     assert sum(e.status == 200 for e in log) == 12
 
 
