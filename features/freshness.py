@@ -8,6 +8,7 @@ Responsibilities:
   user's `last_event_ms`. Returns p50/p99/max in ms, the achieved rate and the probe count.
 
 The reader's own period (one Feast read) is part of the figure: it is what a reader sees.
+Probe events carry `source="freshness-probe"` and users `live-<tag>-<n>`.
 Used by `benchmarks/features_bench.py` and the demo.
 """
 
@@ -31,6 +32,7 @@ from topics import EVENTS_INTERACTIONS, Interaction
 
 USERS = 5000
 PROBE_EVERY = 10
+PROBE_SOURCE = "freshness-probe"
 
 
 class Freshness(BaseModel):
@@ -49,6 +51,7 @@ def live_event(n: int, tag: str, items: list[str], now_ms: int) -> Interaction:
         item_id=items[n % len(items)],
         kind="view",
         ts=datetime.fromtimestamp(now_ms / 1000, UTC),
+        source=PROBE_SOURCE,  # so consumers of the log (training, analytics) can skip them
     )
 
 
