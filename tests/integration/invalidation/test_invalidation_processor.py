@@ -3,8 +3,9 @@ real Redis; users who love one genre each, and their precomputed candidate lists
 
 Checked: a new horror film reaches exactly the horror fans; 1,000 upserts of one item make one
 refresh per affected key; a removal is marked for serving before any refresh; a model
-promotion's refreshes never exceed the rate bound (counted on the topic); and a malformed
-message is dead-lettered while the worker keeps going.
+promotion's refreshes never exceed the rate bound (counted on the topic); a malformed
+message is dead-lettered while the worker keeps going; and a restarted worker refreshes for
+the changes made while it was down, without replaying its history.
 """
 
 from __future__ import annotations
@@ -364,3 +365,23 @@ def test_a_promotion_refreshes_everyone_within_the_rate_bound(world: World) -> N
     )
     first = min(commands, key=lambda tc: tc[1].issued_at)[1]
     assert first.user_id == f"docs-fan-{FANS_PER_GENRE - 1}"  # the last to have interacted
+
+
+def test_a_restart_refreshes_changes_made_while_down_and_replays_no_history(world: World) -> None:
+    world.worker.stop()
+    start = end_offsets(world.settings, CACHE_INVALIDATIONS.name)
+    _, vector = new_horror_film(world, "new-horror-3")
+    producer = bulk_producer(world.settings)
+    produce_event(producer, CATALOG_VECTORS, vector)
+    flush(producer)
+    world.worker = WorkerProcess(world.settings, "invalidation", world.group).start()
+    horror = set(world.fans["horror"])
+    commands = wait_commands(
+        world,
+        start,
+        lambda cs: horror <= {c.user_id for c in cs if "new-horror-3" in c.cause_ids},
+        "refreshes for the change made while the worker was down",
+    )
+    # Exactly those: nothing from before the restart (items, removals, the promotion) again.
+    assert Counter(c.user_id for _, c in commands) == Counter(horror)
+    assert all(c.cause_ids == ["new-horror-3"] for _, c in commands)
