@@ -147,7 +147,7 @@ class CandidateSettings(_Section):
     debounce_ms: int = Field(200, ge=0, description="coalesce a user's triggers this long")
     history_len: int = Field(50, ge=1, description="recent items kept per user in Redis")
     covisit_window: int = Field(5, ge=1, description="recent items a new one co-occurs with")
-    two_tower_k: int = Field(300, ge=0)
+    two_tower_k: int = Field(500, ge=0, description="enough alone to fill the list")
     covisit_k: int = Field(150, ge=0)
     content_k: int = Field(150, ge=0)
     trending_k: int = Field(100, ge=0)
