@@ -47,10 +47,12 @@ class ModelManager:
         settings: Settings,
         metrics: ServingMetrics,
         loader: Loader = RegistryRanker,
+        watch_topic: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.loader = loader
+        self.watch_topic = watch_topic
         self.registry = ModelRegistry(settings)
         self.device = pick_device(settings.serving.device)
         self.current: Ranker | None = None
@@ -73,14 +75,16 @@ class ModelManager:
         await self.refresh()
         if self.settings.serving.shadow_version:
             await self._load_shadow(self.settings.serving.shadow_version)
-        self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
-        self._watcher.start()
+        if self.watch_topic:
+            self._watcher = threading.Thread(target=self._watch, name="registry-watch", daemon=True)
+            self._watcher.start()
         self._task = asyncio.create_task(self._poll(), name="model-poll")
 
     async def stop(self) -> None:
         self._stop.set()
+        self._changes.set()  # wakes the poller's thread, which then sees _stop
         if self._task is not None:
-            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.join, 5)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
@@ -126,6 +130,8 @@ class ModelManager:
         interval = self.settings.serving.model_poll_s
         while True:
             await asyncio.to_thread(self._changes.wait, interval)
+            if self._stop.is_set():
+                return
             self._changes.clear()
             try:
                 await self.refresh()
