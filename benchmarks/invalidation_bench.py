@@ -39,6 +39,14 @@ def _fmt(x: float | None, unit: str = "", digits: int = 2) -> str:
     return f"{x:.{digits}f}{unit}"
 
 
+def _against_steady_peak(r: ModeResult) -> str:
+    c = r.computations
+    return (
+        f"{c['viral_peak_smooth'] / c['steady_peak_smooth']:.2f}x / "
+        f"{c['promotion_peak_smooth'] / c['steady_peak_smooth']:.2f}x"
+    )
+
+
 def table(results: list[ModeResult], refresh_rate: float) -> str:
     lines = [
         "| figure | " + " | ".join(r.mode for r in results) + " |",
@@ -80,6 +88,10 @@ def table(results: list[ModeResult], refresh_rate: float) -> str:
             f"{r.amplification['promotion']:.2f}x ({r.amplification['promotion_1s']:.2f}x)"
             for r in results
         ],
+    )
+    row(
+        "peak 3 s mean against the steady phase's own peak 3 s mean: viral / promotion",
+        [_against_steady_peak(r) for r in results],
     )
     row(
         "same measure on the steady phase itself: the noise floor",
