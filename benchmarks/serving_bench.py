@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
+
 from benchmarks.common import bench_stack, machine, percentiles
 from infra.processes import free_port
 from infra.settings import Settings
@@ -90,8 +92,19 @@ def bare_ranker_rate(
     return run(batch), run(1)
 
 
+def levels(url: str) -> dict[str, float]:
+    """Answers so far by degradation level (the worker's own counter)."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith('serving_requests_total{channel="http"'):
+            level = line.split('level="')[1].split('"')[0]
+            out[level] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path) -> dict:
-    """Open-loop constant-rate load; per-request latency (ms) and status."""
+    """Open-loop constant-rate load; per-request latency (ms) and status; answers by level."""
+    before = levels(url)
     targets = workdir / "targets.txt"
     rng = random.Random(rate)
     targets.write_text(
@@ -133,7 +146,10 @@ def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path)
         codes = [int(line.split(",")[6]) for line in out if line]
         tool = "hey"
     ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
+    after = levels(url)
+    by_level = {k: int(v - before.get(k, 0)) for k, v in after.items() if v > before.get(k, 0)}
     return {
+        "levels": by_level,
         "tool": tool,
         "rate": rate,
         "sent": len(lat),
@@ -154,9 +170,8 @@ def topic_round_trip(settings: Settings, users: list[str], n: int) -> dict[str, 
     from topics import RECS_REQUESTS, RecRequest, RecResponse
 
     reply = f"bench.replies.{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).create_topics(
-        [NewTopic(reply, 1, 1)]
-    )[reply].result(30)
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin.create_topics([NewTopic(reply, 1, 1)])[reply].result(30)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
     consumer = Consumer(
         {
@@ -238,7 +253,7 @@ def main() -> None:
                 print(
                     f"{res['tool']} {rate:5d}/s ({share:.1f}x bare): p50 {a['p50']:.1f} "
                     f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
-                    f"shed {res['shed']}, errors {res['errors']}"
+                    f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}"
                 )
             good = [
                 r["rate"]
@@ -253,7 +268,7 @@ def main() -> None:
             print(
                 f"2x bare ({int(bare * 2)}/s): goodput {over['goodput']:.0f}/s, admitted p99 "
                 f"{over['admitted'].get('p99', float('nan')):.1f} ms, shed {over['shed']}, "
-                f"errors {over['errors']} of {over['sent']}"
+                f"errors {over['errors']} of {over['sent']}; levels {over['levels']}"
             )
             rt = topic_round_trip(settings, ml.users, args.topic_requests)
             print(

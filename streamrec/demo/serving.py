@@ -98,9 +98,8 @@ def _ask_over_topic(ctx: DemoContext, user_id: str) -> dict:
 
     s = ctx.settings
     reply = f"demo.replies.{uuid.uuid4().hex[:6]}"
-    AdminClient({"bootstrap.servers": s.kafka_bootstrap}).create_topics([NewTopic(reply, 1, 1)])[
-        reply
-    ].result(30)
+    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin.create_topics([NewTopic(reply, 1, 1)])[reply].result(30)
     producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 0})
     consumer = Consumer(
         {
