@@ -31,7 +31,7 @@ from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, Candidate, Ca
 RRF_K = 60.0
 NO_MODEL = "none"
 WEIGHTS = {
-    "regular": {"two_tower": 1.0, "covisit": 0.8, "content": 0.5, "trending": 0.3},
+    "regular": {"two_tower": 1.0, "content": 0.9, "covisit": 0.8, "trending": 0.2},
     "session": {"covisit": 1.0, "content": 1.0, "two_tower": 0.7, "trending": 0.4},
     "new": {"trending": 1.0},
 }
