@@ -383,7 +383,8 @@ def run_mode(
                 flush(producer)
                 injected_viral, viral_at = True, time.monotonic()
                 log(f"  [{mode}] viral item {viral.item_id} injected at t={elapsed:.1f} s")
-            if not injected_promotion and elapsed >= warmup_s + steady_s + viral_s:
+            promotion_due = promotion_s > 0 and elapsed >= warmup_s + steady_s + viral_s
+            if not injected_promotion and promotion_due:
                 change = RegistryChange(
                     kind="ranker", name="ranker", version=f"bench-{mode}", action="promote"
                 )

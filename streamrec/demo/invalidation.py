@@ -36,7 +36,7 @@ def viral_item(ctx: DemoContext) -> None:
         invalidation={
             "window_s": 1.0,
             "await_index_s": 0.0,  # the scenario's index holds the film when it is published
-            "refresh_rate_per_s": 12.0,
+            "refresh_rate_per_s": 8.0,
             "refresh_burst": 3,
             "neighbour_rank": 100,
         }
@@ -59,11 +59,11 @@ def viral_item(ctx: DemoContext) -> None:
             s,
             world,
             "coalesce",
-            rate=150,
+            rate=200,
             ttl_s=5.0,
             warmup_s=3,
             steady_s=6,
-            viral_s=18,
+            viral_s=16,
             promotion_s=0,
             template=POPULAR_TEMPLATE,
             log=ctx.console.print,
@@ -95,7 +95,7 @@ def viral_item(ctx: DemoContext) -> None:
     table.add_row("time until all of them had it (median)", f"{reach} ({median})")
     ctx.console.print(table)
     ctx.console.print(
-        "refreshes are rate-bounded (12/s here) and never delete what readers use: the hit "
+        "refreshes are rate-bounded (8/s here) and never delete what readers use: the hit "
         "ratio holds while the film spreads; `python -m benchmarks.invalidation_bench` "
         "compares this with broadcast invalidation"
     )
