@@ -91,6 +91,8 @@ class Embedder:
             raise EmbedderError(f"cannot load embedding model {cfg.model!r}: {exc}") from exc
         if self.device.startswith("cuda"):
             self._model.half()
+        else:
+            self._model.float()  # a checkpoint stored in half precision still runs on CPU
         self._model.eval()
         dim_of = getattr(self._model, "get_embedding_dimension", None)  # renamed in ST 6
         dim = dim_of() if dim_of else self._model.get_sentence_embedding_dimension()
