@@ -157,6 +157,17 @@ class ExplainProbe(threading.Thread):
             self.latencies_ms.append((time.perf_counter() - t0) * 1000)
 
 
+def ranker_source() -> Path:
+    """The newest ranker the serving benchmark trained into the data cache, else a new one
+    (training again publishes a version that exists already when nothing changed)."""
+    from models.registry import ModelRegistry
+
+    base = Settings()
+    cache = base.with_overrides(stack={"state_dir": base.data.cache_dir / "test-ranker"})
+    versions = ModelRegistry(cache).list("ranker")
+    return versions[-1].path if versions else trained_ranker(base)
+
+
 def enricher_stats(store: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in store.hgetall(stats_key(GROUP)).items()}
 
@@ -171,7 +182,7 @@ def main() -> None:
     args = parser.parse_args()
 
     ml = MovieLens.load(Settings())
-    source = trained_ranker(Settings())
+    source = ranker_source()
     with bench_stack(keep=args.keep) as base:
         port = free_port()
         settings = base.with_overrides(
