@@ -8,24 +8,26 @@ Responsibilities (the decisions live in `invalidation/`; this module is the I/O 
   user's `cand:{user_id}` holds, read from Redis when a list is rewritten);
 - add removed items to `catalog:removed` as soon as the removal is read, before any refresh:
   serving filters them at once;
-- coalescing mode (default): close a window every `window_s`, then emit `RefreshCommand`s
-  (mode "refresh", most active users first) to cache.invalidations through a token bucket
-  of `refresh_rate_per_s` (burst `refresh_burst`); the candidates processor and the serving
-  cache recompute and swap in, the old value serving meanwhile;
+- coalescing mode (default): every tick, hand the changed items that have been quiet for
+  `window_s` to the engine in one pass, then emit `RefreshCommand`s (mode "refresh", most
+  active users first) to cache.invalidations through a token bucket of
+  `refresh_rate_per_s` (burst `refresh_burst`); the candidates processor recomputes and
+  swaps in, the old value serving meanwhile; counters go to `stats_key(group)` in Redis;
 - broadcast mode (`settings.invalidation.mode = "broadcast"`, for the benchmark only): today's
   behaviour, every affected `cand:{user_id}` deleted at once and a "delete" command sent for
   each, with no window and no bound.
 
-Why Faust (ADR 0070): one app runs five agents plus a window timer and an emitter task on one
+Why Faust (ADR 0070): one app runs five agents plus a tick timer and an emitter task on one
 event loop, so the shared in-memory state needs no locks; it is the project's worker model
 (`streamrec worker invalidation`, metrics, dead letters) and aiolimiter paces the emitter.
 
 Failure policy: a malformed message goes to dead.letters with the reason and the agent goes
-on; a candidates notice whose list is not valid JSON is counted and ignored (the list's next
-rewrite corrects it). State is in memory and rebuilt at start-up from the topics (see
-`invalidation.bootstrap`); refreshes still queued when the process dies are lost, which costs
-freshness, never correctness (removals are in `catalog:removed` before any refresh is queued).
-Run one instance per group: the state is per process, not partitioned.
+on; a candidates notice whose list is not valid JSON is ignored (the list's next rewrite
+corrects it). State is in memory and rebuilt at start-up from the topics, whose bounds are
+then committed as the group's offsets (`invalidation.bootstrap`); refreshes still queued
+when the process dies are lost, which costs freshness, never correctness (removals are in
+`catalog:removed` before any refresh is queued). Run one instance per group: the state is
+per process, not partitioned.
 """
 
 from __future__ import annotations
