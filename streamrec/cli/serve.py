@@ -10,9 +10,7 @@ from infra.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help="Run the serving worker: HTTP API and request-topic consumer.")(
-        serve
-    )
+    app.command("serve", help="Run the serving worker: HTTP API and request-topic consumer.")(serve)
 
 
 def serve(

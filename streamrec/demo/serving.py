@@ -161,6 +161,9 @@ def load_run(ctx: DemoContext) -> None:
             f"success {report['success'] * 100:.1f}%"
         )
         return
+    if shutil.which("hey") is None:
+        ctx.console.print("no load generator: `apt-get install hey` or `go install vegeta`")
+        return
     out = subprocess.run(
         ["hey", "-z", "5s", "-q", "10", "-c", "10", f"{url}/v1/users/1/recommendations"],
         capture_output=True,
