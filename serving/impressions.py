@@ -1,6 +1,7 @@
 """Impressions to recs.served, published without waiting for the broker.
 
-Responsibilities: build the `Impression` of an answer, hand it to a `latency_producer`
+Responsibilities: build the `Impression` of an answer (with the user's experiment variant,
+`analytics.experiments.variant_for`), hand it to a `latency_producer`
 (`linger.ms=0`) and return at once; a daemon thread serves the producer's delivery callbacks,
 and a failed delivery is counted in the metrics (an impression is analytics, never a reason
 to fail or slow an answer). A full local queue drops the impression and counts it too.
@@ -13,22 +14,31 @@ import uuid
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from analytics.experiments import variant_for
 from infra.settings import Settings
 from serving.metrics import ServingMetrics
+from streamrec.errors import ConfigError
 from streams import codecs
 from streams.producer import latency_producer
 from topics import RECS_SERVED, Impression, RecResponse
 
 
 class ImpressionPublisher:
-    def __init__(self, settings: Settings, metrics: ServingMetrics, variant: str = "control"):
+    def __init__(self, settings: Settings, metrics: ServingMetrics):
+        self.settings = settings
         self.metrics = metrics
-        self.variant = variant
         self.producer: Producer = latency_producer(settings, **{"client.id": "serving-served"})
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="impressions", daemon=True)
         self._thread.start()
+
+    def _variant(self, user_id: str) -> str:
+        """The user's A/B variant (issue 7's stable hash assignment); "control" if unset."""
+        try:
+            return variant_for(self.settings, user_id)
+        except ConfigError:
+            return "control"
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -48,7 +58,7 @@ class ImpressionPublisher:
             item_ids=[i.item_id for i in response.items],
             level=response.level,
             model_version=response.model_version,
-            variant=self.variant,
+            variant=self._variant(response.user_id),
             channel=channel,
             latency_ms=response.latency_ms,
         )

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from analytics.experiments import variant_for
 from infra.settings import Settings
 from serving.seed import MovieLens
 from streams import codecs
@@ -167,7 +168,8 @@ def test_every_answer_publishes_an_impression(server):
         got[imp.request_id] = imp
     for request_id, items in ids:
         assert got[request_id].item_ids == items and got[request_id].channel == "http"
-        assert got[request_id].variant == "control"
+        user = got[request_id].user_id
+        assert got[request_id].variant == variant_for(server.settings, user)
 
 
 def test_promotion_during_a_stream_of_requests_drops_none(server, trained_ranker: Path):
