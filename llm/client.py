@@ -185,7 +185,8 @@ class LLMClient:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(s.max_attempts) | stop_after_delay(s.call_deadline_s),
-            wait=self._wait,
+            # Never sleep past the call's deadline (tenacity checks the delay before sleeping).
+            wait=lambda state: min(self._wait(state), max(0.0, deadline - time.monotonic())),
             reraise=True,
         )
         async for attempt in retrying:
