@@ -4,8 +4,9 @@ Responsibilities:
 - per user: the recent items (`cand:hist:{user}`, newest first, bounded) and two
   aggregates (`cand:stats:{user}`: n, rated, rating_sum), and the set of known users
   (`cand:users`, what `backfill candidates` walks);
-- item-item co-visitation counts (`cand:covisit:{item}`: hash other item -> count): each
-  new interaction co-occurs with the user's previous `covisit_window` items, both ways;
+- item-item co-visitation counts (`cand:covisit:{item}`: a sorted set other item -> count,
+  so a reader takes the top N cheaply): each new interaction co-occurs with the user's
+  previous `covisit_window` items, both ways;
 - `record`: applies a batch of interactions in two round trips (read the users' previous
   items, then one pipeline of writes); `read_users`: the features the builder needs.
 
@@ -27,7 +28,7 @@ from topics import Interaction
 # Internal state (no other part reads it), so plain key patterns rather than store contracts.
 HISTORY = "cand:hist:{user_id}"  # list, newest first
 STATS = "cand:stats:{user_id}"  # hash: n, rated, rating_sum
-COVISIT = "cand:covisit:{item_id}"  # hash: other item -> count
+COVISIT = "cand:covisit:{item_id}"  # zset: other item -> count (read: its top N)
 KNOWN_USERS = "cand:users"  # set
 
 
@@ -70,7 +71,7 @@ class CandidateState:
                     pipe.hincrby(stats, "rated", rated)
                     pipe.hincrbyfloat(stats, "rating_sum", rating_sum)
             for (a, b), count in pairs.items():
-                pipe.hincrby(COVISIT.format(item_id=a), b, count)
+                pipe.zincrby(COVISIT.format(item_id=a), count, b)
             if users:
                 pipe.sadd(KNOWN_USERS, *users)
             await pipe.execute()
@@ -96,13 +97,14 @@ class CandidateState:
             )
         return out
 
-    async def covisited(self, item_ids: Sequence[str]) -> list[dict[str, float]]:
-        """For each item, its co-visited items and counts."""
+    async def covisited(self, item_ids: Sequence[str], top: int = 100) -> list[dict[str, float]]:
+        """For each item, its `top` most co-visited items and their counts (a sorted set, so
+        a read costs `top`, not the item's whole neighbourhood)."""
         async with self.store.pipeline(transaction=False) as pipe:
             for i in item_ids:
-                pipe.hgetall(COVISIT.format(item_id=i))
+                pipe.zrevrange(COVISIT.format(item_id=i), 0, top - 1, withscores=True)
             raw = await pipe.execute()
-        return [{k.decode(): float(v) for k, v in h.items()} for h in raw]
+        return [{k.decode(): float(v) for k, v in rows} for rows in raw]
 
     async def known_users(self, batch: int = 1000) -> list[str]:
         return sorted([u.decode() async for u in self.store.sscan_iter(KNOWN_USERS, count=batch)])

@@ -124,9 +124,10 @@ class TwoTowerRankerScorer:
             list(users), [[self.model.table.item_id(int(i)) for i in row] for row in top]
         )
         # Re-ranked items first (offset above every two-tower score), the rest keep their order.
-        out = base - 1e3
+        # float64: in float32 an offset of 1e3 would round nearby scores into ties.
+        out = base.astype(np.float64) - 1e3
         for row, scores in enumerate(ranked):
-            out[row, top[row]] = scores + 1e3
+            out[row, top[row]] = scores.astype(np.float64) + 1e3
         return out
 
 
@@ -166,7 +167,7 @@ def evaluate(
             s = scorer.scores(chunk, ex)
         else:
             s = scorer.scores(chunk)
-        s = s.astype(np.float32, copy=True)
+        s = s.astype(np.float64, copy=True)
         s[:, 0] = -np.inf
         for row, known in enumerate(ex):
             s[row, known] = -np.inf
