@@ -170,7 +170,7 @@ class Recommender:
             )
             self.metrics.cache.labels("hit").inc()
             shared_metrics.CACHE_REQUESTS.labels("responses", "hit").inc()
-            return self._finish(cached, q, started)
+            return self._finish(await self._without_removed(cached), q, started)
         async with self.admission.slot(q.priority, deadline.budget_s * self.cfg.max_queue_share):
             self.metrics.in_flight.set(self.admission.in_flight)
             answer, source = await self.cache.get_or_compute(
@@ -180,7 +180,30 @@ class Recommender:
         shared_metrics.CACHE_REQUESTS.labels(
             "responses", "miss" if source == "computed" else "hit"
         ).inc()
-        return self._finish(answer, q, started)
+        return self._finish(await self._without_removed(answer), q, started)
+
+    async def _without_removed(self, answer: RecResponse) -> RecResponse:
+        """Drop items removed since the answer was computed (or cached): a removal is honoured
+        at answer time, not at the next refresh of the in-memory set. One SMISMEMBER (~20 us);
+        if Redis does not answer in time, the in-memory sets decide."""
+        ids = [i.item_id for i in answer.items]
+        if not ids:
+            return answer
+        try:
+            gone = await self.breakers["popular"].call(
+                lambda: within(
+                    "popular",
+                    self.popular_store.removed_among(ids),
+                    self.cfg.removed_check_ms / 1000.0,
+                )
+            )
+        except DependencyError:
+            gone = {i for i in ids if i in self.removed or i in self.catalog.removed}
+        if not gone:
+            return answer
+        self.removed |= gone
+        kept = [i for i in answer.items if i.item_id not in gone]
+        return answer.model_copy(update={"items": kept})
 
     def popular_answer(self, q: RecQuery) -> RecResponse:
         """The POPULAR answer from memory alone (no dependency call): for shed topic requests."""

@@ -66,6 +66,10 @@ class MemoryPopular(_Faulty):
         await self._enter()
         return set(self.removed_ids)
 
+    async def removed_among(self, item_ids: list[str]) -> set[str]:
+        await self._enter()
+        return self.removed_ids.intersection(item_ids)
+
 
 class TableRanker:
     """A stand-in ranker for unit tests: scores from a fixed table (not a model)."""

@@ -65,6 +65,10 @@ class PopularStore(Protocol):
 
     async def removed(self) -> set[str]: ...
 
+    async def removed_among(self, item_ids: list[str]) -> set[str]:
+        """Which of `item_ids` are removed now (one round trip: checked on every answer)."""
+        ...
+
 
 class Ranker(Protocol):
     """A loaded ranking model. `score` is synchronous: the batcher runs it off the event loop."""

@@ -69,3 +69,10 @@ class RedisPopular:
         except (RedisError, OSError) as exc:
             raise DependencyError("popular", f"redis: {exc}") from None
         return {m.decode() for m in members}
+
+    async def removed_among(self, item_ids: list[str]) -> set[str]:
+        try:
+            flags = await self.client.smismember(REMOVED_ITEMS.key(), item_ids)
+        except (RedisError, OSError) as exc:
+            raise DependencyError("popular", f"redis: {exc}") from None
+        return {i for i, flag in zip(item_ids, flags, strict=True) if flag}

@@ -8,9 +8,10 @@ from serving.batcher import MicroBatcher
 
 async def test_concurrent_submissions_share_batches_and_get_their_own_results():
     sizes: list[int] = []
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def run(batch: list[int]) -> list[int]:
+        started.set()
         gate.wait(5)
         sizes.append(len(batch))
         return [x * 10 for x in batch]
@@ -19,7 +20,7 @@ async def test_concurrent_submissions_share_batches_and_get_their_own_results():
     b.start()
     try:
         first = asyncio.create_task(b.submit(0))
-        await asyncio.sleep(0.1)  # the first batch is now running (blocked on the gate)
+        assert await asyncio.to_thread(started.wait, 5)  # the first batch runs, held at the gate
         rest = [asyncio.create_task(b.submit(i)) for i in range(1, 20)]
         await asyncio.sleep(0)
         gate.set()
@@ -52,9 +53,10 @@ async def test_a_failing_batch_fails_its_callers_and_the_next_batch_runs():
 
 async def test_a_caller_that_gave_up_is_skipped():
     seen: list[list[int]] = []
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
 
     def run(batch: list[int]) -> list[int]:
+        started.set()
         gate.wait(5)
         seen.append(batch)
         return batch
@@ -63,7 +65,7 @@ async def test_a_caller_that_gave_up_is_skipped():
     b.start()
     try:
         busy = asyncio.create_task(b.submit(0))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(started.wait, 5)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(b.submit(1), 0.01)
         gate.set()

@@ -186,3 +186,31 @@ async def test_concurrent_users_are_micro_batched():
         assert max(h.ranker.batches) > 1
     finally:
         await h.core.stop()
+
+
+async def test_an_item_removed_after_caching_is_never_served():
+    h = Harness(cache_ttl_s=60.0, refresh_s=3600.0)
+    await h.core.start()
+    try:
+        first = await h.ask(rid="r1")
+        top = first.items[0].item_id
+        h.popular.removed_ids.add(top)  # the removal lands after the answer was cached
+        again = await h.ask(rid="r2")
+        assert top not in [i.item_id for i in again.items]
+        assert [i.item_id for i in again.items] == [i.item_id for i in first.items[1:]]
+    finally:
+        await h.core.stop()
+
+
+async def test_removed_check_falls_back_to_memory_when_redis_fails():
+    h = Harness(cache_ttl_s=60.0, refresh_s=3600.0)
+    await h.core.start()
+    try:
+        first = await h.ask(rid="r1")
+        top = first.items[0].item_id
+        h.core.removed.add(top)
+        h.popular.fail = True
+        again = await h.ask(rid="r2")
+        assert top not in [i.item_id for i in again.items]
+    finally:
+        await h.core.stop()
