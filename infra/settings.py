@@ -284,6 +284,9 @@ class ServingSettings(_Section):
     popular_window: str = "24h"
     popular_size: int = 500
     refresh_s: float = 5.0
+    removed_check_ms: float = Field(
+        5.0, description="deadline of the answer-time check that no returned item was removed"
+    )
     model_poll_s: float = 2.0
     # re-ranking, and explanations (issue 9: cached LLM text or a template; one MGET of the
     # final items' keys under a 20 ms cap)
