@@ -34,7 +34,7 @@ from models.evaluate import (
     evaluate,
 )
 from models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
-from models.fit import fit_ranker, fit_two_tower, seed_everything
+from models.fit import deterministic, fit_ranker, fit_two_tower, seed_everything
 from models.items import ItemTable, build_item_table
 from models.ranker import RankerModel, pick_device
 from models.registry import Manifest, ModelRegistry, ModelVersion
@@ -195,13 +195,17 @@ def train(
     source_of_features = feature_source(settings, split.train, features)
 
     t = time.perf_counter()
-    two_tower = fit_two_tower(cfg, table, source_of_features, split.train, dev, retriever_epochs)
+    with deterministic():
+        two_tower = fit_two_tower(
+            cfg, table, source_of_features, split.train, dev, retriever_epochs
+        )
     timings["two_tower"] = time.perf_counter() - t
     t = time.perf_counter()
     known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
-    net = fit_ranker(
-        cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
-    )
+    with deterministic():
+        net = fit_ranker(
+            cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
+        )
     model = RankerModel(net, table, version, dev)
     timings["ranker"] = time.perf_counter() - t
 

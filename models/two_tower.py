@@ -44,7 +44,9 @@ class _ItemInputs(nn.Module):
         # Project the (small) content table once, then gather: far cheaper than projecting
         # every history position's 384-d vector.
         projected = self.content_proj(self.content)
-        return torch.cat([self.ids(idx), projected[idx]], dim=-1)
+        # F.embedding rather than `projected[idx]`: its backward accumulates in a fixed order
+        # (advanced indexing's index_put_ is not deterministic across CPU threads).
+        return torch.cat([self.ids(idx), F.embedding(idx, projected)], dim=-1)
 
 
 class ItemTower(nn.Module):
