@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 
 from benchmarks.common import bench_stack, machine
-from features.freshness import measure_freshness
+from features.freshness import group_lag, measure_freshness
 from features.session import ts_ms
 from infra import feast_store
 from infra.settings import Settings
@@ -86,6 +86,15 @@ def warm_up(settings: Settings, group: str, items: list[str], worker: WorkerProc
         time.sleep(0.2)  # polling the worker's counter while it starts
 
 
+def wait_caught_up(settings: Settings, group: str, timeout_s: float = 600) -> None:
+    """Each measurement starts with the worker caught up (no backlog left from the last)."""
+    deadline = time.monotonic() + timeout_s
+    while group_lag(settings, group) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker did not catch up in {timeout_s:.0f} s")
+        time.sleep(0.5)  # polling the group's committed offsets
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -104,6 +113,7 @@ def main() -> None:
             tp = throughput(settings, group, items, args.backlog)
             print(f"throughput: {tp:,.0f} events/s (one worker, backlog {args.backlog:,})")
             for label, rate in (("target", args.rate), ("90% of max", 0.9 * tp)):
+                wait_caught_up(settings, group)
                 fr = measure_freshness(settings, items, rate, args.seconds)
                 print(
                     f"freshness at {label} {fr.rate:,.0f} events/s ({fr.probes} probes, "

@@ -9,6 +9,9 @@ Responsibilities:
 
 The reader's own period (one Feast read) is part of the figure: it is what a reader sees.
 Probe events carry `source="freshness-probe"` and users `live-<tag>-<n>`.
+- `group_lag(settings, group)`: what a consumer group has not committed yet (to start a
+  measurement only once a worker has caught up).
+
 Used by `benchmarks/features_bench.py` and the demo.
 """
 
@@ -22,6 +25,7 @@ from collections import deque
 from datetime import UTC, datetime
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
 from features.session import ts_ms
@@ -42,6 +46,22 @@ class Freshness(BaseModel):
     p50_ms: float
     p99_ms: float
     max_ms: float
+
+
+def group_lag(settings: Settings, group: str, topic: str = EVENTS_INTERACTIONS.name) -> int:
+    """Messages of `topic` not yet committed by consumer group `group` (all partitions)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in parts]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
+        lag = 0
+        for p in parts:
+            end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            lag += end - max(committed.get(p, 0), 0)
+        return lag
+    finally:
+        consumer.close()
 
 
 def live_event(n: int, tag: str, items: list[str], now_ms: int) -> Interaction:

@@ -13,17 +13,14 @@ import time
 from typing import TYPE_CHECKING
 
 import redis
-from confluent_kafka import Consumer, TopicPartition
 from rich.table import Table
 
 from features.errors import FeatureError
-from features.freshness import measure_freshness
+from features.freshness import group_lag, measure_freshness
 from features.online import OnlineFeatures
 from infra import feast_store
-from infra.settings import Settings
 from processors import session_features, trending
 from streams.sources.movielens import GENRES
-from topics import EVENTS_INTERACTIONS
 from topics.stores import POPULAR
 
 if TYPE_CHECKING:
@@ -32,22 +29,6 @@ if TYPE_CHECKING:
 SESSION_GROUP = f"streamrec-{session_features.NAME}"
 TRENDING_GROUP = f"streamrec-{trending.NAME}"
 DEMO_USER = "405"  # ML-100K's most active user
-
-
-def _lag(settings: Settings, group: str) -> int:
-    topic = EVENTS_INTERACTIONS.name
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in parts]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        lag = 0
-        for p in parts:
-            end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            lag += end - max(committed.get(p, 0), 0)
-        return lag
-    finally:
-        consumer.close()
 
 
 def start_processors(ctx: DemoContext) -> None:
@@ -65,7 +46,7 @@ def report(ctx: DemoContext) -> None:
     t0 = time.monotonic()
     deadline = t0 + 150
     while True:
-        lags = {g: _lag(settings, g) for g in (SESSION_GROUP, TRENDING_GROUP)}
+        lags = {g: group_lag(settings, g) for g in (SESSION_GROUP, TRENDING_GROUP)}
         if not any(lags.values()):
             break
         for w in ctx.workers:
