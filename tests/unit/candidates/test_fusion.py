@@ -50,5 +50,5 @@ def test_debouncer_coalesces_and_bounds_the_delay():
     assert d.due(now=0.1) == []
     assert d.due(now=0.2) == ["u1"]  # due 0.2 s after its FIRST trigger
     assert d.due(now=0.3) == []
-    assert d.due(now=0.35) == ["u2"]
+    assert d.due(now=0.4) == ["u2"]
     assert len(d) == 0
