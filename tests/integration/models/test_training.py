@@ -18,9 +18,9 @@ from models.train import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
-# Measured with these settings (2 epochs each): two-tower + ranker NDCG@20 0.17 vs popularity
-# 0.09. The test asserts most of that margin, leaving room for thread-count effects.
-MIN_MARGIN = 0.04
+# Measured with these settings (1 epoch each, seed 42, 2026-11-23): two-tower + ranker NDCG@20
+# 0.1716 vs popularity 0.0920, a margin of 0.080; asserted with a tolerance of 0.02.
+MIN_MARGIN = 0.06
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,6 @@ def full_run(settings, ml100k):
 def test_two_tower_and_ranker_beat_popularity_on_ndcg(full_run):
     m = full_run.metrics
     pop, tt, both = m["popularity"], m["two-tower"], m["two-tower + ranker"]
-    print({k: round(v.ndcg_20, 4) for k, v in m.items()}, full_run.cold_start)
     assert both.users > 800
     assert both.ndcg_20 >= pop.ndcg_20 + MIN_MARGIN, (both.ndcg_20, pop.ndcg_20)
     assert tt.ndcg_20 > pop.ndcg_20
