@@ -26,8 +26,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import bench_stack, machine, percentiles
+from benchmarks.ranker_timing import ranker_speed
 from infra.settings import Settings
-from models.features import UserFeatures
 from models.ranker import RankerModel
 from models.registry import ModelRegistry
 from models.report import markdown
@@ -132,23 +132,6 @@ def _match(watcher: SummaryWatcher, sent: list[tuple[str, float]]) -> tuple[list
         else:
             out.append((arrival - t) * 1000)
     return out, missing
-
-
-def ranker_speed(model: RankerModel) -> tuple[float, float]:
-    user = UserFeatures(user_id="u", recent_items=[str(i) for i in range(1, 40)], n_interactions=39)
-    cands = [str(i) for i in range(100, 600)]
-    for _ in range(5):
-        model.score(user, cands)
-    runs = []
-    for _ in range(100):
-        t = time.perf_counter()
-        model.score(user, cands)
-        runs.append((time.perf_counter() - t) * 1000)
-    t = time.perf_counter()
-    for _ in range(10):
-        model.score_batch([user] * 32, [cands] * 32)
-    per_s = 10 * 32 * 500 / (time.perf_counter() - t)
-    return percentiles(runs)["p50"], per_s
 
 
 def main() -> None:
