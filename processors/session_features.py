@@ -148,7 +148,9 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                         interactions=state.total,
                         last_event_ts=state.max_ts / 1000.0,
                     )
-                    await changed_topic.send(
+                    # Buffered like the table's changelog (flushed before offsets commit):
+                    # one await per notice would cost more than the notice is worth.
+                    changed_topic.send_soon(
                         key=FEATURES_CHANGED.key_of(notice),
                         value=codecs.encode(FEATURES_CHANGED, notice),
                     )
