@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiolimiter import AsyncLimiter
 
 from candidates.builder import CandidateBuilder
+from candidates.content import ContentSource
 from candidates.loader import RetrieverHolder
 from candidates.state import CandidateState
 from infra.settings import Settings
@@ -40,7 +41,11 @@ async def backfill(settings: Settings, rate: float | None = None) -> BackfillRep
     state = CandidateState(store, cfg.history_len, cfg.covisit_window)
     holder = RetrieverHolder(settings)
     holder.refresh()
-    builder = CandidateBuilder(cfg, store, state, holder.model, settings.models.session_len)
+    content = ContentSource(settings)
+    content.refresh()
+    builder = CandidateBuilder(
+        cfg, store, state, holder.model, settings.models.session_len, content
+    )
     producer = bulk_producer(settings)
     # Capacity of one batch, refilled at `rate` users per second.
     limiter = AsyncLimiter(max(BATCH, 1), time_period=BATCH / rate)

@@ -3,9 +3,10 @@
 Responsibilities:
 - gather each source's ranked items for a batch of users:
   `two_tower` (ANN over the promoted retriever's item vectors), `covisit` (items
-  co-visited with the user's latest items, recency-weighted), `content` (content vectors
-  closest to the session's items), `trending` (`topics.stores.POPULAR`, else the model's
-  training popularity);
+  co-visited with the user's latest items, recency-weighted), `content` (`candidates.content`:
+  the live vector index's items closest to the session's items, so items added since
+  training are found; the retriever's shipped vectors until a snapshot exists), `trending`
+  (`topics.stores.POPULAR`, else the model's training popularity);
 - fuse them with weighted reciprocal-rank fusion (score = sum of w / (60 + rank)), keeping
   every source that proposed an item; users with 1-5 interactions ("session users") weigh
   the session sources (covisit, content) above the two-tower; users with none get trending;
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis.asyncio as aioredis
 
+from candidates.content import ContentSource
 from candidates.state import CandidateState
 from infra.settings import CandidateSettings
 from models.features import UserFeatures
@@ -71,12 +73,14 @@ class CandidateBuilder:
         state: CandidateState,
         retriever: RetrieverModel | None,
         session_len: int = 5,
+        content: ContentSource | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.state = state
         self.retriever = retriever
         self.session_len = session_len
+        self.content = content
 
     @property
     def model_version(self) -> str:
@@ -108,24 +112,46 @@ class CandidateBuilder:
                 active, self.retriever.search(active, self.cfg.two_tower_k), strict=True
             ):
                 ann[u.user_id] = hits
+        similar = dict(
+            zip((u.user_id for u in active), self._content(active, removed), strict=True)
+        )
         out = []
         for u in users:
-            out.append(await self._one(u, ann.get(u.user_id, []), trending, removed))
+            hits = similar.get(u.user_id, [])
+            out.append(await self._one(u, ann.get(u.user_id, []), hits, trending, removed))
         return out
 
+    def _content(self, users: list[UserFeatures], removed: set[str]) -> list[list[Hit]]:
+        """The content source for every active user (one batched index search)."""
+        sessions = [self.session(u) for u in users]
+        excludes = [set(u.recent_items) | removed for u in users]
+        k = self.cfg.content_k
+        if self.content is not None:
+            return self.content.similar(sessions, k, excludes, self.retriever)
+        if self.retriever is None:
+            return [[] for _ in users]
+        pairs = zip(sessions, excludes, strict=True)
+        return [self.retriever.similar_content(s, k, e) for s, e in pairs]
+
+    def session(self, user: UserFeatures) -> list[str]:
+        return user.recent_items[-self.session_len :][::-1]  # newest first
+
     async def _one(
-        self, user: UserFeatures, ann: list[Hit], trending: list[Hit], removed: set[str]
+        self,
+        user: UserFeatures,
+        ann: list[Hit],
+        content: list[Hit],
+        trending: list[Hit],
+        removed: set[str],
     ) -> CandidateList:
-        session = user.recent_items[-self.session_len :][::-1]  # newest first
+        session = self.session(user)
         ranked: dict[str, list[Hit]] = {"trending": trending}
         if session:
             ranked["two_tower"] = ann
             neighbours = await self.state.covisited(session)
             ranked["covisit"] = covisit_hits(neighbours, self.cfg.covisit_k)
-            if self.retriever is not None:
-                ranked["content"] = self.retriever.similar_content(
-                    session, self.cfg.content_k, set(user.recent_items)
-                )
+            if self.retriever is not None or self.content is not None:
+                ranked["content"] = content
         if user.n_interactions == 0 or not session:
             profile = "new"
         elif user.n_interactions <= self.cfg.session_users_max:

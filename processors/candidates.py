@@ -9,14 +9,18 @@ Responsibilities (the logic lives in `candidates/`; this module is the I/O aroun
   promoted retriever when it changes (`candidates.loader`);
 - every `debounce_ms / 2`, rebuild the users whose debounce window has passed
   (`candidates.builder`: two-tower ANN, co-visitation, content, trending; fused), write
-  `cand:{user_id}` and publish a `CandidatesUpdated` summary to the candidates topic.
+  `cand:{user_id}` and publish a `CandidatesUpdated` summary to the candidates topic;
+- before each rebuild, look for a new vector index snapshot (`candidates.content`: one
+  `stat`, a load off the event loop when it changed), so items embedded since training
+  reach the content source, and a refresh command sent for a new item finds it.
 
 Failure policy: a malformed message (any input topic) goes to dead.letters with the reason
 and the agent goes on. A rebuild that fails on Redis is logged and its users are marked
 dirty again (retried at the next tick); any other failure is logged with its traceback and
 those users wait for their next trigger. No retriever promoted yet means candidates from
 co-visitation and trending only, with model_version "none"; a version that fails to load
-is logged and the previous one kept.
+is logged and the previous one kept. No index snapshot yet: the content source uses the
+retriever's shipped vectors; an unreadable new snapshot is logged and the previous one kept.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from candidates.builder import CandidateBuilder
+from candidates.content import ContentSource
 from candidates.debounce import Debouncer
 from candidates.loader import RetrieverHolder
 from candidates.state import CandidateState
@@ -64,7 +69,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     store = aioredis.from_url(settings.redis_url)
     state = CandidateState(store, cfg.history_len, cfg.covisit_window)
     holder = RetrieverHolder(settings)
-    builder = CandidateBuilder(cfg, store, state, None, settings.models.session_len)
+    content = ContentSource(settings)
+    builder = CandidateBuilder(cfg, store, state, None, settings.models.session_len, content)
     debouncer = Debouncer(cfg.debounce_ms / 1000.0)
     latency = metrics.PROCESSING_SECONDS.labels(NAME)
 
@@ -120,6 +126,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.timer(interval=max(cfg.debounce_ms / 2000.0, 0.01))
     async def rebuild() -> None:
         users = debouncer.due()
+        if users:  # one stat of the index pointer; a load only when a snapshot is new
+            await asyncio.get_running_loop().run_in_executor(None, content.refresh)
         while users:
             started = time.perf_counter()
             try:
