@@ -36,7 +36,7 @@ class ContentSource:
 
     @property
     def version(self) -> str | None:
-        return self.reader.version if self.reader else None
+        return self.reader.version if self.reader is not None else None
 
     def refresh(self) -> bool:
         """Swap in a newly promoted snapshot (blocking: run it off the event loop).
