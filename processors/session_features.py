@@ -64,7 +64,8 @@ def longterm_row(user_id: str, state: SessionState, top_n: int) -> dict[str, Any
 def build(settings: Settings, group: str | None = None) -> faust.App:
     group = group or f"streamrec-{NAME}"
     cfg = settings.features
-    overrides: dict[str, Any] = {}
+    # Finish the events already taken before a rebalance hands partitions over.
+    overrides: dict[str, Any] = {"stream_wait_empty": True}
     if cfg.instance:
         # Two workers of one group on one machine need separate local stores (RocksDB locks).
         datadir = settings.state_dir / "faust" / f"{group}-{cfg.instance}"
