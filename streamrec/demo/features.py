@@ -52,8 +52,12 @@ def report(ctx: DemoContext) -> None:
         for w in ctx.workers:
             if w.name in (session_features.NAME, trending.NAME) and not w.alive():
                 raise FeatureError(f"worker {w.name} died; see {w.log}")
-        if time.monotonic() > deadline:
-            raise FeatureError(f"the feature processors still lag by {lags} after 150 s")
+        if lags[SESSION_GROUP] == 0 and time.monotonic() > deadline:
+            # Trending is a fallback list: report its lag rather than fail the demo on it.
+            ctx.console.print(f"trending still {lags[TRENDING_GROUP]:,} events behind")
+            break
+        if time.monotonic() > deadline + 60:
+            raise FeatureError(f"the session processor still lags by {lags} after 210 s")
         time.sleep(0.5)  # polling the groups' committed offsets, bounded by the deadline
     elapsed = time.monotonic() - ctx.state.get("features_t0", t0)
     s_stats = {
