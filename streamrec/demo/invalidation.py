@@ -18,6 +18,7 @@ from rich.table import Table
 from invalidation.load_scenario import POPULAR_TEMPLATE, World, run_mode
 from streams import datasets
 from streams.admin import TopicManager
+from streams.worker_process import WorkerProcess
 from topics import CATALOG_VECTORS
 from topics.stores import USER_CANDIDATES
 
@@ -50,7 +51,11 @@ def viral_item(ctx: DemoContext) -> None:
     saved = _snapshot(client)
     # The scenario acts on the refresh commands itself (its candidates are content-only and
     # its index holds the new film at once); a running candidates worker would race it.
-    paused = [w for w in ctx.workers if w.name == "candidates" and w.alive()]
+    paused = [
+        w
+        for w in ctx.workers
+        if isinstance(w, WorkerProcess) and w.name == "candidates" and w.alive()
+    ]
     for worker in paused:
         worker.stop()
         ctx.workers.remove(worker)

@@ -79,17 +79,23 @@ def candidates(ctx: DemoContext) -> None:
     store = redis.Redis.from_url(s.redis_url)
     t0 = time.monotonic()
     lst = None
-    while time.monotonic() - t0 < 120:
+    # The worker first catches up with the whole log; a list built before it has read this
+    # session's events holds only trending items, so wait for one that used the session.
+    while time.monotonic() - t0 < 240:
         if not worker.alive():
             raise RuntimeError(f"the candidates worker died; see {worker.log}")
         raw = store.get(USER_CANDIDATES.key(user_id=DEMO_USER))
         if raw:
             lst = CandidateList.model_validate_json(raw)
-            if lst.computed_at > start and lst.model_version == ctx.state.get("model_version"):
+            if (
+                lst.computed_at > start
+                and lst.model_version == ctx.state.get("model_version")
+                and any(src != "trending" for c in lst.items for src in c.sources)
+            ):
                 break
         time.sleep(0.2)  # polling Redis for the rebuilt list, bounded by the deadline
     if lst is None:
-        ctx.console.print("[red]no candidates written within 120 s[/]")
+        ctx.console.print("[red]no candidates written within 240 s[/]")
         return
     ctx.console.print(
         f"{DEMO_USER} watched {', '.join(titles[i] for i in session)}; the processor "
