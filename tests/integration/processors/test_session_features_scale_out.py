@@ -92,7 +92,8 @@ def test_two_workers_share_partitions_and_one_takes_over_from_the_other(isolated
             "A to hold every partition",
             interval=0.5,
         )
-        wait_caught_up(settings, GROUP, a)
+        # 90 s is ample when A consumes (~2,000 events/s); the known stall would wait it out.
+        wait_caught_up(settings, GROUP, a, timeout_s=90)
     finally:
         a.stop()
         b.stop()
