@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -163,46 +162,15 @@ def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path)
 
 
 def topic_round_trip(settings: Settings, users: list[str], n: int) -> dict[str, float]:
-    from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from serving.topic_client import RequestTopicClient
 
-    from streams import codecs
-    from topics import RECS_REQUESTS, RecRequest, RecResponse
-
-    reply = f"bench.replies.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    admin.create_topics([NewTopic(reply, 1, 1)])[reply].result(30)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 0})
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-            "fetch.wait.max.ms": 1,
-        }
-    )
-    consumer.subscribe([reply])
-
-    def ask(cid: str, user: str, timeout_s: float) -> float | None:
-        req = RecRequest(correlation_id=cid, user_id=user, reply_to=reply)
-        t0 = time.perf_counter()
-        producer.produce(RECS_REQUESTS.name, key=user.encode(), value=codecs.encode_json(req))
-        producer.flush(5)
-        while time.perf_counter() - t0 < timeout_s:
-            msg = consumer.poll(0.05)
-            if (
-                msg is not None
-                and not msg.error()
-                and codecs.decode_json(RecResponse, msg.value()).correlation_id == cid
-            ):
-                return (time.perf_counter() - t0) * 1000
-        return None
-
-    for i in range(120):  # the server's group joins at 'latest': wait for a first answer
-        if ask(f"warm-{i}", users[0], 1.0) is not None:
-            break
-    times = [t for i in range(n) if (t := ask(f"rt-{i}", users[i % len(users)], 5.0)) is not None]
-    consumer.close()
+    client = RequestTopicClient(settings, "bench")
+    try:
+        client.ask_until_answered(users[0], 120)  # the server's group joins at 'latest'
+        answers = [client.ask(users[i % len(users)], 5.0) for i in range(n)]
+    finally:
+        client.close()
+    times = [a[1] for a in answers if a is not None]
     return {**percentiles(times), "n": len(times)}
 
 

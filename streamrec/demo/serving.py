@@ -11,7 +11,6 @@ import json
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,51 +89,15 @@ def serve_and_ask(ctx: DemoContext) -> None:
 
 
 def _ask_over_topic(ctx: DemoContext, user_id: str) -> dict:
-    from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from serving.topic_client import RequestTopicClient
 
-    from streams import codecs
-    from topics import RECS_REQUESTS, RecRequest, RecResponse
-
-    s = ctx.settings
-    reply = f"demo.replies.{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    admin.create_topics([NewTopic(reply, 1, 1)])[reply].result(30)
-    producer = Producer({"bootstrap.servers": s.kafka_bootstrap, "linger.ms": 0})
-    consumer = Consumer(
-        {
-            "bootstrap.servers": s.kafka_bootstrap,
-            "group.id": f"demo-{uuid.uuid4().hex[:6]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([reply])
+    client = RequestTopicClient(ctx.settings, "demo")
     try:
-        deadline = time.monotonic() + 30
-        n = 0
-        while time.monotonic() < deadline:
-            # The server's consumer group starts at 'latest': ask again until it answers.
-            n += 1
-            cid = f"demo-{n}"
-            req = RecRequest(correlation_id=cid, user_id=user_id, reply_to=reply, k=10)
-            t0 = time.perf_counter()
-            producer.produce(
-                RECS_REQUESTS.name, key=user_id.encode(), value=codecs.encode_json(req)
-            )
-            producer.flush(5)
-            until = time.monotonic() + 1.0
-            while time.monotonic() < until:
-                msg = consumer.poll(0.05)
-                if msg is None or msg.error():
-                    continue
-                resp = codecs.decode_json(RecResponse, msg.value())
-                if resp.correlation_id == cid:
-                    rtt = (time.perf_counter() - t0) * 1000
-                    ctx.console.print(f"reply with correlation id {cid} in {rtt:.1f} ms")
-                    return resp.model_dump(mode="json")
-        raise RuntimeError("no reply on the request topic within 30 s")
+        resp, rtt = client.ask_until_answered(user_id, 30, k=10)
     finally:
-        consumer.close()
+        client.close()
+    ctx.console.print(f"reply with correlation id {resp.correlation_id} in {rtt:.1f} ms")
+    return resp.model_dump(mode="json")
 
 
 def load_run(ctx: DemoContext) -> None:

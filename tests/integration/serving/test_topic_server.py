@@ -141,3 +141,17 @@ def test_malformed_requests_go_to_dead_letters_and_serving_continues(server, rep
         assert client.reply(cid).correlation_id == cid
     finally:
         client.close()
+
+
+def test_the_projects_topic_client_gets_an_answer_with_its_round_trip(server):
+    from serving.topic_client import RequestTopicClient
+
+    client = RequestTopicClient(server.settings, "t-client")
+    try:
+        resp, rtt_ms = client.ask_until_answered(USERS_WITH_FEATURES[0], 60, k=7)
+        again = client.ask(USERS_WITH_FEATURES[0], 30, k=7)
+    finally:
+        client.close()
+    assert resp.user_id == USERS_WITH_FEATURES[0] and len(resp.items) == 7
+    assert resp.correlation_id.startswith(client.reply_to) and rtt_ms > 0
+    assert again is not None and again[0].correlation_id != resp.correlation_id
