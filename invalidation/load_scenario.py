@@ -37,6 +37,7 @@ from confluent_kafka import Consumer, TopicPartition
 from infra.settings import InvalidationSettings, Settings
 from invalidation.affected import TasteModel
 from invalidation.bootstrap import decode_or_none, end_offsets, read_until
+from invalidation.pacing import max_commands, max_in_any_window
 from models.embedder import Embedder, content_hash, item_text
 from processors.invalidation import stats_key
 from streams import codecs
@@ -56,6 +57,7 @@ from topics import (
     Interaction,
     ItemVector,
     RegistryChange,
+    TopicSpec,
 )
 from topics.stores import USER_CANDIDATES, Candidate, CandidateList
 
@@ -83,9 +85,17 @@ class World:
     embedder: Embedder
 
     @classmethod
-    def load(cls, settings: Settings, ml100k: Path, reuse_vectors: bool = False) -> World:
+    def load(
+        cls,
+        settings: Settings,
+        ml100k: Path,
+        reuse_vectors: bool = False,
+        interactions_from_log: bool = False,
+    ) -> World:
         """With `reuse_vectors`, items already on catalog.vectors (the content pipeline's,
-        same model) are not embedded again."""
+        same model) are not embedded again. With `interactions_from_log`, the interactions
+        are those on events.interactions (what the processor reads: on a stack that ran
+        other work, users beyond ML-100K's), not the ML-100K file."""
         embedder = Embedder(settings)
         items = load_items(ml100k)
         known = _published_vectors(settings) if reuse_vectors else {}
@@ -98,7 +108,9 @@ class World:
             )
         )
         vectors = np.stack([known.get(i.item_id, fresh.get(i.item_id)) for i in items])
-        events = [e for e in MovieLensInteractions(ml100k) if not isinstance(e, RowError)]
+        events = _logged_interactions(settings) if interactions_from_log else []
+        if not events:
+            events = [e for e in MovieLensInteractions(ml100k) if not isinstance(e, RowError)]
         counts: dict[str, int] = defaultdict(int)
         for e in events:
             counts[e.user_id] += 1
@@ -126,15 +138,28 @@ class World:
         flush(producer)
 
 
-def _published_vectors(settings: Settings) -> dict[str, np.ndarray]:
+def _log_ends(settings: Settings, spec: TopicSpec) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "scenario"})
     try:
-        until = {
-            (CATALOG_VECTORS.name, p): end
-            for p, end in end_offsets(consumer, CATALOG_VECTORS).items()
-        }
+        return {(spec.name, p): end for p, end in end_offsets(consumer, spec).items()}
     finally:
         consumer.close()
+
+
+def _logged_interactions(settings: Settings) -> list[Interaction]:
+    """Every valid interaction on events.interactions, in log order per partition."""
+    found: list[Interaction] = []
+
+    def keep(msgs: list) -> None:
+        events = (decode_or_none(EVENTS_INTERACTIONS, m.value()) for m in msgs)
+        found.extend(e for e in events if isinstance(e, Interaction))
+
+    read_until(settings, EVENTS_INTERACTIONS, _log_ends(settings, EVENTS_INTERACTIONS), keep)
+    return found
+
+
+def _published_vectors(settings: Settings) -> dict[str, np.ndarray]:
+    until = _log_ends(settings, CATALOG_VECTORS)
     found: dict[str, np.ndarray] = {}
 
     def keep(msgs: list) -> None:
@@ -252,6 +277,7 @@ class RefreshApplier(threading.Thread):
         )
         self.by_cause: dict[str, dict[str, float]] = defaultdict(dict)  # cause -> user -> first
         self.commands = 0
+        self.issued_s: list[float] = []  # when the processor issued each refresh (epoch s)
 
     def run(self) -> None:
         try:
@@ -265,6 +291,7 @@ class RefreshApplier(threading.Thread):
                     for cause in command.cause_ids:
                         self.by_cause[cause].setdefault(command.user_id, now)
                     if command.mode == "refresh":
+                        self.issued_s.append(command.issued_at.timestamp())
                         self.path.refresh(command.user_id)
                     else:  # broadcast: every cache node drops the user's entry
                         self.path.cache.pop(command.user_id, None)
@@ -298,6 +325,10 @@ class ModeResult:
     reach_p50_s: float | None = None
     promotion_users: int = 0
     commands: int = 0
+    # The emitter's smoothness: most refresh commands issued in any 1 s / 3 s window, and
+    # what the bound allows there (rate * T + burst).
+    max_refreshes: dict[str, int] = field(default_factory=dict)
+    worker: dict[str, int] = field(default_factory=dict)  # the processor's counters at the end
     notes: list[str] = field(default_factory=list)
 
 
@@ -323,8 +354,13 @@ def run_mode(
     zipf_s: float = 1.0,
     template: CatalogItem = VIRAL_TEMPLATE,
     log: Callable[[str], None] = print,
+    end_when_reached: bool = False,
 ) -> ModeResult:
-    """One mode: start its worker, seed candidates, load, inject, measure; stop the worker."""
+    """One mode: start its worker, seed candidates, load, inject, measure; stop the worker.
+
+    With `end_when_reached` (no promotion phase), the viral phase ends early once the
+    worker has emitted every refresh and every affected user's candidates hold the item;
+    `viral_s` is then its longest."""
     cfg = settings.invalidation.model_copy(update={"mode": mode})
     settings = settings.with_overrides(invalidation={"mode": mode})
     path = ReadPath(settings, cfg, world, ttl_s, cfg.neighbour_rank)
@@ -397,18 +433,37 @@ def run_mode(
             path.latency[int(done)].append((done - due) * 1000.0)
             if injected_viral and done >= next_check:
                 next_check = done + 0.25
-                _check_reached(
-                    store, applier.by_cause.get(viral.item_id, {}), viral.item_id, reached
-                )
+                affected = applier.by_cause.get(viral.item_id, {})
+                _check_reached(store, affected, viral.item_id, reached)
+                if (
+                    end_when_reached
+                    and promotion_s <= 0
+                    and _all_reached(store, group, affected, reached)
+                ):
+                    phases[2].end = max(phases[2].start + 1, int(done - t0))
+                    phases[3].start = phases[3].end = phases[2].end
+                    log(f"  [{mode}] every affected user has the item at t={done - t0:.1f} s")
+                    break
         _check_reached(store, applier.by_cause.get(viral.item_id, {}), viral.item_id, reached)
     finally:
         applier.stop()
         worker_stats = {k.decode(): int(v) for k, v in store.hgetall(stats_key(group)).items()}
         worker.stop()
     log(f"  [{mode}] worker counters: {worker_stats}")
-    return _summarise(
+    result = _summarise(
         mode, path, phases, sec0, applier, viral.item_id, viral_at, reached, world, cfg
     )
+    result.worker = worker_stats
+    return result
+
+
+def _all_reached(
+    store: redis.Redis, group: str, affected: dict[str, float], reached: dict[str, float]
+) -> bool:
+    """The worker made its pass and emitted everything, and each command's user has it."""
+    raw = store.hmget(stats_key(group), ["passes", "emitted", "idle"])
+    passes, emitted, idle = (int(v or 0) for v in raw)
+    return passes >= 1 and idle == 1 and len(affected) >= emitted and len(reached) >= emitted
 
 
 def _check_reached(
@@ -505,4 +560,7 @@ def _summarise(
         if len(reached) == len(affected):
             result.reach_s = waits[-1]
     result.promotion_users = len(world.users_by_activity)
+    for window in (1, SMOOTH_S):
+        result.max_refreshes[f"{window}s"] = max_in_any_window(applier.issued_s, window)
+        result.max_refreshes[f"{window}s_bound"] = max_commands(cfg, window)
     return result

@@ -60,12 +60,30 @@ STEPS: list[Step] = [
 ]
 
 
-def run_demo(settings: Settings, console: Console | None = None) -> DemoContext:
+def select_steps(words: list[str] | None) -> list[Step]:
+    """The steps whose title contains one of `words` (case-insensitive); all when None.
+
+    A later step reuses what earlier ones left in the stack (topics, models, Redis), so a
+    selection is for re-running a step against a stack that one full demo prepared."""
+    if not words:
+        return list(STEPS)
+    wanted = [w.strip().lower() for w in words if w.strip()]
+    chosen = [s for s in STEPS if any(w in s[0].lower() for w in wanted)]
+    if not chosen:
+        titles = "; ".join(t for t, _ in STEPS)
+        raise ValueError(f"no demo step matches {', '.join(wanted)}; the steps: {titles}")
+    return chosen
+
+
+def run_demo(
+    settings: Settings, console: Console | None = None, steps: list[str] | None = None
+) -> DemoContext:
     console = console or Console()
     ctx = DemoContext(settings=settings, console=console)
     started = time.monotonic()
+    selected = select_steps(steps)
     try:
-        for title, step in STEPS:
+        for title, step in selected:
             console.print(Rule(f"[bold]{title}"))
             step(ctx)
     finally:
