@@ -119,6 +119,9 @@ class FeatureSettings(_Section):
     trending_top_n: int = 100
     trending_flush_ms: float = Field(500.0, description="how often POPULAR is republished")
     instance: str = Field("", description="worker instance tag: separate local state dirs")
+    stall_s: float = Field(
+        20.0, gt=0, description="session worker: re-seek a partition with no commit this long"
+    )
 
 
 class ModelSettings(_Section):
@@ -251,6 +254,10 @@ class ServingSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = 18000
+    workers: int = Field(
+        1, ge=1, description="HTTP worker processes sharing the port (one per core; ADR 0045)"
+    )
+    topic: bool = Field(True, description="answer recs.requests beside HTTP (`--topic`)")
     request_budget_ms: int = 150
     max_candidates: int = 500
     max_body_bytes: int = 16_384

@@ -8,8 +8,9 @@ Responsibilities:
 - apply the session semantics of `features.session` (event-time sessions, allowed
   lateness, duplicates by event_id ignored);
 - write the changed users' `user_session_fv` rows (and their `user_longterm_fv` rows, so
-  the batch view's totals are fresh between backfills) to the online store, one Feast call
-  per view per batch, then publish one `FeaturesChanged` per changed user;
+  the batch view's totals are fresh between backfills) to the online store, one write per
+  view per batch, then publish one `FeaturesChanged` per changed user, then store the new
+  states in the table and wait for their changelog messages before the batch is acked;
 - count accepted / duplicate / too-late / dead-lettered events in Redis (`stats_key`).
 
 Item genres come from catalog.items, read at start and followed (`features.catalog`).
@@ -18,8 +19,10 @@ Failure policy: a malformed message goes to dead.letters with the reason and the
 on. Duplicates and events older than the allowed lateness are dropped and counted. A
 failure of the online store raises (the worker stops before acking the batch, so the batch is
 redelivered after a restart; the table's dedup makes the redelivery harmless).
-Delivery: at least once into the table and the store; effectively once in the features,
-because every accepted event id is remembered until it is older than the allowed lateness.
+Delivery: at least once into the table and the store (the store is written before the
+table, so a batch cut short is redone from the old state and writes the same features);
+effectively once in the features, because every accepted event id is remembered until it is
+older than the allowed lateness.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ from features.catalog import CatalogGenres
 from features.online_writer import OnlineWriter
 from features.session import Outcome, SessionState, apply_event, ts_ms
 from infra.settings import Settings
-from processors.batch_context import as_current
-from streams import codecs, metrics
+from processors.batch_context import as_current, durable_table
+from streams import codecs, metrics, rebalance_guard
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
 from topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
@@ -72,10 +75,14 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         datadir.mkdir(parents=True, exist_ok=True)
         overrides["datadir"] = str(datadir)
     app = create_app(settings, group, **overrides)
+    # Redelivered events are harmless here (dedup by event id), so a stalled partition may
+    # be re-sought (streams.rebalance_guard; faust #175).
+    rebalance_guard.watch_stalls(app, cfg.stall_s)
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, EVENTS_INTERACTIONS)
     changed_topic = faust_topic(app, FEATURES_CHANGED)
-    table = app.Table(
+    table = durable_table(
+        app,
         TABLE,
         default=None,
         key_type=bytes,
@@ -131,10 +138,11 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 if outcome is Outcome.ACCEPTED:
                     states[user] = state
                     last_event[user] = event
-            for user, state in states.items():
-                with as_current(last_event[user]):
-                    table[user.encode()] = state.to_bytes()
             if states:
+                # The online store first, the table (changelog) second: a worker stopped in
+                # between leaves the old state in the changelog, and whoever redoes the batch
+                # writes the same features again. The other order could leave the store
+                # behind a state that already counts the batch's events as seen.
                 await writer.write_many_async(
                     {
                         VIEW: [session_row(u, s) for u, s in states.items()],
@@ -155,6 +163,11 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                         key=FEATURES_CHANGED.key_of(notice),
                         value=codecs.encode(FEATURES_CHANGED, notice),
                     )
+                for user, state in states.items():
+                    with as_current(last_event[user]):
+                        table[user.encode()] = state.to_bytes()
+                # Acked (then committed) only once the new states are in the changelog.
+                await table.changelog_sent()
             async with store.pipeline(transaction=False) as pipe:
                 for name, n in counts.items():
                     if n:

@@ -13,6 +13,7 @@ from typing import Any
 import faust
 
 from infra.settings import Settings
+from streams import rebalance_guard
 from topics import TopicSpec
 
 
@@ -46,7 +47,11 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "stream_wait_empty": False,
     }
     config.update(overrides)
-    return faust.App(app_id, **config)
+    app = faust.App(app_id, **config)
+    # faust's fetcher can deliver records fetched before a rebalance after it, which stalls
+    # or skips partitions (see streams.rebalance_guard).
+    rebalance_guard.install(app)
+    return app
 
 
 def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from infra.settings import Settings
@@ -21,9 +23,16 @@ def worker(
 ) -> None:
     from faust.worker import Worker
 
+    class _Worker(Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # No progress spinner: faust sets the root logger to DEBUG so that it spins on
+            # every record, and every debug call in faust/aiokafka (several per message) then
+            # builds a LogRecord that the handlers drop.
+            self.spinner = None
+
     settings: Settings = ctx.obj
     app = build_worker(name, settings, group=group)
-    Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    _Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
 def workers() -> None:
