@@ -7,7 +7,8 @@ On a fresh stack of its own, with ML-100K loaded (catalog on catalog.items, tren
 issue 5's API and promoted), it measures in one run:
 - bare ranker: requests/s the model sustains scoring 500 candidates per request, in batches
   of the serving batcher's size (the ranking-bound limit, NOTES.md: ~600-800 req/s);
-- the serving worker (`streamrec serve`, a subprocess) under vegeta's open-loop constant
+- the serving worker (`streamrec serve`, a subprocess; `--workers` processes, one per core by
+  default) under vegeta's open-loop constant
   rate (hey's -q per worker when vegeta is missing) at several rates: p50/p95/p99, the
   highest rate with p99 < 50 ms and its ratio to the bare rate, the p99 at half the bare rate;
 - the request-topic round trip (a plain confluent-kafka client) p50/p99;
@@ -18,6 +19,7 @@ The response cache is off unless `--cache` (each request ranks its 500 candidate
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -25,9 +27,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
-
-import httpx
 
 from benchmarks.common import bench_stack, machine, percentiles
 from infra.processes import free_port
@@ -91,19 +92,9 @@ def bare_ranker_rate(
     return run(batch), run(1)
 
 
-def levels(url: str) -> dict[str, float]:
-    """Answers so far by degradation level (the worker's own counter)."""
-    out: dict[str, float] = {}
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-        if line.startswith('serving_requests_total{channel="http"'):
-            level = line.split('level="')[1].split('"')[0]
-            out[level] = float(line.rsplit(" ", 1)[1])
-    return out
-
-
 def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path) -> dict:
-    """Open-loop constant-rate load; per-request latency (ms) and status; answers by level."""
-    before = levels(url)
+    """Open-loop constant-rate load; per-request latency (ms) and status; answers by level
+    (read from each answer's body, so it holds for any number of worker processes)."""
     targets = workdir / "targets.txt"
     rng = random.Random(rate)
     targets.write_text(
@@ -121,6 +112,9 @@ def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path)
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]
         lat = [r["latency"] / 1e6 for r in rows]
         codes = [r["code"] for r in rows]
+        by_level = Counter(
+            json.loads(base64.b64decode(r["body"]))["level"] for r in rows if r["code"] == 200
+        )
         tool = "vegeta"
     else:  # hey: -q is per worker, so rate = workers x q (closed loop per worker)
         workers = max(1, rate // 10)
@@ -143,12 +137,11 @@ def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path)
         ).stdout.splitlines()[1:]
         lat = [float(line.split(",")[0]) * 1000 for line in out if line]
         codes = [int(line.split(",")[6]) for line in out if line]
+        by_level = Counter()  # hey does not keep bodies
         tool = "hey"
     ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
-    after = levels(url)
-    by_level = {k: int(v - before.get(k, 0)) for k, v in after.items() if v > before.get(k, 0)}
     return {
-        "levels": by_level,
+        "levels": dict(by_level),
         "tool": tool,
         "rate": rate,
         "sent": len(lat),
@@ -181,6 +174,9 @@ def main() -> None:
     parser.add_argument("--cache", action="store_true", help="keep the response cache on")
     parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8,1.0", help="x bare rate")
     parser.add_argument("--topic-requests", type=int, default=300)
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="serving worker processes"
+    )
     args = parser.parse_args()
 
     ml = MovieLens.load(Settings())
@@ -191,6 +187,7 @@ def main() -> None:
                 "port": free_port(),
                 "device": args.device,
                 "cache_ttl_s": 2.0 if args.cache else 0.0,
+                "workers": args.workers,
             },
             analytics={"metrics_port": 0},
         )
@@ -202,7 +199,10 @@ def main() -> None:
         batch = settings.serving.batch_max_requests
         bare, single = bare_ranker_rate(source, args.device, ml, batch, args.duration)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}")
+        print(
+            f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}; "
+            f"{args.workers} serving worker process(es)"
+        )
         print(
             f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one by one"
         )

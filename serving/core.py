@@ -35,24 +35,24 @@ from serving.batcher import MicroBatcher
 from serving.breakers import CircuitBreaker, State
 from serving.deadlines import Deadline, within
 from serving.errors import DependencyError, DependencyTimeout
-from serving.fallback import popular_ranking, simple_ranking, worst
+from serving.fallback import PopularRanking, simple_scores, worst
 from serving.impressions import ImpressionPublisher
 from serving.item_catalog import ItemCatalog
 from serving.metrics import ServingMetrics
 from serving.ports import (
+    Candidates,
     CandidateStore,
     FeatureRead,
     PopularStore,
     RankInput,
     UserFeatureStore,
 )
-from serving.rerank import rerank
+from serving.rerank import rerank_arrays
 from serving.schemas import RecQuery
 from serving.xfetch import XFetchCache
 from streams import metrics as shared_metrics
 from topics import RecommendedItem, RecResponse
 from topics.recs_responses import Level
-from topics.stores import CandidateList
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,6 +117,7 @@ class Recommender:
             on_batch=self._on_batch,
         )
         self.popular: list[tuple[str, float]] = []
+        self.popular_ranking = PopularRanking([], catalog.get)
         self.removed: set[str] = set()
         self.popular_loaded = False
         self.last_features: OrderedDict[str, UserFeatures] = OrderedDict()
@@ -147,6 +148,7 @@ class Recommender:
         self.popular, self.removed = popular, removed
         self.popular_loaded = True
         self.catalog.set_popularity(dict(popular))
+        self.popular_ranking = PopularRanking(popular, self.catalog.get)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -209,8 +211,15 @@ class Recommender:
         """The POPULAR answer from memory alone (no dependency call): for shed topic requests."""
         started = time.monotonic()
         exclude = self.removed | self.catalog.removed | set(q.recent_item_ids)
-        scored = popular_ranking(self._popular_list(), q.recent_item_ids, self.catalog.get)
-        top = rerank(scored, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
+        ranking = self._popular_ranking()
+        top = rerank_arrays(
+            ranking.item_ids,
+            ranking.scores_for(q.recent_item_ids),
+            q.k,
+            exclude,
+            self.catalog.get,
+            self.cfg.max_genre_share,
+        )
         answer = RecResponse(
             correlation_id=q.request_id,
             user_id=q.user_id,
@@ -244,22 +253,28 @@ class Recommender:
         user, level = self._user_features(q, feats)
         exclude = self.removed | self.catalog.removed | set(user.recent_items)
         model_version: str | None = None
-        if not isinstance(cands, CandidateList) or not cands.items:
+        if not isinstance(cands, Candidates) or not cands.item_ids:
             level = "POPULAR"
-            scored = popular_ranking(self._popular_list(), user.recent_items, self.catalog.get)
+            ranking = self._popular_ranking()
+            ids, scores = ranking.item_ids, ranking.scores_for(user.recent_items)
         else:
-            cand_list = cands.model_copy(update={"items": cands.items[: self.cfg.max_candidates]})
-            scored, model_version = await self._rank(user, cand_list, deadline)
-            if model_version is None:
+            cand_list = cands.head(self.cfg.max_candidates)
+            ids = cand_list.item_ids
+            model_scores, model_version = await self._rank(user, cand_list, deadline)
+            if model_scores is None:
                 level = worst(level, "SIMPLE_RANKING")
-                scored = simple_ranking(cand_list, self.catalog.popularity)
-        top = rerank(scored, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
+                scores = simple_scores(cand_list, self.catalog.popularity)
+            else:
+                scores = model_scores
+        top = rerank_arrays(ids, scores, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
         if len(top) < q.k and level != "POPULAR":
-            # Too few candidates survived the rules: top up from the trending list.
+            # Too few candidates survived the rules: top up from the trending list, in its
+            # order, below every ranked item.
             have = {i for i, _ in top} | exclude
             floor = min((s for _, s in top), default=0.0)
-            extra = [(i, floor - 1.0 - n) for n, (i, _) in enumerate(self._popular_list())]
-            top += rerank(extra, q.k - len(top), have, self.catalog.get, 1.0)
+            extra = [i for i, _ in self._popular_list()]
+            extra_scores = floor - 1.0 - np.arange(len(extra), dtype=np.float64)
+            top += rerank_arrays(extra, extra_scores, q.k - len(top), have, self.catalog.get, 1.0)
         items = [RecommendedItem(item_id=i, score=float(s)) for i, s in top]
         if self.explain is not None:
             try:
@@ -320,18 +335,23 @@ class Recommender:
             self.last_features.popitem(last=False)
 
     async def _rank(
-        self, user: UserFeatures, cands: CandidateList, deadline: Deadline
-    ) -> tuple[list[tuple[str, float]], str | None]:
-        """Model scores, or ([], None) when the model is unavailable or over budget."""
-        ids = [c.item_id for c in cands.items]
+        self, user: UserFeatures, cands: Candidates, deadline: Deadline
+    ) -> tuple[np.ndarray | None, str | None]:
+        """Model scores, or (None, None) when the model is unavailable or over budget."""
+        ids = cands.item_ids
         timeout = deadline.remaining_s() - self.cfg.rank_reserve_ms / 1000.0
         result = await self._guarded(
             "model", lambda: self.batcher.submit(RankInput(user, ids)), timeout
         )
         if isinstance(result, DependencyError):
-            return [], None
+            return None, None
         scores, version = result
-        return list(zip(ids, scores.tolist(), strict=True)), version
+        return np.asarray(scores, dtype=np.float64), version
+
+    def _popular_ranking(self) -> PopularRanking:
+        if self.popular:
+            return self.popular_ranking
+        return PopularRanking(self._popular_list(), self.catalog.get)
 
     def _popular_list(self) -> list[tuple[str, float]]:
         if self.popular:

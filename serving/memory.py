@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from serving.errors import DependencyError
-from serving.ports import FeatureRead, RankInput
+from serving.ports import Candidates, FeatureRead, RankInput
 from topics.stores import CandidateList
 
 
@@ -47,9 +47,10 @@ class MemoryCandidates(_Faulty):
         super().__init__("candidates")
         self.rows = rows or {}
 
-    async def read(self, user_id: str) -> CandidateList | None:
+    async def read(self, user_id: str) -> Candidates | None:
         await self._enter()
-        return self.rows.get(user_id)
+        row = self.rows.get(user_id)
+        return Candidates.of(row) if row is not None else None
 
 
 class MemoryPopular(_Faulty):

@@ -42,6 +42,12 @@ class ServingMetrics:
             "serving_queued", "requests waiting for admission", ["priority"], registry=r
         )
         self.in_flight = Gauge("serving_in_flight", "requests being served", registry=r)
+        self.loop_lag = Histogram(
+            "serving_event_loop_lag_seconds",
+            "how late the event loop runs (what a new request waits before any handler)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "serving_breaker_state", "0 closed, 1 half-open, 2 open", ["dependency"], registry=r
         )

@@ -45,6 +45,30 @@ class ItemInfo:
 
 
 @dataclass(frozen=True)
+class Candidates:
+    """A user's candidates as the request path uses them: ids and retrieval scores, best
+    first. Two flat lists instead of 500 `Candidate` models: building those cost ~1 ms per
+    request, the largest single item in the serving profile (BENCHMARKS.md, issue 6)."""
+
+    item_ids: list[str]
+    scores: list[float]
+    model_version: str = ""
+
+    @classmethod
+    def of(cls, stored: CandidateList) -> Candidates:
+        return cls(
+            [c.item_id for c in stored.items],
+            [c.score for c in stored.items],
+            stored.model_version,
+        )
+
+    def head(self, n: int) -> Candidates:
+        if len(self.item_ids) <= n:
+            return self
+        return Candidates(self.item_ids[:n], self.scores[:n], self.model_version)
+
+
+@dataclass(frozen=True)
 class RankInput:
     """One request's share of a ranking batch."""
 
@@ -57,7 +81,7 @@ class UserFeatureStore(Protocol):
 
 
 class CandidateStore(Protocol):
-    async def read(self, user_id: str) -> CandidateList | None: ...
+    async def read(self, user_id: str) -> Candidates | None: ...
 
 
 class PopularStore(Protocol):

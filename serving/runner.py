@@ -1,6 +1,7 @@
 """Running the serving worker: HTTP (uvicorn), the request topic, or both in one process.
 
-Responsibilities: build the app or the topic server around one `ServingWorker`, run it until
+Responsibilities: build the app or the topic server around one `ServingWorker` (or, with
+`serving.workers` > 1, let uvicorn run that many worker processes on one port), run it until
 SIGINT/SIGTERM, register the process in the live-worker registry (`streams.metrics.serve`,
 heartbeat + metrics endpoint for the dashboard), and shut everything down in order.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 
 from infra.settings import Settings
@@ -19,15 +21,13 @@ from streams import metrics as shared_metrics
 def run(settings: Settings, http: bool = True, topic: bool = True, log_level: str = "warning"):
     if not (http or topic):
         raise ServingError("nothing to serve: give --http, --topic or both")
+    settings = settings.with_overrides(serving={"topic": topic})
     handle = shared_metrics.serve(settings, "serving")
     try:
         if http:
             import uvicorn
 
-            from serving.app import create_app
-
-            uvicorn.run(
-                create_app(settings, topic=topic),
+            options = dict(
                 host=settings.serving.host,
                 port=settings.serving.port,
                 log_level=log_level,
@@ -37,6 +37,20 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
                 backlog=4096,
                 timeout_graceful_shutdown=10,
             )
+            if settings.serving.workers > 1:
+                # One event loop per core (ADR 0045): the workers share the listening socket
+                # and rebuild these settings from the environment (`serving.asgi`).
+                os.environ.update(settings.to_env())
+                uvicorn.run(
+                    "serving.asgi:create",
+                    factory=True,
+                    workers=settings.serving.workers,
+                    **options,  # type: ignore[arg-type]
+                )
+            else:
+                from serving.app import create_app
+
+                uvicorn.run(create_app(settings, topic=topic), **options)  # type: ignore[arg-type]
         else:
             asyncio.run(_topic_only(settings))
     finally:

@@ -26,3 +26,28 @@ def test_diversity_never_leaves_the_list_short():
     scored = [("1", 0.9), ("2", 0.8), ("3", 0.7)]
     out = rerank(scored, 3, exclude=set(), item_info=info, max_genre_share=0.3)
     assert [i for i, _ in out] == ["1", "2", "3"]
+
+
+def test_the_array_form_chooses_exactly_what_the_full_sort_chooses():
+    # Random lists with ties (rounded scores), duplicates, exclusions and crowded genres: the
+    # partial sort must never change the answer, also when the head runs out.
+    import random
+
+    import numpy as np
+
+    from serving.rerank import rerank_arrays
+
+    rng = random.Random(7)
+    genres = ["Drama", "Comedy", "Action", "Horror"]
+    catalog = {
+        str(i): ItemInfo(str(i), genres=rng.sample(genres, rng.randint(0, 2))) for i in range(300)
+    }
+    for trial in range(300):
+        n = rng.randint(0, 300)
+        ids = [str(rng.randrange(300)) for _ in range(n)]
+        scores = np.array([round(rng.random(), 1 if trial % 2 else 6) for _ in range(n)])
+        exclude = {str(rng.randrange(300)) for _ in range(rng.randint(0, 120))}
+        k, share = rng.choice([1, 5, 20]), rng.choice([0.2, 0.4, 1.0])
+        full = rerank(list(zip(ids, scores.tolist(), strict=True)), k, exclude, catalog.get, share)
+        fast = rerank_arrays(ids, scores, k, exclude, catalog.get, share)
+        assert fast == full, (trial, k, share)
