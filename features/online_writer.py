@@ -1,33 +1,39 @@
 """Writing feature rows to Feast's online store (Redis), in micro-batches.
 
 Responsibilities:
-- `write(view, rows)`: one batch of rows (dicts of the view's fields, its join key and
-  `event_timestamp` in epoch ms) into the online store, through Feast's Redis online store
-  (`RedisOnlineStore.online_write_batch`), so readers see them through `get_online_features`;
-- `write_many_async`: several views' batches off the event loop (a thread), so a Faust
-  worker keeps consuming;
+- `write(view, rows)` / `write_many({view: rows})`: rows (dicts of the view's fields, its
+  join key and `event_timestamp` in epoch ms) into the online store in Feast's Redis layout
+  (the one `RedisOnlineStore` writes and reads: one hash per entity key, `_ts:<view>` and
+  mmh3("<view>:<feature>") fields holding protos), so readers see them through
+  `get_online_features`; every view of one entity in one HSET, two pipelined round trips
+  per batch; a row older than the stored one is skipped;
+- `write_many_async`: the same off the event loop (a thread), so a Faust worker keeps
+  consuming;
 - `frame`: rows as the DataFrame Feast's offline side wants (the backfill's Parquet).
 
-Why not `FeatureStore.write_to_online_store(view, DataFrame)`: its pandas -> Arrow -> proto
-conversion costs ~8 ms per call and ~200 us per row here (2 cores), which caps a worker that
-writes small batches every few ms at a few hundred events/s; building the protos from the
-view's schema and handing them to the same online store is ~1.5 ms per call and ~45 us per
-row (docs/adr/0021). Errors from Feast or Redis become `FeatureStoreError`.
+Why not Feast's writers: `FeatureStore.write_to_online_store(view, DataFrame)` costs ~8 ms
+per call and ~200 us per row here (2 cores); `RedisOnlineStore.online_write_batch` ~1.5 ms
+per call and ~40 us per row and view (docs/adr/0021), one HMGET and one HSET per row and
+view, and it skips a row whose event time equals the stored one, which loses a session
+update whose newest event shares its second with the previous batch's (ML-100K has many).
+Errors from Redis become `FeatureStoreError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import redis
 from feast import FeatureView
-from feast.infra.online_stores.redis import RedisOnlineStore
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
 from feast.types import Array, Float64, Int64, String
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from features.errors import FeatureStoreError
 from infra.feast_store import feature_store
@@ -60,33 +66,52 @@ def frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 class _ViewEncoder:
-    """Turns rows of one feature view into Feast's online-store tuples."""
+    """Turns rows of one feature view into fields of Feast's Redis layout (one hash per entity:
+    `_ts:<view>` -> Timestamp proto, mmh3("<view>:<feature>") -> Value proto)."""
 
-    def __init__(self, view: FeatureView) -> None:
+    def __init__(self, view: FeatureView, config: Any) -> None:
         self.view = view  # as registered (`features apply`): it knows its entity columns
         if len(view.entity_columns) != 1:
             raise FeatureStoreError(f"{view.name}: expected one entity column")
         self.join_key = view.entity_columns[0].name
-        self.fields = [(f.name, _encoder(f.dtype)) for f in view.features]
+        name = _versioned_fv_name(view, config)
+        self.ts_field = f"_ts:{name}".encode()
+        # Feast hashes "<view>:<feature>" for every row it writes; once is enough.
+        self.fields = [
+            (f.name, _mmh3(f"{name}:{f.name}"), _encoder(f.dtype)) for f in view.features
+        ]
 
-    def encode(self, row: dict[str, Any]) -> tuple[EntityKey, dict[str, Value], datetime, None]:
-        key = EntityKey(
-            join_keys=[self.join_key], entity_values=[Value(string_val=str(row[self.join_key]))]
-        )
-        values = {name: enc(row[name]) for name, enc in self.fields}
-        ts = datetime.fromtimestamp(row[TIMESTAMP_FIELD] / 1000, UTC)
-        return key, values, ts, None
+    def values(self, row: dict[str, Any]) -> dict[bytes, bytes]:
+        return {key: enc(row[name]).SerializeToString() for name, key, enc in self.fields}
+
+
+def _timestamp(ms: int) -> tuple[int, bytes]:
+    """Epoch ms -> (nanoseconds, serialized Timestamp proto), exactly (no float rounding)."""
+    ts = Timestamp(seconds=ms // 1000, nanos=(ms % 1000) * 1_000_000)
+    return ts.seconds * 1_000_000_000 + ts.nanos, ts.SerializeToString()
+
+
+def _nanos(raw: bytes | None) -> int:
+    if not raw:
+        return 0
+    ts = Timestamp()
+    ts.ParseFromString(raw)
+    return ts.seconds * 1_000_000_000 + ts.nanos
 
 
 class OnlineWriter:
-    """One FeatureStore config and Redis online store for a worker; one batch at a time."""
+    """Writes rows of our feature views to Feast's Redis online store in Feast's own layout,
+    so `get_online_features` reads them; one batch (any number of views) at a time."""
 
     def __init__(self, settings: Settings) -> None:
         self.store = feature_store(settings)
-        self.online = RedisOnlineStore()
+        config = self.store.config
+        self.project = config.project
+        self.key_version = config.entity_key_serialization_version
         try:
             self.encoders = {
-                v.name: _ViewEncoder(self.store.get_feature_view(v.name)) for v in FEATURE_VIEWS
+                v.name: _ViewEncoder(self.store.get_feature_view(v.name), config)
+                for v in FEATURE_VIEWS
             }
         except FeatureStoreError:
             raise
@@ -94,24 +119,62 @@ class OnlineWriter:
             raise FeatureStoreError(
                 f"feature views not registered (features apply?): {exc}"
             ) from exc
+        self.redis = redis.Redis.from_url(settings.redis_url)
         self.rows_written = 0
+        self.rows_skipped = 0
+
+    def _key(self, join_key: str, value: Any) -> bytes:
+        entity = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(value))])
+        return _redis_key(self.project, entity, entity_key_serialization_version=self.key_version)
 
     def write(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        encoder = self.encoders[view]
-        try:
-            data = [encoder.encode(r) for r in rows]
-            self.online.online_write_batch(self.store.config, encoder.view, data, progress=None)
-        except KeyError as exc:
-            raise FeatureStoreError(f"a {view} row lacks the field {exc}") from exc
-        except Exception as exc:
-            raise FeatureStoreError(f"online write to {view} failed: {exc}") from exc
-        self.rows_written += len(rows)
+        self.write_many({view: rows})
 
     def write_many(self, by_view: dict[str, Sequence[dict[str, Any]]]) -> None:
-        for view, rows in by_view.items():
-            self.write(view, rows)
+        """All views' rows in two pipelined round trips: the stored timestamps of every
+        entity, then one HSET per entity with the fields of every view whose row is not older
+        than what is stored (a row of the same event time is newer state: it is written;
+        Feast's own writer would skip it)."""
+        # entity key -> [(encoder, row, nanos, ts bytes)]
+        entities: dict[bytes, list[tuple[_ViewEncoder, dict[str, Any], int, bytes]]] = {}
+        try:
+            for view, rows in by_view.items():
+                encoder = self.encoders[view]
+                for row in rows:
+                    key = self._key(encoder.join_key, row[encoder.join_key])
+                    nanos, ts = _timestamp(int(row[TIMESTAMP_FIELD]))
+                    entities.setdefault(key, []).append((encoder, row, nanos, ts))
+        except KeyError as exc:
+            raise FeatureStoreError(f"a row lacks the field (or view) {exc}") from exc
+        if not entities:
+            return
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for key, items in entities.items():
+                    pipe.hmget(key, [enc.ts_field for enc, _, _, _ in items])
+                stored = pipe.execute()
+            written = 0
+            with self.redis.pipeline(transaction=False) as pipe:
+                for (key, items), prev in zip(entities.items(), stored, strict=True):
+                    mapping: dict[bytes, bytes] = {}
+                    latest: dict[bytes, int] = {}
+                    for (enc, row, nanos, ts), raw in zip(items, prev, strict=True):
+                        seen = max(_nanos(raw), latest.get(enc.ts_field, 0))
+                        if nanos < seen:
+                            self.rows_skipped += 1
+                            continue
+                        latest[enc.ts_field] = nanos
+                        mapping[enc.ts_field] = ts
+                        mapping.update(enc.values(row))
+                        written += 1
+                    if mapping:
+                        pipe.hset(key, mapping=mapping)
+                pipe.execute()
+        except KeyError as exc:
+            raise FeatureStoreError(f"a row lacks the field {exc}") from exc
+        except Exception as exc:
+            raise FeatureStoreError(f"online write to {sorted(by_view)} failed: {exc}") from exc
+        self.rows_written += written
 
     async def write_async(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
         await asyncio.to_thread(self.write, view, rows)
