@@ -108,13 +108,13 @@ class World:
             )
         )
         vectors = np.stack([known.get(i.item_id, fresh.get(i.item_id)) for i in items])
-        events = _logged_interactions(settings) if interactions_from_log else []
-        if not events:
-            events = [e for e in MovieLensInteractions(ml100k) if not isinstance(e, RowError)]
+        ratings = [e for e in MovieLensInteractions(ml100k) if not isinstance(e, RowError)]
+        # The request load is over ML-100K's users, by activity, whatever else the log holds.
         counts: dict[str, int] = defaultdict(int)
-        for e in events:
+        for e in ratings:
             counts[e.user_id] += 1
         users = sorted(counts, key=lambda u: (-counts[u], u))
+        events = (_logged_interactions(settings) if interactions_from_log else []) or ratings
         return cls(items, vectors, events, users, embedder)
 
     def item_vector(self, item: CatalogItem, vector: np.ndarray) -> ItemVector:

@@ -45,7 +45,7 @@ def viral_item(ctx: DemoContext) -> None:
             "await_index_s": 0.0,  # the scenario's index holds the film when it is published
             "refresh_rate_per_s": 8.0,
             "refresh_burst": 1,  # paced evenly: a pass does not start with a burst
-            "neighbour_rank": 100,
+            "neighbour_rank": 50,  # the processor's default content depth
         }
     )
     directory = ctx.state.get("ml100k_dir") or datasets.fetch(s)
