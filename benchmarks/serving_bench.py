@@ -30,6 +30,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 from benchmarks.common import bench_stack, machine, percentiles
 from infra.processes import free_port
 from infra.settings import Settings
@@ -59,8 +61,9 @@ def promote(settings: Settings, source: Path) -> str:
 
 def bare_ranker_rate(
     path: Path, device: str, ml: MovieLens, batch: int, seconds: float
-) -> tuple[float, float]:
-    """Requests/s of RankerModel.score_batch alone: batched as serving does, and one by one."""
+) -> tuple[float, float, float]:
+    """Requests/s of RankerModel.score_batch alone: batched as serving does, and one by one;
+    and the CPU milliseconds one request costs when batched."""
     import torch
 
     from models.ranker import RankerModel
@@ -79,22 +82,45 @@ def bare_ranker_rate(
             )
         )
 
+    cpu_ms = 0.0
+
     def run(size: int) -> float:
-        done, n, t0 = 0, 0, time.perf_counter()
+        nonlocal cpu_ms
+        done, n, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
             chunk = [inputs[(n + j) % len(inputs)] for j in range(size)]
             model.score_batch([c[0] for c in chunk], [c[1] for c in chunk])
             done += size
             n += size
+        cpu_ms = (time.process_time() - c0) * 1000.0 / done
         return done / (time.perf_counter() - t0)
 
     run(batch)  # warm-up
-    return run(batch), run(1)
+    batched = run(batch)
+    batched_cpu_ms = cpu_ms
+    return batched, run(1), batched_cpu_ms
 
 
-def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its children so far."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def attack(
+    url: str, users: list[str], rate: int, seconds: float, workdir: Path, pid: int | None = None
+) -> dict:
     """Open-loop constant-rate load; per-request latency (ms) and status; answers by level
-    (read from each answer's body, so it holds for any number of worker processes)."""
+    (read from each answer's body, so it holds for any number of worker processes); with the
+    server's `pid`, the CPU time its processes spent per request."""
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     targets = workdir / "targets.txt"
     rng = random.Random(rate)
     targets.write_text(
@@ -140,7 +166,9 @@ def attack(url: str, users: list[str], rate: int, seconds: float, workdir: Path)
         by_level = Counter()  # hey does not keep bodies
         tool = "hey"
     ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
+    cpu = cpu_seconds(pid) - cpu0 if pid is not None else float("nan")
     return {
+        "cpu_ms_per_request": cpu * 1000.0 / max(1, len(lat)),
         "levels": dict(by_level),
         "tool": tool,
         "rate": rate,
@@ -197,14 +225,15 @@ def main() -> None:
         seed_user_features(settings, ml, ml.users)
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
-        bare, single = bare_ranker_rate(source, args.device, ml, batch, args.duration)
+        bare, single, bare_cpu_ms = bare_ranker_rate(source, args.device, ml, batch, args.duration)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
             f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}; "
             f"{args.workers} serving worker process(es)"
         )
         print(
-            f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one by one"
+            f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one "
+            f"by one; {bare_cpu_ms:.2f} CPU ms per request batched"
         )
 
         server = ServeProcess(settings).start()
@@ -215,14 +244,25 @@ def main() -> None:
             sweep = []
             for share in [float(x) for x in args.rates.split(",")]:
                 rate = max(10, int(bare * share))
-                res = attack(url, ml.users, rate, args.duration, workdir)
+                res = attack(url, ml.users, rate, args.duration, workdir, server.proc.pid)
                 sweep.append(res)
                 a = res["all"]
                 print(
                     f"{res['tool']} {rate:5d}/s ({share:.1f}x bare): p50 {a['p50']:.1f} "
                     f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
-                    f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}"
+                    f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}; "
+                    f"server CPU {res['cpu_ms_per_request']:.2f} ms per request"
                 )
+            # CPU per request is what a shared machine cannot distort much: the worker's
+            # CPU-bound capacity on this machine's cores, against the bare model's.
+            light = sweep[0]["cpu_ms_per_request"]
+            cores = os.cpu_count() or 1
+            print(
+                f"CPU per answered request at {sweep[0]['rate']}/s: serving {light:.2f} ms "
+                f"(bare ranker {bare_cpu_ms:.2f} ms): CPU-bound capacity ~"
+                f"{cores * 1000 / light:,.0f} req/s on {cores} cores = "
+                f"{bare_cpu_ms / light:.2f} x the bare ranker's"
+            )
             good = [
                 r["rate"]
                 for r in sweep

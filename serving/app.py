@@ -29,7 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from infra.settings import Settings
 from serving.body_limit import BodyLimit
 from serving.errors import Overloaded
-from serving.front_door import FrontDoor, LoopLag
+from serving.front_door import FrontDoor
 from serving.schemas import Problem, Recommendations, RecQuery, SessionContext
 from serving.worker import ServingWorker
 from topics import RecResponse
@@ -47,12 +47,9 @@ def create_app(
     worker = worker or ServingWorker(settings)
     cfg = settings.serving
 
-    lag = LoopLag(observe=worker.metrics.loop_lag.observe)
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await worker.start()
-        lag.start()
         server = None
         if topic:
             from serving.topic_server import TopicServer
@@ -64,7 +61,6 @@ def create_app(
         finally:
             if server is not None:
                 await server.stop()
-            await lag.stop()
             await worker.stop()
 
     app = FastAPI(
@@ -184,7 +180,7 @@ def create_app(
     # Added last, so it runs first: an overloaded worker refuses before FastAPI's stack runs.
     app.add_middleware(
         FrontDoor,
-        lag=lag,
+        lag=worker.lag,
         admission=lambda: worker.recommender.admission if worker.recommender else None,
         max_lag_s=lambda: cfg.request_budget_ms * cfg.max_queue_share / 1000.0,
         retry_after_s=cfg.retry_after_s,

@@ -41,14 +41,22 @@ class CircuitBreaker(_Breaker):
         """Whether a call may go ahead now (claims the single trial when half-open)."""
         return self.retry_in() is None
 
-    async def call(self, factory: Callable[[], Awaitable[T]]) -> T:
-        """Run `factory()` unless open; `DependencyError`s count as failures and propagate."""
+    async def call(
+        self,
+        factory: Callable[[], Awaitable[T]],
+        blame: Callable[[DependencyError], bool] | None = None,
+    ) -> T:
+        """Run `factory()` unless open; `DependencyError`s count as failures (unless `blame`
+        says the dependency was not at fault: then neither) and propagate."""
         if not self.allow():
             raise BreakerOpen(self.name, "circuit open")
         try:
             result = await factory()
-        except DependencyError:
-            self.failure()
+        except DependencyError as exc:
+            if blame is None or blame(exc):
+                self.failure()
+            else:
+                self.neutral()
             raise
         except BaseException:
             self.neutral()  # cancelled or a bug: neither proves health nor harm

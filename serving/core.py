@@ -82,8 +82,10 @@ class Recommender:
         metrics: ServingMetrics | None = None,
         impressions: ImpressionPublisher | None = None,
         explain: Explainer | None = None,
+        loop_lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.cfg = cfg
+        self.loop_lag = loop_lag
         self.features = features
         self.candidates = candidates
         self.popular_store = popular
@@ -300,10 +302,20 @@ class Recommender:
             # the breaker does not count it.
             return DependencyTimeout(name, "no budget left")
         try:
-            return await self.breakers[name].call(lambda: within(name, call(), timeout_s))
+            return await self.breakers[name].call(
+                lambda: within(name, call(), timeout_s),
+                blame=lambda exc: self._dependency_at_fault(exc, timeout_s),
+            )
         except DependencyError as exc:
             self.metrics.dependency_errors.labels(name, type(exc).__name__).inc()
             return exc
+
+    def _dependency_at_fault(self, exc: DependencyError, timeout_s: float) -> bool:
+        """A timeout while this worker's own event loop ran late (lag past a quarter of the
+        timeout) is the worker's overload, not the dependency's failure: the breaker does not
+        count it. Otherwise a CPU-starved worker opened its model and feature breakers and
+        served SIMPLE_RANKING for `breaker_reset_s` after every load spike."""
+        return not (isinstance(exc, DependencyTimeout) and self.loop_lag() > timeout_s / 4)
 
     def _user_features(
         self, q: RecQuery, read: FeatureRead | DependencyError | None

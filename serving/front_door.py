@@ -1,28 +1,24 @@
 """The front door: refuse recommendation requests before they cost anything when overloaded.
 
 Responsibilities:
-- `LoopLag`: how late the event loop runs right now. A ticker task asks to wake every
-  `interval_s`; how late it wakes (or, while it is overdue, how overdue it is) is the time a
-  request that has just arrived already waited inside uvicorn before any handler saw it;
 - `FrontDoor`, an outermost ASGI middleware for `/v1/` requests: a request is answered 503
   with `Retry-After` and the "overloaded, do not retry" marker, without entering FastAPI, when
-  - the loop lag is past its class's share of the budget (interactive: the share a request may
-    queue, `max_queue_share` x budget; prefetch half of it; background a quarter), or
+  - the event loop's lag (`serving.loop_lag`: what a request that has just arrived already
+    waited inside uvicorn before any handler saw it) is past its class's share of the budget
+    (interactive: the share a request may queue, `max_queue_share` x budget; prefetch half of
+    it; background a quarter), or
   - admission's waiting room for its class is already full (it would be refused anyway).
 
 Why: admission (`serving.admission`) bounds the requests it sees, but when the process is
 short of CPU, requests wait in uvicorn's socket buffers and parser queue, where no deadline
 sees them: past saturation the clients timed out at 5 s instead of getting 503s (BENCHMARKS.md,
 issue 6). A refusal here costs ~0.1 ms against ~2 ms for an answer, so the worker keeps its
-capacity for the requests it admits. The idea is the one of toobusy-js / load shedding on
-event-loop lag; it is a few lines over asyncio, so it is written here rather than imported.
+capacity for the requests it admits. The idea is toobusy-js's (load shedding on event-loop
+lag); no maintained ASGI package does it, and it is a few lines.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -30,42 +26,10 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.admission import PRIORITIES, AdmissionController
+from serving.loop_lag import LoopLag
 
 # The share of the interactive threshold at which each class is refused: lower classes first.
 CLASS_SHARE = {"interactive": 1.0, "prefetch": 0.5, "background": 0.25}
-
-
-class LoopLag:
-    """The event loop's current lag in seconds (0 while it keeps up)."""
-
-    def __init__(
-        self, interval_s: float = 0.01, observe: Callable[[float], None] | None = None
-    ) -> None:
-        self.interval_s = interval_s
-        self.observe = observe
-        self.last_lag = 0.0
-        self.due = time.monotonic() + interval_s
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._tick(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    async def _tick(self) -> None:
-        while True:
-            self.due = time.monotonic() + self.interval_s
-            await asyncio.sleep(self.interval_s)  # the measurement itself: how late this wakes
-            self.last_lag = max(0.0, time.monotonic() - self.due)
-            if self.observe is not None:
-                self.observe(self.last_lag)
-
-    def now(self) -> float:
-        return max(self.last_lag, time.monotonic() - self.due)
 
 
 class FrontDoor:

@@ -19,6 +19,7 @@ from typing import Any
 from infra.settings import Settings
 from serving.core import Recommender
 from serving.item_catalog import CatalogFollower, ItemCatalog
+from serving.loop_lag import LoopLag
 from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
 from serving.ports import CandidateStore, PopularStore, UserFeatureStore
@@ -85,6 +86,7 @@ class ServingWorker:
         self.catalog = ItemCatalog()
         self.follower = CatalogFollower(settings, self.catalog)
         self.models = ModelManager(settings, self.metrics)
+        self.lag = LoopLag(observe=self.metrics.loop_lag.observe)
         self.recommender: Recommender | None = None
         self._closers: list[Any] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -95,6 +97,7 @@ class ServingWorker:
 
         s = self.settings
         self.loop = asyncio.get_running_loop()
+        self.lag.start()
         features, candidates, popular = self._given
         client = connect(s.redis_url, s.redis.socket_timeout_s)
         self._closers.append(client.aclose)
@@ -129,6 +132,7 @@ class ServingWorker:
             self.catalog,
             self.metrics,
             impressions,
+            loop_lag=self.lag.now,
         )
         if s.serving.explain:
             rec = self.recommender
@@ -147,6 +151,7 @@ class ServingWorker:
         if self.recommender is not None:
             await self.recommender.stop()
         await self.models.stop()
+        await self.lag.stop()
         await asyncio.to_thread(self.follower.stop)
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):

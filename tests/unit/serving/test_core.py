@@ -164,6 +164,23 @@ async def test_breaker_opens_and_stops_calling_the_failing_store():
         await h.core.stop()
 
 
+@pytest.mark.parametrize(("lag_s", "opens"), [(0.0, True), (0.5, False)])
+async def test_timeouts_count_against_a_dependency_only_while_the_loop_keeps_up(lag_s, opens):
+    # The same slow store: with the worker's loop on time the store is to blame and the
+    # breaker opens; with the loop far behind the timeouts are the worker's own overload.
+    h = Harness(breaker_failures=2, breaker_reset_s=60, request_budget_ms=100)
+    h.core.loop_lag = lambda: lag_s
+    await h.core.start()
+    try:
+        h.cands.delay_s = 1.0
+        for n in range(4):
+            assert (await h.ask(rid=f"r{n}")).level == "POPULAR"
+        assert (h.core.breakers["candidates"].state == 2) is opens
+        assert h.cands.calls == (2 if opens else 4)
+    finally:
+        await h.core.stop()
+
+
 async def test_burst_for_one_user_costs_one_ranking_and_keeps_each_request_id():
     h = Harness(cache_ttl_s=2.0)
     await h.core.start()

@@ -11,7 +11,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from serving.admission import AdmissionController
-from serving.front_door import FrontDoor, LoopLag
+from serving.front_door import FrontDoor
+from serving.loop_lag import LoopLag
 
 
 async def ok(request):
