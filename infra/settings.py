@@ -200,8 +200,9 @@ class InvalidationSettings(_Section):
                                  "for the next index swap (at most this long; 0: no wait), so "
                                  "recomputed candidates can find the item")
     refresh_rate_per_s: float = Field(20.0, gt=0, description="refresh commands emitted per s")
-    refresh_burst: int = Field(5, ge=1, description="token bucket size: any window of T seconds "
-                               "holds at most rate * T + burst commands")
+    refresh_burst: int = Field(1, ge=1, description="token bucket size: any window of T seconds "
+                               "holds at most rate * T + burst commands; 1 paces evenly, a "
+                               "larger bucket lets each pass start with a burst (ADR 0073)")
     neighbour_rank: int = Field(50, ge=1, description="an item is near a user when it would "
                                 "rank within the user's top N items by content similarity")
     recent_items: int = Field(20, ge=1, description="a user's taste = mean of this many recent")
@@ -260,6 +261,12 @@ class ServingSettings(_Section):
     topic: bool = Field(True, description="answer recs.requests beside HTTP (`--topic`)")
     request_budget_ms: int = 150
     max_candidates: int = 500
+    cold_start_interactions: int = Field(
+        5,
+        ge=0,
+        description="users with fewer interactions are ranked by the candidates' two-tower "
+        "score alone (the ranker hurts them: issue 5's cold-start table); 0: always the ranker",
+    )
     max_body_bytes: int = 16_384
     # admission: requests ranked at once, and bounded waiting room per priority class
     max_in_flight: int = 64

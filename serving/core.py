@@ -259,6 +259,15 @@ class Recommender:
             level = "POPULAR"
             ranking = self._popular_ranking()
             ids, scores = ranking.item_ids, ranking.scores_for(user.recent_items)
+        elif (
+            isinstance(feats, FeatureRead)
+            and user.n_interactions < self.cfg.cold_start_interactions
+        ):
+            # A known user with too little history: the two-tower retrieval score ranks them
+            # better than the ranker, which leans on history they do not have (issue 5).
+            cand_list = cands.head(self.cfg.max_candidates)
+            ids, scores = cand_list.item_ids, np.asarray(cand_list.scores, dtype=np.float64)
+            model_version = cand_list.model_version or None
         else:
             cand_list = cands.head(self.cfg.max_candidates)
             ids = cand_list.item_ids

@@ -42,7 +42,7 @@ class Harness:
             {
                 "u1": FeatureRead(
                     UserFeatures(
-                        user_id="u1", recent_items=["1", "2"], n_interactions=2, mean_rating=4.0
+                        user_id="u1", recent_items=["1", "2"], n_interactions=20, mean_rating=4.0
                     ),
                     datetime.now(UTC),
                 )
@@ -85,6 +85,20 @@ async def test_full_answer_is_ranked_by_the_model_and_drops_seen_items(h):
     assert ids[0] == "60"  # the model's favourite, not retrieval's first
     genres = [GENRES[int(i) % 5] for i in ids]
     assert max(genres.count(g) for g in GENRES) <= 4  # 40% genre cap
+
+
+async def test_a_user_with_little_history_is_ranked_by_the_two_tower_score(h):
+    h.features.rows["new"] = FeatureRead(
+        UserFeatures(user_id="new", recent_items=["7"], n_interactions=1), datetime.now(UTC)
+    )
+    h.cands.rows["new"] = candidates("new", range(10, 70))  # retrieval order: 10, 11, ...
+    batches = len(h.ranker.batches)
+    r = await h.ask(user="new", k=5, rid="c1")
+    assert r.level == "FULL" and r.model_version == "tt1"
+    # The stand-in ranker prefers higher ids; the answer keeps the retrieval order (genre
+    # diversity: two of each genre at most in five).
+    assert [i.item_id for i in r.items] == ["10", "11", "12", "13", "14"]
+    assert len(h.ranker.batches) == batches  # the ranker was not asked
 
 
 async def test_missing_features_degrade_to_stale(h):
