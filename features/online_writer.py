@@ -130,18 +130,27 @@ class OnlineWriter:
     def write(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
         self.write_many({view: rows})
 
-    def write_many(self, by_view: dict[str, Sequence[dict[str, Any]]]) -> None:
-        """All views' rows in two pipelined round trips: the stored timestamps of every
-        entity, then one HSET per entity with the fields of every view whose row is not older
-        than what is stored (a row of the same event time is newer state: it is written;
-        Feast's own writer would skip it)."""
+    def write_many(
+        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool = True
+    ) -> None:
+        """All views' rows, one HSET per entity with the fields of every view.
+
+        With `check_stored` (two pipelined round trips) a row older than the stored one is
+        skipped (a row of the same event time is newer state and is written; Feast's own
+        writer would skip it). Without it (one round trip) every row is written: for a writer
+        that owns its entities and only ever writes their newest state (the session worker).
+        """
         # entity key -> [(encoder, row, nanos, ts bytes)]
         entities: dict[bytes, list[tuple[_ViewEncoder, dict[str, Any], int, bytes]]] = {}
+        keys: dict[tuple[str, str], bytes] = {}  # both user views share the entity's key
         try:
             for view, rows in by_view.items():
                 encoder = self.encoders[view]
                 for row in rows:
-                    key = self._key(encoder.join_key, row[encoder.join_key])
+                    ident = (encoder.join_key, str(row[encoder.join_key]))
+                    key = keys.get(ident)
+                    if key is None:
+                        key = keys[ident] = self._key(*ident)
                     nanos, ts = _timestamp(int(row[TIMESTAMP_FIELD]))
                     entities.setdefault(key, []).append((encoder, row, nanos, ts))
         except KeyError as exc:
@@ -149,10 +158,13 @@ class OnlineWriter:
         if not entities:
             return
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for key, items in entities.items():
-                    pipe.hmget(key, [enc.ts_field for enc, _, _, _ in items])
-                stored = pipe.execute()
+            if check_stored:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for key, items in entities.items():
+                        pipe.hmget(key, [enc.ts_field for enc, _, _, _ in items])
+                    stored = pipe.execute()
+            else:
+                stored = [[None] * len(items) for items in entities.values()]
             written = 0
             with self.redis.pipeline(transaction=False) as pipe:
                 for (key, items), prev in zip(entities.items(), stored, strict=True):
@@ -179,6 +191,8 @@ class OnlineWriter:
     async def write_async(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
         await asyncio.to_thread(self.write, view, rows)
 
-    async def write_many_async(self, by_view: dict[str, Sequence[dict[str, Any]]]) -> None:
+    async def write_many_async(
+        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool = True
+    ) -> None:
         """Several views in one hop to the thread (one thread switch per batch, not per view)."""
-        await asyncio.to_thread(self.write_many, by_view)
+        await asyncio.to_thread(self.write_many, by_view, check_stored)
