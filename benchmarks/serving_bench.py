@@ -60,10 +60,11 @@ def promote(settings: Settings, source: Path) -> str:
 
 
 def bare_ranker_rate(
-    path: Path, device: str, ml: MovieLens, batch: int, seconds: float
+    path: Path, device: str, ml: MovieLens, batch: int, seconds: float, history_len: int
 ) -> tuple[float, float, float]:
     """Requests/s of RankerModel.score_batch alone: batched as serving does, and one by one;
-    and the CPU milliseconds one request costs when batched."""
+    and the CPU milliseconds one request costs when batched. Each request carries the user's
+    last `history_len` items, as serving gives the ranker."""
     import torch
 
     from models.ranker import RankerModel
@@ -77,7 +78,7 @@ def bare_ranker_rate(
         hist = [i for _, i, _ in ml.history[u]]
         inputs.append(
             (
-                UserFeatures(user_id=u, recent_items=hist[-10:], n_interactions=len(hist)),
+                UserFeatures(user_id=u, recent_items=hist[-history_len:], n_interactions=len(hist)),
                 [c.item_id for c in candidate_list(ml, u, 500).items],
             )
         )
@@ -225,7 +226,9 @@ def main() -> None:
         seed_user_features(settings, ml, ml.users)
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
-        bare, single, bare_cpu_ms = bare_ranker_rate(source, args.device, ml, batch, args.duration)
+        bare, single, bare_cpu_ms = bare_ranker_rate(
+            source, args.device, ml, batch, args.duration, settings.serving.history_len
+        )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
             f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}; "

@@ -24,9 +24,10 @@ import redis.asyncio as aioredis
 
 from models.features import UserFeatures
 from topics import Interaction
+from topics.stores import USER_HISTORY
 
 # Internal state (no other part reads it), so plain key patterns rather than store contracts.
-HISTORY = "cand:hist:{user_id}"  # list, newest first
+HISTORY = USER_HISTORY.pattern  # list, newest first (a contract: serving reads it)
 STATS = "cand:stats:{user_id}"  # hash: n, rated, rating_sum
 COVISIT = "cand:covisit:{item_id}"  # zset: other item -> count (read: its top N)
 KNOWN_USERS = "cand:users"  # set

@@ -261,11 +261,15 @@ class ServingSettings(_Section):
     topic: bool = Field(True, description="answer recs.requests beside HTTP (`--topic`)")
     request_budget_ms: int = 150
     max_candidates: int = 500
+    history_len: int = Field(
+        50, ge=0, description="recent items read per request for the ranker (as models."
+        "history_len: what it was trained on); 0: Feast's session view (last 10) only"
+    )
     cold_start_interactions: int = Field(
         5,
         ge=0,
-        description="users with fewer interactions are ranked by the candidates' two-tower "
-        "score alone (the ranker hurts them: issue 5's cold-start table); 0: always the ranker",
+        description="users with fewer interactions are ranked by their candidates' retrieval "
+        "score (the ranker hurts them: issue 5's cold-start table); 0: always the ranker",
     )
     max_body_bytes: int = 16_384
     # admission: requests ranked at once, and bounded waiting room per priority class

@@ -43,6 +43,7 @@ from serving.ports import (
     Candidates,
     CandidateStore,
     FeatureRead,
+    HistoryStore,
     PopularStore,
     RankInput,
     UserFeatureStore,
@@ -57,7 +58,7 @@ from topics.recs_responses import Level
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DEPENDENCIES = ("features", "candidates", "model", "popular")
+DEPENDENCIES = ("features", "history", "candidates", "model", "popular")
 # (user id, the final items, the user's recent items, seconds left) -> items with explanations
 Explainer = Callable[
     [str, list[RecommendedItem], list[str], float], Awaitable[list[RecommendedItem]]
@@ -83,7 +84,9 @@ class Recommender:
         impressions: ImpressionPublisher | None = None,
         explain: Explainer | None = None,
         loop_lag: Callable[[], float] = lambda: 0.0,
+        history: HistoryStore | None = None,
     ) -> None:
+        self.history = history
         self.cfg = cfg
         self.loop_lag = loop_lag
         self.features = features
@@ -248,11 +251,12 @@ class Recommender:
     async def _compute(self, q: RecQuery, deadline: Deadline) -> RecResponse:
         share, cap = self.cfg.dependency_share, self.cfg.dependency_cap_ms
         timeout = deadline.for_dependency(share, cap, self.cfg.rank_reserve_ms)
-        feats, cands = await asyncio.gather(
+        feats, cands, hist = await asyncio.gather(
             self._guarded("features", lambda: self.features.read(q.user_id), timeout),
             self._guarded("candidates", lambda: self.candidates.read(q.user_id), timeout),
+            self._history(q.user_id, timeout),
         )
-        user, level = self._user_features(q, feats)
+        user, level = self._user_features(q, feats, hist)
         exclude = self.removed | self.catalog.removed | set(user.recent_items)
         model_version: str | None = None
         if not isinstance(cands, Candidates) or not cands.item_ids:
@@ -263,8 +267,9 @@ class Recommender:
             isinstance(feats, FeatureRead)
             and user.n_interactions < self.cfg.cold_start_interactions
         ):
-            # A known user with too little history: the two-tower retrieval score ranks them
-            # better than the ranker, which leans on history they do not have (issue 5).
+            # A known user with too little history: the retrieval score (fused for session
+            # users, candidates.builder) ranks them better than the ranker, which leans on
+            # history they do not have (issue 5's cold-start table; ADR 0046).
             cand_list = cands.head(self.cfg.max_candidates)
             ids, scores = cand_list.item_ids, np.asarray(cand_list.scores, dtype=np.float64)
             model_version = cand_list.model_version or None
@@ -326,11 +331,21 @@ class Recommender:
         served SIMPLE_RANKING for `breaker_reset_s` after every load spike."""
         return not (isinstance(exc, DependencyTimeout) and self.loop_lag() > timeout_s / 4)
 
+    async def _history(self, user_id: str, timeout_s: float) -> list[str]:
+        """The user's last `history_len` items (the ranker's training history); [] when not
+        configured, not stored, or the store fails (Feast's last 10 are used then)."""
+        if self.history is None or self.cfg.history_len <= 0:
+            return []
+        n = self.cfg.history_len
+        read = await self._guarded("history", lambda: self.history.recent(user_id, n), timeout_s)
+        return read if isinstance(read, list) else []
+
     def _user_features(
-        self, q: RecQuery, read: FeatureRead | DependencyError | None
+        self, q: RecQuery, read: FeatureRead | DependencyError | None, history: list[str]
     ) -> tuple[UserFeatures, Level]:
-        """The features to rank with and the level they allow; the session's recent items are
-        appended (newest last) either way."""
+        """The features to rank with and the level they allow; a longer stored history
+        replaces Feast's last 10 items, and the session's recent items are appended (newest
+        last) either way."""
         level: Level = "FULL"
         if isinstance(read, FeatureRead):
             user = read.features
@@ -344,6 +359,12 @@ class Recommender:
         else:
             level = "STALE_FEATURES"  # missing (None) or the store failed: last seen, or none
             user = self.last_features.get(q.user_id) or UserFeatures(user_id=q.user_id)
+        if len(history) > len(user.recent_items):
+            # Feast's items newer than the stored history (its writer may lag) stay at the end.
+            tail = set(history[-len(user.recent_items) :]) if user.recent_items else set()
+            newer = [i for i in user.recent_items if i not in tail]
+            merged = (history + newer)[-self.cfg.history_len :]
+            user = user.model_copy(update={"recent_items": merged})
         if q.recent_item_ids:
             recent = [i for i in user.recent_items if i not in q.recent_item_ids]
             user = user.model_copy(update={"recent_items": recent + list(q.recent_item_ids)})

@@ -53,6 +53,16 @@ class MemoryCandidates(_Faulty):
         return Candidates.of(row) if row is not None else None
 
 
+class MemoryHistory(_Faulty):
+    def __init__(self, rows: dict[str, list[str]] | None = None) -> None:
+        super().__init__("history")
+        self.rows = rows or {}  # oldest first
+
+    async def recent(self, user_id: str, n: int) -> list[str]:
+        await self._enter()
+        return self.rows.get(user_id, [])[-n:]
+
+
 class MemoryPopular(_Faulty):
     def __init__(self, lists: dict[str, list[tuple[str, float]]] | None = None) -> None:
         super().__init__("popular")

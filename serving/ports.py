@@ -9,6 +9,7 @@ dependency fails; "nothing stored" is `None` or an empty result, not an error.
 | --- | --- | --- |
 | `UserFeatureStore` | `serving.feature_store.FeastUserFeatures` | a user's online features |
 | `CandidateStore` | `serving.redis_stores.RedisCandidates` | a user's precomputed candidates |
+| `HistoryStore` | `serving.redis_stores.RedisHistory` | a user's recent items (up to 50) |
 | `PopularStore` | `serving.redis_stores.RedisPopular` | trending list, removed items |
 | `Ranker` | `serving.ranker_adapter.RegistryRanker` | scores for users' candidates |
 """
@@ -82,6 +83,12 @@ class UserFeatureStore(Protocol):
 
 class CandidateStore(Protocol):
     async def read(self, user_id: str) -> Candidates | None: ...
+
+
+class HistoryStore(Protocol):
+    async def recent(self, user_id: str, n: int) -> list[str]:
+        """The user's last `n` items, oldest first ([] when none are stored)."""
+        ...
 
 
 class PopularStore(Protocol):

@@ -20,7 +20,7 @@ from typing_extensions import TypedDict  # pydantic needs this one on Python < 3
 
 from serving.errors import DependencyError
 from serving.ports import Candidates
-from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES
+from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, USER_HISTORY
 
 
 class _Candidate(TypedDict):
@@ -72,6 +72,20 @@ class RedisCandidates:
         return Candidates(
             [c["item_id"] for c in items], [c["score"] for c in items], view["model_version"]
         )
+
+
+class RedisHistory:
+    """`cand:hist:{user_id}` (newest first) -> the last n items, oldest first."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def recent(self, user_id: str, n: int) -> list[str]:
+        try:
+            raw = await self.client.lrange(USER_HISTORY.key(user_id=user_id), 0, n - 1)
+        except (RedisError, OSError) as exc:
+            raise DependencyError("history", f"redis: {exc}") from None
+        return [item.decode() for item in reversed(raw)]
 
 
 class RedisPopular:

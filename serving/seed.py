@@ -9,7 +9,8 @@ Responsibilities:
 - `seed_candidates`: `cand:{user}` as `CandidateList`s of `n` items the user has not rated,
   scored by popularity with a little per-user noise (a stand-in for retrieval);
 - `seed_popular`: the `popular:{window}` zsets;
-- `seed_user_features`: the user's session and long-term rows through Feast's online store.
+- `seed_user_features`: the user's session and long-term rows through Feast's online store,
+  and the longer history (`cand:hist:{user}`) the candidates processor keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from streams import datasets
 from streams.sources.base import RowError
 from streams.sources.movielens import MovieLensInteractions, load_items
 from topics import CatalogItem
-from topics.stores import POPULAR, USER_CANDIDATES, Candidate, CandidateList
+from topics.stores import POPULAR, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
 
 
 @dataclass
@@ -127,3 +128,16 @@ def seed_user_features(settings: Settings, ml: MovieLens, users: list[str]) -> N
     writer = OnlineWriter(settings)
     writer.write("user_session_fv", session)
     writer.write("user_longterm_fv", longterm)
+    # The longer history the candidates processor keeps (`cand:hist:*`, newest first).
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for user_id in users:
+                key = USER_HISTORY.key(user_id=user_id)
+                items = [i for _, i, _ in reversed(ml.history.get(user_id, []))]
+                pipe.delete(key)
+                if items:
+                    pipe.rpush(key, *items[: settings.candidates.history_len])
+            pipe.execute()
+    finally:
+        client.close()

@@ -93,7 +93,7 @@ class ServingWorker:
 
     async def start(self) -> Recommender:
         from serving.impressions import ImpressionPublisher
-        from serving.redis_stores import RedisCandidates, RedisPopular, connect
+        from serving.redis_stores import RedisCandidates, RedisHistory, RedisPopular, connect
 
         s = self.settings
         self.loop = asyncio.get_running_loop()
@@ -133,6 +133,7 @@ class ServingWorker:
             self.metrics,
             impressions,
             loop_lag=self.lag.now,
+            history=RedisHistory(client),
         )
         if s.serving.explain:
             rec = self.recommender

@@ -6,6 +6,7 @@ and readers (serving) import it instead of spelling key strings.
 | key | type | written by | read by |
 | --- | --- | --- | --- |
 | `cand:{user_id}` | string, JSON `CandidateList` | candidates processor | serving |
+| `cand:hist:{user_id}` | list, item ids newest first | candidates processor | serving (history) |
 | `popular:{window}` | zset item_id -> score | trending processor | serving (POPULAR), candidates |
 | `catalog:removed` | set of item ids | content pipeline, invalidation | serving (filters at once) |
 | `content:hash` | hash item_id -> content hash | content pipeline | content pipeline |
@@ -29,7 +30,7 @@ class StoreKey(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     pattern: str
-    redis_type: Literal["string", "zset", "set", "hash"]
+    redis_type: Literal["string", "zset", "set", "hash", "list"]
     schema_: type[BaseModel] | None = Field(None, alias="schema")
     ttl_s: int | None = None
     description: str
@@ -60,6 +61,13 @@ USER_CANDIDATES = StoreKey(
     schema=CandidateList,
     ttl_s=7 * 24 * 3600,
     description="a user's precomputed candidates (up to 500), best first",
+)
+
+USER_HISTORY = StoreKey(
+    pattern="cand:hist:{user_id}",
+    redis_type="list",
+    description="a user's recent item ids, newest first, at most candidates.history_len (50): "
+    "the history the ranker was trained on (Feast's session view keeps the last 10)",
 )
 
 POPULAR = StoreKey(

@@ -10,7 +10,13 @@ from models.features import UserFeatures
 from serving.core import Recommender
 from serving.errors import DependencyError
 from serving.item_catalog import ItemCatalog
-from serving.memory import MemoryCandidates, MemoryFeatures, MemoryPopular, TableRanker
+from serving.memory import (
+    MemoryCandidates,
+    MemoryFeatures,
+    MemoryHistory,
+    MemoryPopular,
+    TableRanker,
+)
 from serving.ports import FeatureRead
 from serving.schemas import RecQuery
 from topics import CatalogItem
@@ -53,8 +59,11 @@ class Harness:
         # The stand-in ranker prefers higher ids: distinguishable from retrieval order.
         self.ranker = TableRanker(lambda u, i: float(i))
         self.model_on = True
+        self.history = MemoryHistory()
+        self.ranked: list = []  # the RankInputs the model saw
 
         def rank(batch):
+            self.ranked.extend(batch)
             if not self.model_on:
                 from serving.errors import ModelUnavailable
 
@@ -62,7 +71,15 @@ class Harness:
             return [(s, self.ranker.version) for s in self.ranker.score(batch)]
 
         settings = ServingSettings(**{"cache_ttl_s": 0.0, "breaker_failures": 100, **cfg})
-        self.core = Recommender(settings, self.features, self.cands, self.popular, rank, catalog())
+        self.core = Recommender(
+            settings,
+            self.features,
+            self.cands,
+            self.popular,
+            rank,
+            catalog(),
+            history=self.history,
+        )
 
     async def ask(self, user="u1", k=10, **kw):
         q = RecQuery(request_id=kw.pop("rid", "r1"), user_id=user, k=k, **kw)
@@ -87,7 +104,7 @@ async def test_full_answer_is_ranked_by_the_model_and_drops_seen_items(h):
     assert max(genres.count(g) for g in GENRES) <= 4  # 40% genre cap
 
 
-async def test_a_user_with_little_history_is_ranked_by_the_two_tower_score(h):
+async def test_a_user_with_little_history_is_ranked_by_the_retrieval_score(h):
     h.features.rows["new"] = FeatureRead(
         UserFeatures(user_id="new", recent_items=["7"], n_interactions=1), datetime.now(UTC)
     )
@@ -99,6 +116,22 @@ async def test_a_user_with_little_history_is_ranked_by_the_two_tower_score(h):
     # diversity: two of each genre at most in five).
     assert [i.item_id for i in r.items] == ["10", "11", "12", "13", "14"]
     assert len(h.ranker.batches) == batches  # the ranker was not asked
+
+
+async def test_the_ranker_sees_the_stored_history_with_newer_feast_items_after_it(h):
+    # Feast keeps the last 10 items; the stored history (the ranker's training length) is
+    # longer but its writer lags: Feast's newest item ("2") is kept at the end.
+    h.history.rows["u1"] = [str(i) for i in range(30, 60)] + ["1"]
+    await h.ask(rid="h1", recent_item_ids=("5",))
+    seen = h.ranked[-1].user.recent_items
+    assert seen == [str(i) for i in range(30, 60)] + ["1", "2", "5"]
+
+
+async def test_a_failing_history_store_falls_back_to_feast_items(h):
+    h.history.fail = True
+    r = await h.ask(rid="h2")
+    assert r.level == "FULL"
+    assert h.ranked[-1].user.recent_items == ["1", "2"]
 
 
 async def test_missing_features_degrade_to_stale(h):
