@@ -5,7 +5,8 @@
 On a fresh stack of its own, with one `streamrec worker session-features` process:
 - throughput: a backlog of `--backlog` events is produced first, then the worker is timed
   from its first accepted event to its last (events/s one worker sustains, Feast writes and
-  changelog included);
+  changelog included), and its CPU time per event is read from /proc (a figure that, unlike
+  events/s, hardly depends on what else the machine runs);
 - freshness at `--rate` events/s (default 2,000) and at 90% of the measured maximum, each for
   `--seconds`: every 10th event is a probe; a reader polls Feast's `get_online_features`
   for the probes' users and records, per probe, the time from `produce()` to the moment its
@@ -20,6 +21,7 @@ import argparse
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from benchmarks.common import bench_stack, machine
 from features.freshness import group_lag, measure_freshness
@@ -53,23 +55,36 @@ def accepted(settings: Settings, group: str) -> int:
     return int(redis.Redis.from_url(settings.redis_url).hget(stats_key(group), "accepted") or 0)
 
 
-def throughput(settings: Settings, group: str, items: list[str], backlog: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(
+    settings: Settings, group: str, items: list[str], backlog: int, pid: int
+) -> tuple[float, float]:
+    """(events/s, worker CPU microseconds per event) while the worker drains a backlog.
+
+    The CPU cost per event hardly depends on what else runs on the machine; events/s does.
+    """
     base = accepted(settings, group)
     producer = bulk_producer(settings)
     now = ts_ms(time.time())
     for n in range(backlog):
         produce_event(producer, EVENTS_INTERACTIONS, _event(n, "tp", items, now + n))
     flush(producer)
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, float] | None = None
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         seen = accepted(settings, group) - base
         t = time.perf_counter()
         if seen and first is None:
-            first = (t, seen)
+            first = (t, seen, cpu_seconds(pid))
         if seen >= backlog:
             assert first is not None
-            return (seen - first[1]) / (t - first[0])
+            n = seen - first[1]
+            return n / (t - first[0]), (cpu_seconds(pid) - first[2]) / n * 1e6
         time.sleep(0.05)  # polling the worker's counter until the backlog is consumed
     raise RuntimeError("the worker did not consume the backlog in 600 s")
 
@@ -110,8 +125,13 @@ def main() -> None:
         group = "bench-session"
         with WorkerProcess(settings, "session-features", group) as worker:
             warm_up(settings, group, items, worker)
-            tp = throughput(settings, group, items, args.backlog)
-            print(f"throughput: {tp:,.0f} events/s (one worker, backlog {args.backlog:,})")
+            assert worker.proc is not None
+            tp, cpu_us = throughput(settings, group, items, args.backlog, worker.proc.pid)
+            print(
+                f"throughput: {tp:,.0f} events/s (one worker, backlog {args.backlog:,}); "
+                f"worker CPU {cpu_us:,.0f} us per event (at most {1e6 / cpu_us:,.0f} events/s "
+                "on one idle core)"
+            )
             for label, rate in (("target", args.rate), ("90% of max", 0.9 * tp)):
                 wait_caught_up(settings, group)
                 fr = measure_freshness(settings, items, rate, args.seconds)

@@ -5,17 +5,18 @@ Responsibilities:
   join key and `event_timestamp` in epoch ms) into the online store in Feast's Redis layout
   (the one `RedisOnlineStore` writes and reads: one hash per entity key, `_ts:<view>` and
   mmh3("<view>:<feature>") fields holding protos), so readers see them through
-  `get_online_features`; every view of one entity in one HSET, two pipelined round trips
-  per batch; a row older than the stored one is skipped;
+  `get_online_features`; every view of one entity in one HSET, one pipelined round trip
+  per batch (two with the stored-timestamp check, `skip_dedup: false` in Feast's config);
 - `write_many_async`: the same off the event loop (a thread), so a Faust worker keeps
   consuming;
 - `frame`: rows as the DataFrame Feast's offline side wants (the backfill's Parquet).
 
 Why not Feast's writers: `FeatureStore.write_to_online_store(view, DataFrame)` costs ~8 ms
-per call and ~200 us per row here (2 cores); `RedisOnlineStore.online_write_batch` ~1.5 ms
-per call and ~40 us per row and view (docs/adr/0021), one HMGET and one HSET per row and
-view, and it skips a row whose event time equals the stored one, which loses a session
-update whose newest event shares its second with the previous batch's (ML-100K has many).
+per call and ~200 us per row here (2 cores); `RedisOnlineStore.online_write_batch` writes
+one HSET per row and view and hashes every field name of every row; for the session
+worker's two views this writer takes about half its time (docs/adr/0027). With the check
+on, Feast's writer also skips a row whose event time equals the stored one (a session
+update whose newest event shares its second with the previous one); this one writes it.
 Errors from Redis become `FeatureStoreError`.
 """
 
@@ -120,6 +121,7 @@ class OnlineWriter:
                 f"feature views not registered (features apply?): {exc}"
             ) from exc
         self.redis = redis.Redis.from_url(settings.redis_url)
+        self.skip_dedup = bool(getattr(config.online_store, "skip_dedup", False))
         self.rows_written = 0
         self.rows_skipped = 0
 
@@ -131,7 +133,7 @@ class OnlineWriter:
         self.write_many({view: rows})
 
     def write_many(
-        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool = True
+        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool | None = None
     ) -> None:
         """All views' rows, one HSET per entity with the fields of every view.
 
@@ -139,7 +141,10 @@ class OnlineWriter:
         skipped (a row of the same event time is newer state and is written; Feast's own
         writer would skip it). Without it (one round trip) every row is written: for a writer
         that owns its entities and only ever writes their newest state (the session worker).
+        `None`: as Feast's config says (`skip_dedup`).
         """
+        if check_stored is None:
+            check_stored = not self.skip_dedup
         # entity key -> [(encoder, row, nanos, ts bytes)]
         entities: dict[bytes, list[tuple[_ViewEncoder, dict[str, Any], int, bytes]]] = {}
         keys: dict[tuple[str, str], bytes] = {}  # both user views share the entity's key
@@ -192,7 +197,7 @@ class OnlineWriter:
         await asyncio.to_thread(self.write, view, rows)
 
     async def write_many_async(
-        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool = True
+        self, by_view: dict[str, Sequence[dict[str, Any]]], check_stored: bool | None = None
     ) -> None:
         """Several views in one hop to the thread (one thread switch per batch, not per view)."""
         await asyncio.to_thread(self.write_many, by_view, check_stored)

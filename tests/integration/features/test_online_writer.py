@@ -66,16 +66,26 @@ def test_rows_of_two_views_are_read_back_through_feast(writer, unique):
         assert row.mean_rating == pytest.approx(3.25)
 
 
-def test_same_event_time_overwrites_and_an_older_row_is_skipped(writer, unique):
+def test_with_the_check_same_event_time_overwrites_and_an_older_row_is_skipped(writer, unique):
     settings, w = writer
     user = f"{unique}-same"
     ts = 1_700_000_100_000
-    w.write("user_session_fv", [_session(user, ts, ["a"], 1)])
+    w.write_many({"user_session_fv": [_session(user, ts, ["a"], 1)]}, check_stored=True)
     # A later batch whose newest event shares the second: newer state, same event time.
-    w.write("user_session_fv", [_session(user, ts, ["a", "b"], 2)])
+    w.write_many({"user_session_fv": [_session(user, ts, ["a", "b"], 2)]}, check_stored=True)
     assert OnlineFeatures(settings).get_user_features([user])[user].session_interactions == 2
     skipped = w.rows_skipped
-    w.write("user_session_fv", [_session(user, ts - 1, ["old"], 9)])
+    w.write_many({"user_session_fv": [_session(user, ts - 1, ["old"], 9)]}, check_stored=True)
     row = OnlineFeatures(settings).get_user_features([user])[user]
     assert (row.session_interactions, row.last_items) == (2, ["a", "b"])
     assert w.rows_skipped == skipped + 1
+
+
+def test_without_the_check_every_row_is_written(writer, unique):
+    settings, w = writer
+    user = f"{unique}-nocheck"
+    ts = 1_700_000_200_000
+    w.write_many({"user_session_fv": [_session(user, ts, ["a"], 1)]}, check_stored=False)
+    w.write_many({"user_session_fv": [_session(user, ts - 5, ["b"], 3)]}, check_stored=False)
+    row = OnlineFeatures(settings).get_user_features([user])[user]
+    assert (row.session_interactions, row.last_items) == (3, ["b"])
