@@ -85,6 +85,13 @@ class GuardedConsumer(faust_aiokafka.Consumer):
                 self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
                 yield tp, to_message(tp, record)
 
+    async def _skip(self, tp: TP, message: Message) -> bool:
+        """Whether to leave this record undelivered (hook; `NoGapConsumer`)."""
+        return False
+
+    def _delivered(self, tp: TP, offset: int) -> None:
+        """Called after a record was handed to the streams (hook; `NoGapConsumer`)."""
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see module doc
         """faust's fetcher loop, plus: a record held up (by a commit) until a rebalance is
         over is not delivered and does not move the partition's read offset."""
@@ -113,6 +120,8 @@ class GuardedConsumer(faust_aiokafka.Consumer):
                     if self._stale():
                         await self._drop_stale("a record held up by a commit")
                         break
+                    if await self._skip(tp, message):
+                        continue
                     offset = message.offset
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
@@ -125,6 +134,7 @@ class GuardedConsumer(faust_aiokafka.Consumer):
                             # is read next, not this record.
                             break
                         set_read_offset(tp, offset)
+                        self._delivered(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -143,19 +153,64 @@ class GuardedTransport(faust_aiokafka.Transport):
 
 
 class NoGapConsumer(GuardedConsumer):
-    """A `GuardedConsumer` that never takes a jump in offsets for records to skip.
+    """A `GuardedConsumer` that never skips records of a topic it acks.
 
     faust marks the offsets between the last record read and a later one as done (meant
-    for compacted topics and transaction markers). Our topics have neither, so a jump means
-    records were lost in flight, and marking them done commits past them (features lost in
-    the scale-out test). Here the jump is left open: the commit stops short of it, and the
-    `StallWatchdog` seeks back so the records are read again.
+    for compacted topics and transaction markers). Our event topics have neither, so a jump
+    means the fetch position was ahead of what was read (seen right after a rebalance, on
+    every partition), and marking the records done commits past them: features lost. Here a
+    record past the next expected offset is not delivered; the partition is sought back to
+    its committed offset (at least once: what was read and not committed comes again) and
+    read on from there at once, so the skipped events are not held back long enough to
+    count as too late. Changelog topics (compacted) are left to faust.
     """
 
-    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+    def _expected(self) -> dict[TP, int]:
+        try:
+            return self.__expected  # type: ignore[has-type]
+        except AttributeError:
+            self.__expected: dict[TP, int] = {}
+            self.__rewound: set[TP] = set()
+            return self.__expected
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        expected = self._expected()
+        expected.clear()
+        self.__rewound.clear()
+        expected.update({tp: off for tp, off in self._committed_offset.items() if off is not None})
+
+    async def _skip(self, tp: TP, message: Message) -> bool:
+        expected = self._expected().get(tp)
+        if expected is None or message.offset <= expected:
+            return False
+        if tp.topic in cast(Any, self.app).tables.changelog_topics:
+            return False
+        if not self.app.topics.acks_enabled_for(message.topic):
+            return False
+        if tp in self.__rewound:
+            return True  # the rest of a batch fetched before the seek below
+        committed = self._committed_offset.get(tp)
+        target = expected if committed is None else min(committed, expected)
         log.warning(
-            "rebalance guard: offsets %d..%d of %s were not read", offset_from, offset_to - 1, tp
+            "rebalance guard: %s jumped from %d to %d; seeking back to %d",
+            tp,
+            expected,
+            message.offset,
+            target,
         )
+        await self.seek(tp, target)
+        self.__expected[tp] = target
+        self.__rewound.add(tp)
+        return True
+
+    def _delivered(self, tp: TP, offset: int) -> None:
+        self._expected()[tp] = offset + 1
+        self.__rewound.discard(tp)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        # Not reached for our event topics (`_skip` comes first); never mark records done.
+        log.warning("rebalance guard: offsets %d..%d of %s unread", offset_from, offset_to - 1, tp)
 
 
 class StallWatchdog:
