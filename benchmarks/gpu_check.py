@@ -2,12 +2,16 @@
 
     python -m benchmarks.gpu_check embed [--repeat 12]
     python -m benchmarks.gpu_check train
+    python -m benchmarks.gpu_check serve [--requests 4000 --concurrency 64]
 
 Needs no stack (Kafka, Redis), so it runs on a lent GPU machine with only the model
 dependencies. `embed`: items/s of the content embedder (all-MiniLM-L6-v2) over the ML-100K
 catalog texts, cuda (fp16) vs CPU. `train`: ML-100K training time of the two-tower and the
 DCN-V2 ranker with the full metric table, then the ranker's inference speed on 500
-candidates, cuda vs CPU.
+candidates, cuda vs CPU. `serve`: the serving core itself (`serving.core.Recommender`: the
+micro-batcher, the deadlines, re-ranking) with the ML-100K users' features, 50-item
+histories and 500 candidates held in memory (`serving.memory`, no Redis), ranking on cuda
+and on the CPU: answers/s and latency at a fixed concurrency, and the answers' levels.
 """
 
 from __future__ import annotations
@@ -65,9 +69,106 @@ def train_and_rank(settings: Settings) -> None:
             print(f"  ranker on cuda, batched 256x500: {per_s:,.0f} candidates/s")
 
 
+def serve_core(settings: Settings, requests: int, concurrency: int) -> None:
+    import asyncio
+
+    import numpy as np
+    import torch
+
+    from models.features import UserFeatures
+    from models.ranker import RankerModel
+    from models.train import train
+    from serving.core import Recommender
+    from serving.item_catalog import ItemCatalog
+    from serving.memory import MemoryCandidates, MemoryFeatures, MemoryHistory, MemoryPopular
+    from serving.ports import FeatureRead
+    from serving.schemas import RecQuery
+    from serving.seed import MovieLens, candidate_list
+
+    ml = MovieLens.load(settings)
+    path = train(settings, device="cuda" if torch.cuda.is_available() else "cpu").ranker.path
+    users = ml.users
+    feats = {}
+    for u in users:
+        hist = [i for _, i, _ in ml.history[u]]
+        feats[u] = FeatureRead(
+            UserFeatures(user_id=u, recent_items=hist[-10:], n_interactions=len(hist))
+        )
+    history = {u: [i for _, i, _ in ml.history[u]][-50:] for u in users}
+    cands = {u: candidate_list(ml, u, 500) for u in users}
+    top = sorted(ml.popularity.items(), key=lambda kv: -kv[1])[:500]
+    catalog = ItemCatalog()
+    for item in ml.items:
+        catalog.apply(item)
+
+    async def run(device: str) -> None:
+        model = RankerModel.load(path, device)
+
+        def rank(batch):
+            scores = model.score_batch([b.user for b in batch], [b.item_ids for b in batch])
+            return [(s, "v1") for s in scores]
+
+        cfg = settings.serving.model_copy(
+            # Generous budget and breaker: this measures the ranking path, not the fallbacks.
+            update={
+                "cache_ttl_s": 0.0,
+                "request_budget_ms": 5000,
+                "max_in_flight": 256,
+                "breaker_failures": 10_000,
+            }
+        )
+        core = Recommender(
+            cfg,
+            MemoryFeatures(feats),
+            MemoryCandidates(cands),
+            MemoryPopular({cfg.popular_window: [(i, float(c)) for i, c in top]}),
+            rank,
+            catalog,
+            history=MemoryHistory(history),
+        )
+        await core.start()
+        sem = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
+        levels: dict[str, int] = {}
+
+        async def one(n: int) -> None:
+            async with sem:
+                q = RecQuery(
+                    request_id=f"r{n}", user_id=users[n % len(users)], k=20, budget_ms=5000
+                )
+                answer = await core.recommend(q)
+                latencies.append(answer.latency_ms)
+                levels[answer.level] = levels.get(answer.level, 0) + 1
+
+        await asyncio.gather(*(one(n) for n in range(min(500, requests))))  # warm-up
+        latencies.clear()
+        levels.clear()
+        batches = core.batcher.batches
+        t = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(requests)))
+        wall = time.perf_counter() - t
+        ran = core.batcher.batches - batches
+        await core.stop()
+        p50, p99 = np.percentile(latencies, [50, 99])
+        print(
+            f"serving core on {device}: {requests / wall:,.0f} answers/s at concurrency "
+            f"{concurrency} ({requests} requests x 500 candidates); latency p50 {p50:.1f} ms, "
+            f"p99 {p99:.1f} ms; levels {levels}; mean batch {requests / max(1, ran):.1f}"
+        )
+        for metric in core.metrics.dependency_errors.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    print(f"  dependency errors {sample.labels}: {sample.value:.0f}")
+
+    for device in ("cuda", "cpu") if torch.cuda.is_available() else ("cpu",):
+        asyncio.run(run(device))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["embed", "train"])
+    parser.add_argument("part", choices=["embed", "train", "serve"])
+    parser.add_argument("--requests", type=int, default=4000, help="serve: requests answered")
+    parser.add_argument("--concurrency", type=int, default=64, help="serve: requests at once")
     parser.add_argument("--repeat", type=int, default=12, help="catalog copies embedded on cuda")
     args = parser.parse_args()
     settings = Settings()
@@ -80,6 +181,8 @@ def main() -> None:
     )
     if args.part == "embed":
         embed(settings, args.repeat)
+    elif args.part == "serve":
+        serve_core(settings, args.requests, args.concurrency)
     else:
         train_and_rank(settings)
 
