@@ -93,6 +93,20 @@ def table(results: list[ModeResult], refresh_rate: float) -> str:
         "peak 3 s mean against the steady phase's own peak 3 s mean: viral / promotion",
         [_against_steady_peak(r) for r in results],
     )
+
+    def split(r: ModeResult) -> str:
+        a = r.amplification
+        if "viral_refreshing_mean" not in a or "viral_after_peak_smooth" not in a:
+            return "n/a"
+        return (
+            f"{a['viral_refreshing_mean']:.2f}x / {a['viral_refreshing_peak_smooth']:.2f}x; "
+            f"{a['viral_after_mean']:.2f}x / {a['viral_after_peak_smooth']:.2f}x"
+        )
+
+    row(
+        "viral phase, seconds with the item's commands: mean / peak 3 s; the rest: same",
+        [split(r) for r in results],
+    )
     row(
         "same measure on the steady phase itself: the noise floor",
         [
@@ -136,6 +150,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=250.0, help="requests/s")
     parser.add_argument("--ttl", type=float, default=5.0, help="response cache TTL, s")
+    parser.add_argument(
+        "--ttl-jitter",
+        type=float,
+        default=0.0,
+        help="each cache entry lives TTL x (1 +- this); 0 (default) keeps the cold start's "
+        "users expiring together every TTL",
+    )
     parser.add_argument("--refresh-rate", type=float, default=8.0, help="commands/s bound")
     parser.add_argument(
         "--refresh-burst",
@@ -182,13 +203,14 @@ def main() -> None:
                     steady_s=args.steady,
                     viral_s=args.viral,
                     promotion_s=args.promotion,
+                    ttl_jitter=args.ttl_jitter,
                 )
             )
     print()
     print(f"Machine: {machine()}")
     print(
         f"Load: {args.rate:g} requests/s, Zipf(1.0) over 943 users, response cache TTL "
-        f"{args.ttl:g} s; candidates: top-100 by content"
+        f"{args.ttl:g} s (jitter +-{args.ttl_jitter:g}); candidates: top-100 by content"
     )
     print()
     print(table(results, args.refresh_rate))

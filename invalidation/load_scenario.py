@@ -178,10 +178,20 @@ class ReadPath:
     """Response cache -> `cand:{user}` -> computations on misses; counts everything per second."""
 
     def __init__(
-        self, settings: Settings, cfg: InvalidationSettings, world: World, ttl_s: float, k: int
+        self,
+        settings: Settings,
+        cfg: InvalidationSettings,
+        world: World,
+        ttl_s: float,
+        k: int,
+        ttl_jitter: float = 0.0,
     ) -> None:
         self.store = redis.Redis.from_url(settings.redis_url)
         self.ttl_s = ttl_s
+        # Each entry lives ttl * (1 +- jitter): with 0, users first served together (the
+        # cold start) keep expiring together every TTL, a herd that echoes through the run.
+        self.ttl_jitter = ttl_jitter
+        self.rng = np.random.default_rng(7)
         self.k = k
         self.model = TasteModel(cfg)
         self.lock = threading.Lock()  # the load loop and the refresh thread share the model
@@ -246,7 +256,8 @@ class ReadPath:
         ranked = sorted(cand.items, key=lambda c: c.score, reverse=True)[:10]  # the ranking
         self.count("rank")
         self.count("miss")
-        self.cache[user_id] = (now + self.ttl_s, [c.item_id for c in ranked])
+        ttl = self.ttl_s * (1.0 + self.ttl_jitter * self.rng.uniform(-1.0, 1.0))
+        self.cache[user_id] = (now + ttl, [c.item_id for c in ranked])
         return False
 
 
@@ -355,6 +366,7 @@ def run_mode(
     template: CatalogItem = VIRAL_TEMPLATE,
     log: Callable[[str], None] = print,
     end_when_reached: bool = False,
+    ttl_jitter: float = 0.0,
 ) -> ModeResult:
     """One mode: start its worker, seed candidates, load, inject, measure; stop the worker.
 
@@ -363,7 +375,7 @@ def run_mode(
     `viral_s` is then its longest."""
     cfg = settings.invalidation.model_copy(update={"mode": mode})
     settings = settings.with_overrides(invalidation={"mode": mode})
-    path = ReadPath(settings, cfg, world, ttl_s, cfg.neighbour_rank)
+    path = ReadPath(settings, cfg, world, ttl_s, cfg.neighbour_rank, ttl_jitter)
     path.seed(world.users_by_activity)
     # The candidates processor announces lists; the invalidation worker reads them back.
     producer = bulk_producer(settings)
@@ -560,6 +572,24 @@ def _summarise(
         if len(reached) == len(affected):
             result.reach_s = waits[-1]
     result.promotion_users = len(world.users_by_activity)
+    viral = next(p for p in phases if p.name == "viral")
+    if affected and steady_comp:
+        # The viral phase split where the item's last command arrived: the seconds that carry
+        # refreshes, and the rest, which shows the same statistic's noise with none.
+        cut = min(int(max(affected.values())) - sec0 + 1, viral.end)
+        for part, span in (
+            ("refreshing", (viral.start, cut)),
+            ("after", (cut + SMOOTH_S, viral.end)),
+        ):
+            rs = [by_t[t] for t in range(*span) if t in by_t]
+            if len(rs) >= SMOOTH_S:
+                c = result.computations
+                c[f"viral_{part}_mean"] = float(np.mean([r["computations"] for r in rs]))
+                c[f"viral_{part}_peak_smooth"] = float(max(r["computations_smooth"] for r in rs))
+                for stat in ("mean", "peak_smooth"):
+                    result.amplification[f"viral_{part}_{stat}"] = (
+                        c[f"viral_{part}_{stat}"] / steady_comp
+                    )
     for window in (1, SMOOTH_S):
         result.max_refreshes[f"{window}s"] = max_in_any_window(applier.issued_s, window)
         result.max_refreshes[f"{window}s_bound"] = max_commands(cfg, window)
