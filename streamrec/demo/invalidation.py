@@ -109,6 +109,12 @@ def viral_item(ctx: DemoContext) -> None:
         f"{r.computations['steady_mean']:.0f}, {r.computations['viral_peak_smooth']:.0f} "
         f"({r.amplification['viral']:.2f}x)",
     )
+    if "viral_refreshing_mean" in r.amplification:
+        table.add_row(
+            "computations/s while the film's refreshes ran: mean",
+            f"{r.computations['viral_refreshing_mean']:.0f} "
+            f"({r.amplification['viral_refreshing_mean']:.2f}x)",
+        )
     table.add_row(
         "refresh commands in the busiest 1 s / 3 s (bound)",
         f"{r.max_refreshes['1s']} / {r.max_refreshes['3s']} "
