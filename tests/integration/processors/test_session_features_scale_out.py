@@ -15,17 +15,6 @@ from topics import EVENTS_INTERACTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# Known failure (see the issue 4 report, docs/adr/0025): after B leaves, A is assigned all six
-# partitions, its table recovery logs "Recovery complete ... Worker ready", and then it may
-# consume nothing more (~250 of 20,000 events never seen, committed offsets short of the
-# end), as in faust-streaming's reported stalls after rebalances (#175). One run of the same
-# scenario with stream_wait_empty=True passed (20,000 accepted); this test still stalled with
-# it. A restarted worker (the kill test) recovers fine. Kept running: a fix shows as XPASS.
-STALL = pytest.mark.xfail(
-    reason="faust consumer may stall after the rebalance that follows a member leaving",
-    strict=False,
-)
-
 N = 20_000
 GROUP = "t-session-scale"
 
@@ -57,7 +46,6 @@ def _worker(settings, instance: str) -> WorkerProcess:
     return w
 
 
-@STALL
 def test_two_workers_share_partitions_and_one_takes_over_from_the_other(isolated_stack, ml100k):
     settings = isolated_stack
     genres = prepare(settings, ml100k)
