@@ -100,6 +100,12 @@ def plan(messages: Iterable[tuple[object, bytes | None]]) -> Plan:
     return out
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 class ContentPipeline:
     """The pipeline's state and steps; the Faust agent feeds it buffers."""
 
@@ -130,7 +136,11 @@ class ContentPipeline:
         self.embedder = await loop.run_in_executor(self.model_thread, self._load)
         await self.store.hset(
             self.stats,
-            mapping={"model_version": self.embedder.model_version, "device": self.embedder.device},
+            mapping={
+                "model_version": self.embedder.model_version,
+                "device": self.embedder.device,
+                "torch_threads": await loop.run_in_executor(self.model_thread, _torch_threads),
+            },
         )
         return self.embedder
 
