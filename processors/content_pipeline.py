@@ -19,7 +19,7 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
 Why one model call per buffer and not one per batch of 64 (ADR 0014): sentence-transformers
 sorts the texts of a call by length before batching, so each batch is padded to the length
 of texts like it; 64 texts taken in popularity order are padded to the longest of them,
-which cost 37% more tokens on the benchmark catalog and most of the gap to the bare model.
+which cost 37% more tokens on the benchmark catalog (the figures are in ADR 0014).
 The model runs on one dedicated thread (torch releases the GIL, so the event loop keeps
 fetching and heartbeating), always the same one so torch keeps one OpenMP team, and it is
 warmed up at load so the first buffer of a backlog does not pay for kernel set-up.
