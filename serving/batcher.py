@@ -39,6 +39,8 @@ class MicroBatcher(Generic[T, R]):
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="ranker")
         self.task: asyncio.Task[None] | None = None
         self.batches = 0
+        self.running_since: float | None = None  # when the batch now running started
+        self.last_item_s = 0.0  # the last finished batch's time per request in it
 
     def start(self) -> None:
         self.queue = asyncio.Queue()
@@ -51,6 +53,16 @@ class MicroBatcher(Generic[T, R]):
                 await self.task
             self.task = None
         self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def slow(self, limit_s: float) -> bool:
+        """Whether the model itself is slower than `limit_s`: its last batch took longer per
+        request, or the batch running now has taken longer in all (a hung model). Otherwise a
+        caller that gave up waited in the queue behind busy batches: overload, not a model
+        failure (a batch of 32 taking 80 ms is a healthy model under load)."""
+        running = self.running_since
+        return self.last_item_s > limit_s or (
+            running is not None and time.monotonic() - running > limit_s
+        )
 
     async def submit(self, item: T) -> R:
         if self.queue is None:
@@ -86,6 +98,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             items = [item for item, _ in batch]
             t0 = time.perf_counter()
+            self.running_since = time.monotonic()
             try:
                 results = await loop.run_in_executor(self.executor, self.run_batch, items)
             except Exception as exc:  # the batch failed: each caller decides (fallback)
@@ -93,6 +106,9 @@ class MicroBatcher(Generic[T, R]):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            finally:
+                self.running_since = None
+                self.last_item_s = (time.perf_counter() - t0) / len(items)
             self.batches += 1
             if self.on_batch is not None:
                 self.on_batch(len(items), time.perf_counter() - t0)

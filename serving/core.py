@@ -326,10 +326,21 @@ class Recommender:
 
     def _dependency_at_fault(self, exc: DependencyError, timeout_s: float) -> bool:
         """A timeout while this worker's own event loop ran late (lag past a quarter of the
-        timeout) is the worker's overload, not the dependency's failure: the breaker does not
-        count it. Otherwise a CPU-starved worker opened its model and feature breakers and
-        served SIMPLE_RANKING for `breaker_reset_s` after every load spike."""
-        return not (isinstance(exc, DependencyTimeout) and self.loop_lag() > timeout_s / 4)
+        timeout), or while waiting for the ranker behind other requests, is the worker's
+        overload, not the dependency's failure: the breaker does not count it. Otherwise an
+        overloaded worker opened its model and feature breakers and served SIMPLE_RANKING to
+        everyone for `breaker_reset_s` after every load spike."""
+        if not isinstance(exc, DependencyTimeout):
+            return True
+        if self.loop_lag() > timeout_s / 4:
+            return False
+        # The model's requests wait in the batcher's queue first: a timeout there is the
+        # worker's overload (answered at SIMPLE_RANKING); only a slow or hung model itself
+        # opens its breaker, or every request would fall back while it could rank most.
+        # A request that reached the model late has a short timeout left: judge the model by
+        # half the request's budget at least.
+        limit_s = max(timeout_s, self.cfg.request_budget_ms / 2000.0)
+        return exc.dependency != "model" or self.batcher.slow(limit_s)
 
     async def _history(self, user_id: str, timeout_s: float) -> list[str]:
         """The user's last `history_len` items (the ranker's training history); [] when not

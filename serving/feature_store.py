@@ -1,9 +1,10 @@
-"""User features through Feast (issue 4's online reader), behind `serving.ports.UserFeatureStore`.
+"""User features from Feast's online store, behind `serving.ports.UserFeatureStore`.
 
 Responsibilities:
-- read ONE entity (the user) per request through `features.online.OnlineFeatures` on a small
-  thread pool of its own (Feast's client is synchronous; a hung call occupies one of these
-  threads, never the event loop, and the request's deadline still holds);
+- read ONE entity (the user) per request with `features.user_reader.UserFeatureReader`: one
+  HMGET on the worker's asyncio Redis client in Feast's layout, decoded with Feast's own
+  value conversion (the SDK's `get_online_features` cost ~4-5 ms of CPU per call on the hot
+  path: ADR 0045); the request's deadline bounds it like any other read;
 - map issue 4's `UserFeatures` to the models' `UserFeatures` (recent items oldest first,
   interaction count, mean rating) with the time of the user's last event;
 - translate Feast and Redis errors into `DependencyError("features")`; a user Feast does not
@@ -13,9 +14,13 @@ Responsibilities:
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+import time
 from datetime import UTC, datetime
 
+import redis.asyncio as aioredis
+
+from features.errors import FeatureError
+from features.user_reader import UserFeatureReader
 from infra.settings import Settings
 from models.features import UserFeatures
 from serving.errors import DependencyError
@@ -23,23 +28,42 @@ from serving.ports import FeatureRead
 
 
 class FeastUserFeatures:
-    def __init__(self, settings: Settings, threads: int = 4) -> None:
-        from features.online import OnlineFeatures
-
-        self.reader = OnlineFeatures(settings)
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="feast")
+    def __init__(self, settings: Settings, client: aioredis.Redis, retry_s: float = 5.0) -> None:
+        self.settings = settings
+        self.client = client
+        self.retry_s = retry_s
+        self.reader: UserFeatureReader | None = None
+        self._next_try = 0.0
+        self._opening: asyncio.Lock | None = None
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing of its own to close: the Redis client is the worker's."""
 
-    def _read(self, user_id: str) -> FeatureRead | None:
-        from features.errors import FeatureError
+    async def _reader(self) -> UserFeatureReader:
+        """The reader, opened on a thread (Feast loads its registry, ~0.2 s) at the first read
+        and, while the feature service is not registered (`features apply` not run yet), tried
+        again every `retry_s`: serving starts and answers (STALE_FEATURES) meanwhile."""
+        if self.reader is not None:
+            return self.reader
+        self._opening = self._opening or asyncio.Lock()
+        async with self._opening:
+            if self.reader is None:
+                if time.monotonic() < self._next_try:
+                    raise DependencyError("features", "feature service not registered yet")
+                try:
+                    self.reader = await asyncio.to_thread(UserFeatureReader, self.settings)
+                except FeatureError as exc:
+                    self._next_try = time.monotonic() + self.retry_s
+                    raise DependencyError("features", str(exc)) from None
+        return self.reader
 
+    async def read(self, user_id: str) -> FeatureRead | None:
+        reader = await self._reader()
         try:
-            row = self.reader.get_user_features([user_id]).get(user_id)
+            row = await reader.read(self.client, user_id)
         except FeatureError as exc:
             raise DependencyError("features", str(exc)) from None
-        if row is None or not row.found:
+        if not row.found:
             return None
         n = row.total_interactions
         updated = (
@@ -54,10 +78,3 @@ class FeastUserFeatures:
             ),
             updated_at=updated,
         )
-
-    async def read(self, user_id: str) -> FeatureRead | None:
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self.pool, self._read, user_id)
-        except RuntimeError as exc:  # the pool was shut down under us (worker stopping)
-            raise DependencyError("features", str(exc)) from None

@@ -106,10 +106,10 @@ class ServingWorker:
         if features is None:
             from serving.feature_store import FeastUserFeatures
 
-            feast = await asyncio.to_thread(FeastUserFeatures, s)
+            feast = FeastUserFeatures(s, client)
             self._closers.append(feast.close)
             features = feast
-        # Feast's first read loads its registry (~0.2 s): pay for it here, not in a request.
+        # The first read opens Feast's registry (~0.2 s): pay for it here, not in a request.
         with contextlib.suppress(Exception):
             await features.read("__warmup__")
         impressions = None
@@ -117,11 +117,13 @@ class ServingWorker:
             impressions = ImpressionPublisher(s, self.metrics)
             self._closers.append(impressions.close)
         self.follower.start()
-        if s.serving.workers > 1:
-            import torch
+        import torch
 
-            # Worker processes share the cores: each ranks on its share, not on all of them.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // s.serving.workers))
+        # The ranker's intra-op threads get this worker's share of the cores minus the one its
+        # event loop needs: with both of 2 cores, torch's threads and the request path fought
+        # (ranking 3x slower per batch, the model's deadline missed and its breaker open at
+        # 150 req/s); with one, every answer was FULL at that rate (ADR 0045).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // s.serving.workers - 1))
         await self.models.start()
         self.recommender = Recommender(
             s.serving,

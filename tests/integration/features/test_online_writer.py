@@ -89,3 +89,37 @@ def test_without_the_check_every_row_is_written(writer, unique):
     w.write_many({"user_session_fv": [_session(user, ts - 5, ["b"], 3)]}, check_stored=False)
     row = OnlineFeatures(settings).get_user_features([user])[user]
     assert (row.session_interactions, row.last_items) == (3, ["b"])
+
+
+async def test_the_serving_reader_reads_what_feast_reads(writer, unique):
+    # The hot-path reader (one HMGET in Feast's layout) against Feast's get_online_features
+    # on the same rows: both views, only the session view, only the long-term view, nothing.
+    import redis.asyncio as aioredis
+
+    from features.user_reader import UserFeatureReader
+
+    settings, w = writer
+    both, session_only, longterm_only, unknown = (f"{unique}-r{i}" for i in range(4))
+    ts = 1_700_000_100_000
+    w.write_many(
+        {
+            "user_session_fv": [
+                _session(both, ts, ["a", "b", "c"], 3),
+                _session(session_only, ts + 1, ["z"], 1),
+            ],
+            "user_longterm_fv": [_longterm(both, ts, 42), _longterm(longterm_only, ts, 7)],
+        }
+    )
+    users = [both, session_only, longterm_only, unknown]
+    want = OnlineFeatures(settings).get_user_features(users)
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        reader = UserFeatureReader(settings)
+        got = {u: await reader.read(client, u) for u in users}
+    finally:
+        await client.aclose()
+    assert got == want
+    assert got[both].found and got[both].total_interactions == 42
+    assert got[both].genre_affinity == [float(i) / 7 for i in range(19)]
+    assert not got[longterm_only].found and got[longterm_only].total_interactions == 7
+    assert not got[unknown].found

@@ -74,3 +74,29 @@ async def test_a_caller_that_gave_up_is_skipped():
     finally:
         await b.stop()
     assert [1] not in seen and all(1 not in s for s in seen)
+
+
+async def test_slow_tells_a_slow_model_from_a_long_queue():
+    release = threading.Event()
+
+    def run(items):
+        release.wait(5)  # a model call that takes as long as the test says
+        return items
+
+    b = MicroBatcher(run, max_batch=1, max_wait_s=0.0)
+    b.start()
+    try:
+        assert not b.slow(0.05)  # idle, nothing measured yet
+        first = asyncio.create_task(b.submit(1))
+        while b.running_since is None:
+            await asyncio.sleep(0.005)
+        assert not b.slow(10.0)
+        await asyncio.sleep(0.06)
+        assert b.slow(0.05)  # the batch running now is past the limit: a hung model
+        release.set()
+        assert await first == 1
+        assert b.slow(0.05) and not b.slow(10.0)  # judged by the last batch's time now
+        assert b.last_item_s >= 0.06
+    finally:
+        release.set()
+        await b.stop()

@@ -1,0 +1,92 @@
+"""One user's features straight from Feast's Redis layout: the serving hot path's reader.
+
+Responsibilities:
+- from the registered feature service `user_features_v1`, list the Redis fields Feast's
+  `RedisOnlineStore` keeps for a user (per view `_ts:<view>` and mmh3("<view>:<feature>"),
+  in one hash under the serialized entity key; the layout `features.online_writer` writes);
+- read them with one HMGET (asyncio: no thread, no Feast SDK call per request) and decode
+  each Value proto with Feast's own `feast_value_type_to_python_type`, into the same
+  `features.online.UserFeatures` that `OnlineFeatures.get_user_features` returns (a view
+  without a row gives its defaults; `found` is whether the session view has one).
+
+Why not `FeatureStore.get_online_features` per request: measured in the serving worker
+(py-spy, issue 6), each call cost ~4-5 ms of GIL-holding CPU (typeguard checks on every
+call, a registry file stat, request-context building) for one entity: most of a request's
+CPU. Feast stays the source of truth for the layout and the values: the integration test
+compares this reader with `get_online_features` on the same rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from feast.infra.online_stores.helpers import _mmh3, _redis_key
+from feast.infra.online_stores.redis import _versioned_fv_name
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
+from redis.exceptions import RedisError
+
+from features.errors import FeatureStoreError
+from features.online import USER_SERVICE, UserFeatures
+from infra.feast_store import feature_store
+from infra.settings import Settings
+
+
+class UserFeatureReader:
+    def __init__(self, settings: Settings) -> None:
+        store = feature_store(settings)
+        config = store.config
+        self.project = config.project
+        self.key_version = config.entity_key_serialization_version
+        try:
+            service = store.get_feature_service(USER_SERVICE)
+            # per view: its timestamp field, then (feature name, field) for its features
+            self.views: list[tuple[bytes, list[tuple[str, bytes]]]] = []
+            join_keys = set()
+            for projection in service.feature_view_projections:
+                view = store.get_feature_view(projection.name)
+                join_keys.update(c.name for c in view.entity_columns)
+                name = _versioned_fv_name(view, config)
+                self.views.append(
+                    (
+                        f"_ts:{name}".encode(),
+                        [(f.name, _mmh3(f"{name}:{f.name}")) for f in projection.features],
+                    )
+                )
+        except Exception as exc:
+            raise FeatureStoreError(
+                f"feature service {USER_SERVICE} not registered (features apply?): {exc}"
+            ) from exc
+        if len(join_keys) != 1:
+            raise FeatureStoreError(f"{USER_SERVICE}: expected one join key, got {join_keys}")
+        self.join_key = join_keys.pop()
+        self.fields = [f for ts, feats in self.views for f in (ts, *(k for _, k in feats))]
+
+    def key(self, user_id: str) -> bytes:
+        entity = EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=user_id)])
+        return _redis_key(self.project, entity, entity_key_serialization_version=self.key_version)
+
+    def decode(self, user_id: str, raw: list[bytes | None]) -> UserFeatures:
+        """The HMGET answer (in `fields` order) as `UserFeatures`."""
+        row: dict[str, Any] = {}
+        at = 0
+        for _ts, feats in self.views:
+            stamp, values = raw[at], raw[at + 1 : at + 1 + len(feats)]
+            at += 1 + len(feats)
+            if stamp is None:  # no row of this view: Feast answers None for its features
+                continue
+            for (name, _), value in zip(feats, values, strict=True):
+                if value is not None:
+                    row[name] = feast_value_type_to_python_type(Value.FromString(value))
+        found = row.get("last_event_ms") is not None
+        present = {k: v for k, v in row.items() if v is not None and k in UserFeatures.model_fields}
+        return UserFeatures(**{**present, "user_id": user_id, "found": found})
+
+    async def read(self, client: aioredis.Redis, user_id: str) -> UserFeatures:
+        try:
+            raw = await client.hmget(self.key(user_id), self.fields)
+        except (RedisError, OSError) as exc:
+            raise FeatureStoreError(f"online read of {user_id!r} failed: {exc}") from exc
+        return self.decode(user_id, raw)
