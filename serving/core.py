@@ -4,9 +4,11 @@ Responsibilities, per request (DESIGN.md's request path):
 1. a cached or in-flight answer for the same user/k/session is reused (`CoalescingCache`
    with XFetch early refresh, `serving.xfetch`);
 2. admission (`AdmissionController`): bounded in flight, bounded rooms per priority class;
-3. user features and candidates read in parallel, each under its breaker and a deadline
-   derived from the request's budget;
-4. ranking through the micro-batcher, under what is left of the budget;
+3. user features, candidates and the user's 50-item history read in parallel, each under its
+   breaker and a deadline derived from the request's budget (a breaker counts the
+   dependency's own failures, not the worker's overload: `_dependency_at_fault`);
+4. ranking through the micro-batcher, under what is left of the budget (users with fewer
+   than `cold_start_interactions` keep their retrieval order, ADR 0046);
 5. re-ranking (removed, seen, diversity);
 6. the answer with its level and model version; the impression is published without waiting.
 
