@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.admission import PRIORITIES, AdmissionController
 from serving.loop_lag import LoopLag
+from serving.raw_response import send_json
 
 # The share of the interactive threshold at which each class is refused: lower classes first.
 CLASS_SHARE = {"interactive": 1.0, "prefetch": 0.5, "background": 0.25}
@@ -76,22 +76,15 @@ class FrontDoor:
         return None
 
     async def _refuse(self, send: Send, priority: str, reason: str) -> None:
-        body = orjson.dumps(
-            {"detail": f"overloaded, do not retry ({priority}: {reason})", "retry": False}
+        await send_json(
+            send,
+            503,
+            {"detail": f"overloaded, do not retry ({priority}: {reason})", "retry": False},
+            [
+                (b"retry-after", str(self.retry_after_s).encode()),
+                (b"x-overloaded", b"do-not-retry"),
+            ],
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(self.retry_after_s).encode()),
-                    (b"x-overloaded", b"do-not-retry"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
 
 def _priority(scope: Scope) -> str:
