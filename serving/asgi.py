@@ -12,8 +12,10 @@ from fastapi import FastAPI
 
 from infra.settings import Settings
 from serving.app import create_app
+from serving.worker import set_ranker_threads
 
 
 def create() -> FastAPI:
     settings = Settings()
+    set_ranker_threads(settings)
     return create_app(settings, topic=settings.serving.topic)

@@ -49,7 +49,9 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
                 )
             else:
                 from serving.app import create_app
+                from serving.worker import set_ranker_threads
 
+                set_ranker_threads(settings)
                 uvicorn.run(create_app(settings, topic=topic), **options)  # type: ignore[arg-type]
         else:
             asyncio.run(_topic_only(settings))
@@ -59,8 +61,9 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
 
 async def _topic_only(settings: Settings) -> None:
     from serving.topic_server import TopicServer
-    from serving.worker import ServingWorker
+    from serving.worker import ServingWorker, set_ranker_threads
 
+    set_ranker_threads(settings)
     worker = ServingWorker(settings)
     await worker.start()
     server = TopicServer(settings, worker)

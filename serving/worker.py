@@ -70,6 +70,17 @@ class Explainer:
         ]
 
 
+def set_ranker_threads(settings: Settings) -> None:
+    """For a serving process (not a test's thread): the ranker's torch intra-op threads get
+    this process's share of the cores minus the one its event loop needs. With both of 2 cores,
+    torch's threads and the request path fought (ranking 3x slower per batch, the model's
+    deadline missed and its breaker open at 150 req/s); with one, every answer was FULL at
+    that rate (ADR 0045)."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers - 1))
+
+
 class ServingWorker:
     def __init__(
         self,
@@ -117,13 +128,6 @@ class ServingWorker:
             impressions = ImpressionPublisher(s, self.metrics)
             self._closers.append(impressions.close)
         self.follower.start()
-        import torch
-
-        # The ranker's intra-op threads get this worker's share of the cores minus the one its
-        # event loop needs: with both of 2 cores, torch's threads and the request path fought
-        # (ranking 3x slower per batch, the model's deadline missed and its breaker open at
-        # 150 req/s); with one, every answer was FULL at that rate (ADR 0045).
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // s.serving.workers - 1))
         await self.models.start()
         self.recommender = Recommender(
             s.serving,
