@@ -29,14 +29,12 @@ from typing import Any
 import pandas as pd
 import redis
 from feast import FeatureView
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.infra.online_stores.redis import _versioned_fv_name
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
 from feast.types import Array, Float64, Int64, String
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from features.errors import FeatureStoreError
+from features.redis_layout import ViewLayout, entity_key
 from infra.feast_store import feature_store
 from infra.feature_repo.definitions import FEATURE_VIEWS, TIMESTAMP_FIELD
 from infra.settings import Settings
@@ -66,24 +64,16 @@ def frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-class _ViewEncoder:
-    """Turns rows of one feature view into fields of Feast's Redis layout (one hash per entity:
-    `_ts:<view>` -> Timestamp proto, mmh3("<view>:<feature>") -> Value proto)."""
+class _ViewEncoder(ViewLayout):
+    """Turns rows of one feature view into fields of Feast's Redis layout
+    (`features.redis_layout`): `_ts:<view>` -> Timestamp proto, the features -> Value protos."""
 
     def __init__(self, view: FeatureView, config: Any) -> None:
-        self.view = view  # as registered (`features apply`): it knows its entity columns
-        if len(view.entity_columns) != 1:
-            raise FeatureStoreError(f"{view.name}: expected one entity column")
-        self.join_key = view.entity_columns[0].name
-        name = _versioned_fv_name(view, config)
-        self.ts_field = f"_ts:{name}".encode()
-        # Feast hashes "<view>:<feature>" for every row it writes; once is enough.
-        self.fields = [
-            (f.name, _mmh3(f"{name}:{f.name}"), _encoder(f.dtype)) for f in view.features
-        ]
+        super().__init__(view, config)
+        self.encoded = [(f.name, self.fields[f.name], _encoder(f.dtype)) for f in view.features]
 
     def values(self, row: dict[str, Any]) -> dict[bytes, bytes]:
-        return {key: enc(row[name]).SerializeToString() for name, key, enc in self.fields}
+        return {key: enc(row[name]).SerializeToString() for name, key, enc in self.encoded}
 
 
 def _timestamp(ms: int) -> tuple[int, bytes]:
@@ -106,9 +96,7 @@ class OnlineWriter:
 
     def __init__(self, settings: Settings) -> None:
         self.store = feature_store(settings)
-        config = self.store.config
-        self.project = config.project
-        self.key_version = config.entity_key_serialization_version
+        config = self.config = self.store.config
         try:
             self.encoders = {
                 v.name: _ViewEncoder(self.store.get_feature_view(v.name), config)
@@ -124,10 +112,6 @@ class OnlineWriter:
         self.skip_dedup = bool(getattr(config.online_store, "skip_dedup", False))
         self.rows_written = 0
         self.rows_skipped = 0
-
-    def _key(self, join_key: str, value: Any) -> bytes:
-        entity = EntityKey(join_keys=[join_key], entity_values=[Value(string_val=str(value))])
-        return _redis_key(self.project, entity, entity_key_serialization_version=self.key_version)
 
     def write(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
         self.write_many({view: rows})
@@ -155,7 +139,7 @@ class OnlineWriter:
                     ident = (encoder.join_key, str(row[encoder.join_key]))
                     key = keys.get(ident)
                     if key is None:
-                        key = keys[ident] = self._key(*ident)
+                        key = keys[ident] = entity_key(self.config, *ident)
                     nanos, ts = _timestamp(int(row[TIMESTAMP_FIELD]))
                     entities.setdefault(key, []).append((encoder, row, nanos, ts))
         except KeyError as exc:

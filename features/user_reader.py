@@ -2,8 +2,7 @@
 
 Responsibilities:
 - from the registered feature service `user_features_v1`, list the Redis fields Feast's
-  `RedisOnlineStore` keeps for a user (per view `_ts:<view>` and mmh3("<view>:<feature>"),
-  in one hash under the serialized entity key; the layout `features.online_writer` writes);
+  `RedisOnlineStore` keeps for a user (`features.redis_layout`, which our writer writes);
 - read them with one HMGET (asyncio: no thread, no Feast SDK call per request) and decode
   each Value proto with Feast's own `feast_value_type_to_python_type`, into the same
   `features.online.UserFeatures` that `OnlineFeatures.get_user_features` returns (a view
@@ -21,15 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from feast.infra.online_stores.helpers import _mmh3, _redis_key
-from feast.infra.online_stores.redis import _versioned_fv_name
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from redis.exceptions import RedisError
 
 from features.errors import FeatureStoreError
 from features.online import USER_SERVICE, UserFeatures
+from features.redis_layout import ViewLayout, entity_key
 from infra.feast_store import feature_store
 from infra.settings import Settings
 
@@ -37,24 +34,19 @@ from infra.settings import Settings
 class UserFeatureReader:
     def __init__(self, settings: Settings) -> None:
         store = feature_store(settings)
-        config = store.config
-        self.project = config.project
-        self.key_version = config.entity_key_serialization_version
+        self.config = store.config
         try:
             service = store.get_feature_service(USER_SERVICE)
             # per view: its timestamp field, then (feature name, field) for its features
             self.views: list[tuple[bytes, list[tuple[str, bytes]]]] = []
             join_keys = set()
             for projection in service.feature_view_projections:
-                view = store.get_feature_view(projection.name)
-                join_keys.update(c.name for c in view.entity_columns)
-                name = _versioned_fv_name(view, config)
-                self.views.append(
-                    (
-                        f"_ts:{name}".encode(),
-                        [(f.name, _mmh3(f"{name}:{f.name}")) for f in projection.features],
-                    )
-                )
+                layout = ViewLayout(store.get_feature_view(projection.name), self.config)
+                join_keys.add(layout.join_key)
+                feats = [(f.name, layout.fields[f.name]) for f in projection.features]
+                self.views.append((layout.ts_field, feats))
+        except FeatureStoreError:
+            raise
         except Exception as exc:
             raise FeatureStoreError(
                 f"feature service {USER_SERVICE} not registered (features apply?): {exc}"
@@ -65,8 +57,7 @@ class UserFeatureReader:
         self.fields = [f for ts, feats in self.views for f in (ts, *(k for _, k in feats))]
 
     def key(self, user_id: str) -> bytes:
-        entity = EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=user_id)])
-        return _redis_key(self.project, entity, entity_key_serialization_version=self.key_version)
+        return entity_key(self.config, self.join_key, user_id)
 
     def decode(self, user_id: str, raw: list[bytes | None]) -> UserFeatures:
         """The HMGET answer (in `fields` order) as `UserFeatures`."""

@@ -88,9 +88,9 @@ class Recommender:
         loop_lag: Callable[[], float] = lambda: 0.0,
         history: HistoryStore | None = None,
     ) -> None:
-        self.history = history
         self.cfg = cfg
         self.loop_lag = loop_lag
+        self.history = history
         self.features = features
         self.candidates = candidates
         self.popular_store = popular
@@ -265,25 +265,13 @@ class Recommender:
             level = "POPULAR"
             ranking = self._popular_ranking()
             ids, scores = ranking.item_ids, ranking.scores_for(user.recent_items)
-        elif (
-            isinstance(feats, FeatureRead)
-            and user.n_interactions < self.cfg.cold_start_interactions
-        ):
-            # A known user with too little history: the retrieval score (fused for session
-            # users, candidates.builder) ranks them better than the ranker, which leans on
-            # history they do not have (issue 5's cold-start table; ADR 0046).
-            cand_list = cands.head(self.cfg.max_candidates)
-            ids, scores = cand_list.item_ids, np.asarray(cand_list.scores, dtype=np.float64)
-            model_version = cand_list.model_version or None
         else:
             cand_list = cands.head(self.cfg.max_candidates)
             ids = cand_list.item_ids
-            model_scores, model_version = await self._rank(user, cand_list, deadline)
-            if model_scores is None:
+            known = isinstance(feats, FeatureRead)
+            scores, model_version = await self._score(user, known, cand_list, deadline)
+            if model_version is None:
                 level = worst(level, "SIMPLE_RANKING")
-                scores = simple_scores(cand_list, self.catalog.popularity)
-            else:
-                scores = model_scores
         top = rerank_arrays(ids, scores, q.k, exclude, self.catalog.get, self.cfg.max_genre_share)
         if len(top) < q.k and level != "POPULAR":
             # Too few candidates survived the rules: top up from the trending list, in its
@@ -388,6 +376,21 @@ class Recommender:
         self.last_features.move_to_end(user.user_id)
         if len(self.last_features) > self.cfg.cache_max_entries:
             self.last_features.popitem(last=False)
+
+    async def _score(
+        self, user: UserFeatures, known: bool, cands: Candidates, deadline: Deadline
+    ) -> tuple[np.ndarray, str | None]:
+        """The candidates' scores and the version of the model that gave them; None: the
+        model failed and the scores are SIMPLE_RANKING's."""
+        if known and user.n_interactions < self.cfg.cold_start_interactions:
+            # A known user with too little history: the retrieval score (fused for session
+            # users, candidates.builder) ranks them better than the ranker, which leans on
+            # history they do not have (issue 5's cold-start table; ADR 0046).
+            return np.asarray(cands.scores, dtype=np.float64), cands.model_version or "retrieval"
+        scores, version = await self._rank(user, cands, deadline)
+        if scores is None:
+            return simple_scores(cands, self.catalog.popularity), None
+        return scores, version
 
     async def _rank(
         self, user: UserFeatures, cands: Candidates, deadline: Deadline

@@ -2,7 +2,7 @@
 
 Responsibilities:
 - the order of degradation levels, and `worst` to combine what each dependency allowed;
-- the rankings that need no model: `simple_ranking` (the candidates' own retrieval scores,
+- the rankings that need no model: `simple_scores` (the candidates' own retrieval scores,
   blended with popularity) and `PopularRanking` (the trending list held in memory, nudged
   towards the genres of the session's recent items for a cold-start user). It is the answer
   of last resort, so it is also the one computed most when the worker is overloaded: the
@@ -47,14 +47,6 @@ def simple_scores(
     return np.asarray(candidates.scores, dtype=np.float64) + weight * np.log1p(pops)
 
 
-def simple_ranking(
-    candidates: Candidates, popularity: Callable[[str], float], weight: float = 1e-6
-) -> list[tuple[str, float]]:
-    """`simple_scores` as (item id, score) pairs."""
-    scores = simple_scores(candidates, popularity, weight)
-    return list(zip(candidates.item_ids, scores.tolist(), strict=True))
-
-
 class PopularRanking:
     """The trending list, its scores normalised to [0, 1]; with a session, items sharing the
     genres of its recent items move up by up to `boost` (cold start: personal from the first
@@ -82,13 +74,6 @@ class PopularRanking:
         for r, cols in enumerate(rows):
             self.genres[r, cols] = 1.0
 
-    def __bool__(self) -> bool:
-        return bool(self.item_ids)
-
-    def rank(self, recent_item_ids: Sequence[str]) -> list[tuple[str, float]]:
-        scores = self.scores_for(recent_item_ids)
-        return list(zip(self.item_ids, scores.tolist(), strict=True))
-
     def scores_for(self, recent_item_ids: Sequence[str]) -> np.ndarray:
         """The scores of `item_ids` for a session with these recent items."""
         counts = np.zeros(self.genres.shape[1], dtype=np.float64)
@@ -103,13 +88,3 @@ class PopularRanking:
         if not total:
             return self.scores
         return self.scores + self.boost * (self.genres @ counts) / total
-
-
-def popular_ranking(
-    popular: Sequence[tuple[str, float]],
-    recent_item_ids: Sequence[str],
-    item_info: Callable[[str], ItemInfo | None],
-    boost: float = 0.5,
-) -> list[tuple[str, float]]:
-    """`PopularRanking` built and applied once (for callers without a held list)."""
-    return PopularRanking(popular, item_info, boost).rank(recent_item_ids)

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from serving.fallback import PopularRanking, simple_ranking
+from serving.fallback import PopularRanking, simple_scores
 from serving.ports import Candidates, ItemInfo
 
 GENRES = ["Drama", "Comedy", "Action", "Horror", "Animation"]
@@ -35,20 +35,21 @@ def test_popular_ranking_matches_the_item_by_item_rule():
     popular = [(str(i), float(rng.randint(1, 50))) for i in range(150)] + [("gone", 3.0)]
     ranking = PopularRanking(popular, catalog.get)
     for recent in ([], ["1", "2"], ["odd", "3", "4", "5"], ["unknown"]):
-        got = ranking.rank(recent)
+        got = list(zip(ranking.item_ids, ranking.scores_for(recent).tolist(), strict=True))
         want = reference(popular, recent, catalog.get)
         assert [i for i, _ in got] == [i for i, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want])
-    assert ranking.rank(["1"])[0][1] > 0  # scores are normalised, not zeroed
+    assert ranking.scores_for(["1"])[0] > 0  # scores are normalised, not zeroed
 
 
 def test_an_empty_trending_list_ranks_nothing():
     ranking = PopularRanking([], lambda _: None)
-    assert not ranking
-    assert ranking.rank(["1"]) == []
+    assert ranking.item_ids == []
+    assert ranking.scores_for(["1"]).tolist() == []
 
 
-def test_simple_ranking_keeps_retrieval_order_with_popularity_as_tie_breaker():
+def test_simple_scores_keep_retrieval_order_with_popularity_as_tie_breaker():
     cands = Candidates(["a", "b", "c"], [0.5, 0.5, 0.9])
-    scored = dict(simple_ranking(cands, lambda i: {"a": 10.0, "b": 1000.0}.get(i, 0.0)))
+    scores = simple_scores(cands, lambda i: {"a": 10.0, "b": 1000.0}.get(i, 0.0))
+    scored = dict(zip(cands.item_ids, scores.tolist(), strict=True))
     assert scored["c"] > scored["b"] > scored["a"]
