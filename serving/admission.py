@@ -64,17 +64,27 @@ class AdmissionController:
     def _higher_waiting(self, priority: str) -> bool:
         return any(self.waiting[p] for p in PRIORITIES[: PRIORITIES.index(priority)])
 
+    def refusal(self, priority: str) -> str | None:
+        """Why a request of this class arriving now would be refused at once; None when it
+        would be admitted or may wait (the front door asks too, before any work is done)."""
+        if self.in_flight < self.max_in_flight and not self.queued():
+            return None
+        if self._higher_waiting(priority):
+            return "a higher class is waiting"
+        if len(self.waiting[priority]) >= self.room[priority]:
+            return "waiting room full"
+        return None
+
     async def acquire(self, priority: str, max_wait_s: float) -> None:
         if priority not in self.waiting:
             raise ValueError(f"unknown priority {priority!r}")
         if self.in_flight < self.max_in_flight and not self.queued():
             self.in_flight += 1
             return
-        if self._higher_waiting(priority):
-            raise self._shed(priority, "a higher class is waiting")
+        reason = self.refusal(priority)
+        if reason is not None:
+            raise self._shed(priority, reason)
         queue = self.waiting[priority]
-        if len(queue) >= self.room[priority]:
-            raise self._shed(priority, "waiting room full")
         self._shed_lower(priority)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(waiter)

@@ -182,7 +182,7 @@ def create_app(
         FrontDoor,
         lag=worker.lag,
         admission=lambda: worker.recommender.admission if worker.recommender else None,
-        max_lag_s=lambda: cfg.request_budget_ms * cfg.max_queue_share / 1000.0,
+        max_lag_s=cfg.request_budget_ms * cfg.max_queue_share / 1000.0,
         retry_after_s=cfg.retry_after_s,
         on_refuse=refused,
     )

@@ -36,9 +36,6 @@ class FeastUserFeatures:
         self._next_try = 0.0
         self._opening: asyncio.Lock | None = None
 
-    def close(self) -> None:
-        """Nothing of its own to close: the Redis client is the worker's."""
-
     async def _reader(self) -> UserFeatureReader:
         """The reader, opened on a thread (Feast loads its registry, ~0.2 s) at the first read
         and, while the feature service is not registered (`features apply` not run yet), tried

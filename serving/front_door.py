@@ -7,7 +7,8 @@ Responsibilities:
     waited inside uvicorn before any handler saw it) is past its class's share of the budget
     (interactive: the share a request may queue, `max_queue_share` x budget; prefetch half of
     it; background a quarter), or
-  - admission's waiting room for its class is already full (it would be refused anyway).
+  - admission would refuse it at once anyway (`AdmissionController.refusal`: its waiting room
+    is full, or a higher class waits).
 
 Why: admission (`serving.admission`) bounds the requests it sees, but when the process is
 short of CPU, requests wait in uvicorn's socket buffers and parser queue, where no deadline
@@ -38,7 +39,7 @@ class FrontDoor:
         app: ASGIApp,
         lag: LoopLag,
         admission: Callable[[], AdmissionController | None],
-        max_lag_s: Callable[[], float],
+        max_lag_s: float,
         retry_after_s: int = 1,
         on_refuse: Callable[[str, str], None] | None = None,
     ) -> None:
@@ -64,16 +65,11 @@ class FrontDoor:
     def _refusal(self, priority: str) -> tuple[str, str] | None:
         """(a reason kind for the metrics, the detail for the client), or None: let it in."""
         lag = self.lag.now()
-        if lag > self.max_lag_s() * CLASS_SHARE[priority]:
+        if lag > self.max_lag_s * CLASS_SHARE[priority]:
             return "event loop behind", f"event loop {lag * 1000:.0f} ms behind"
         admission = self.admission()
-        if (
-            admission is not None
-            and admission.in_flight >= admission.max_in_flight
-            and admission.queued(priority) >= admission.room[priority]
-        ):
-            return "waiting room full", "waiting room full"
-        return None
+        reason = admission.refusal(priority) if admission is not None else None
+        return (reason, reason) if reason is not None else None
 
     async def _refuse(self, send: Send, priority: str, reason: str) -> None:
         await send_json(

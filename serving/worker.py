@@ -117,9 +117,7 @@ class ServingWorker:
         if features is None:
             from serving.feature_store import FeastUserFeatures
 
-            feast = FeastUserFeatures(s, client)
-            self._closers.append(feast.close)
-            features = feast
+            features = FeastUserFeatures(s, client)  # on the worker's Redis client
         # The first read opens Feast's registry (~0.2 s): pay for it here, not in a request.
         with contextlib.suppress(Exception):
             await features.read("__warmup__")

@@ -33,7 +33,7 @@ def client_for(lag, admission=None, refused=None) -> httpx.AsyncClient:
         inner,
         lag=lag,
         admission=lambda: admission,
-        max_lag_s=lambda: 0.040,
+        max_lag_s=0.040,
         retry_after_s=3,
         on_refuse=lambda p, kind: refused.append((p, kind)) if refused is not None else None,
     )
