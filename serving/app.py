@@ -8,7 +8,7 @@ Responsibilities:
 - the `lifespan` opens Redis, Feast and the model (`ServingWorker.start`) and, when asked,
   the request-topic server beside it; it closes them on shutdown;
 - errors in layers: the front door outermost (`serving.front_door`: 503 + Retry-After before
-  FastAPI runs when the event loop is behind or the waiting room is full), then the body
+  FastAPI runs when the event loop is behind or admission would refuse), then the body
   limit (413), validation (422 with the reason), `Overloaded` from admission -> 503 +
   Retry-After + "overloaded, do not retry", anything else -> 500;
 - the recommendation body is serialised from the core's validated answer with orjson.
