@@ -60,7 +60,13 @@ def promote(settings: Settings, source: Path) -> str:
 
 
 def bare_ranker_rate(
-    path: Path, device: str, ml: MovieLens, batch: int, seconds: float, history_len: int
+    path: Path,
+    device: str,
+    ml: MovieLens,
+    batch: int,
+    seconds: float,
+    history_len: int,
+    compiled: bool = True,
 ) -> tuple[float, float, float]:
     """Requests/s of RankerModel.score_batch alone: batched as serving does, and one by one;
     and the CPU milliseconds one request costs when batched. Each request carries the user's
@@ -71,7 +77,8 @@ def bare_ranker_rate(
     from serving.seed import candidate_list
 
     torch.set_num_threads(os.cpu_count() or 2)
-    model = RankerModel.load(path, device=device)
+    # The model exactly as serving loads it (TorchScript unless serving.ranker_compiled is off).
+    model = RankerModel.load(path, device=device, compiled=compiled)
     users = ml.users
     inputs = []
     for u in users[:256]:
@@ -227,7 +234,13 @@ def main() -> None:
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
         bare, single, bare_cpu_ms = bare_ranker_rate(
-            source, args.device, ml, batch, args.duration, settings.serving.history_len
+            source,
+            args.device,
+            ml,
+            batch,
+            args.duration,
+            settings.serving.history_len,
+            settings.serving.ranker_compiled,
         )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(

@@ -122,6 +122,9 @@ class FeatureSettings(_Section):
     stall_s: float = Field(
         20.0, gt=0, description="session worker: re-seek a partition with no commit this long"
     )
+    state_cache_max: int = Field(
+        100_000, ge=0, description="session worker: decoded user states kept in memory (0: off)"
+    )
 
 
 class ModelSettings(_Section):
@@ -290,6 +293,9 @@ class ServingSettings(_Section):
     batch_max_requests: int = 32
     batch_max_wait_ms: float = 2.0
     device: str = Field("auto", description="auto: cuda when torch sees one, else cpu")
+    ranker_compiled: bool = Field(
+        True, description="score with a frozen TorchScript trace of the ranker (ADR 0090)"
+    )
     # the response cache (0 disables it) with request coalescing
     cache_ttl_s: float = 2.0
     cache_max_entries: int = 100_000

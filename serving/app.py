@@ -8,7 +8,9 @@ Responsibilities:
 - the `lifespan` opens Redis, Feast and the model (`ServingWorker.start`) and, when asked,
   the request-topic server beside it; it closes them on shutdown;
 - errors in layers: the front door outermost (`serving.front_door`: 503 + Retry-After before
-  FastAPI runs when the event loop is behind or admission would refuse), then the body
+  FastAPI runs when the event loop is behind or admission would refuse), then the fast path
+  (`serving.fast_path`: a well-formed GET of the recommendations route is answered by the
+  route's own function without FastAPI's routing; anything else goes on), then the body
   limit (413), validation (422 with the reason), `Overloaded` from admission -> 503 +
   Retry-After + "overloaded, do not retry", anything else -> 500;
 - the recommendation body is serialised from the core's validated answer with orjson.
@@ -25,20 +27,36 @@ import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from pydantic import ValidationError
 
 from infra.settings import Settings
 from serving.body_limit import BodyLimit
 from serving.errors import Overloaded
+from serving.fast_path import FastPath
 from serving.front_door import FrontDoor
-from serving.schemas import Problem, Recommendations, RecQuery, SessionContext
+from serving.schemas import (
+    REQUEST_ID_MAX_LENGTH,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    Problem,
+    Recommendations,
+    RecQuery,
+    SessionContext,
+)
 from serving.worker import ServingWorker
 from topics import RecResponse
 from topics.recs_requests import Priority
 
 UserId = Annotated[
-    str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$", description="user")
+    str,
+    Path(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN, description="user"),
 ]
+RequestId = Annotated[str | None, Header(max_length=REQUEST_ID_MAX_LENGTH)]
 OVERLOADED = {503: {"model": Problem, "description": "overloaded, do not retry"}}
+
+
+def _digits(value: str) -> bool:
+    return value.isascii() and value.isdigit()
 
 
 def create_app(
@@ -97,6 +115,24 @@ def create_app(
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
+    def query_of(
+        user_id: str,
+        k: int,
+        priority: Priority,
+        budget_ms: int | None,
+        recent: list[str],
+        request_id: str | None,
+    ) -> RecQuery:
+        return RecQuery(
+            request_id=request_id or uuid.uuid4().hex,
+            user_id=user_id,
+            k=k,
+            priority=priority,
+            recent_item_ids=tuple(recent),
+            budget_ms=budget_ms or cfg.request_budget_ms,
+            channel="http",
+        )
+
     async def recommend(
         user_id: str,
         k: int,
@@ -106,16 +142,34 @@ def create_app(
         request_id: str | None,
     ) -> Response:
         assert worker.recommender is not None, "lifespan not started"
-        query = RecQuery(
-            request_id=request_id or uuid.uuid4().hex,
-            user_id=user_id,
-            k=k,
-            priority=priority,
-            recent_item_ids=tuple(recent),
-            budget_ms=budget_ms or cfg.request_budget_ms,
-            channel="http",
-        )
+        query = query_of(user_id, k, priority, budget_ms, recent, request_id)
         return answer(await worker.recommender.recommend(query))
+
+    async def fast_get(
+        user_id: str, params: dict[str, str], request_id: str | None
+    ) -> Response | None:
+        """The GET route for `serving.fast_path`: None when the query does not validate
+        (FastAPI then answers it, with its 422 and the reasons)."""
+        if worker.recommender is None:
+            return None
+        k, budget = params.get("k", "20"), params.get("budget_ms")
+        if not _digits(k) or (budget is not None and not _digits(budget)):
+            return None
+        try:
+            query = query_of(
+                user_id,
+                int(k),
+                params.get("priority", "interactive"),  # type: ignore[arg-type]  # validated
+                int(budget) if budget is not None else None,
+                [],
+                request_id,
+            )
+        except ValidationError:
+            return None
+        try:
+            return answer(await worker.recommender.recommend(query))
+        except Overloaded as exc:
+            return overloaded_answer(exc)
 
     @app.get(
         "/v1/users/{user_id}/recommendations",
@@ -128,7 +182,7 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=200)] = 20,
         priority: Priority = "interactive",
         budget_ms: Annotated[int | None, Query(ge=5, le=10_000)] = None,
-        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+        x_request_id: RequestId = None,
     ) -> Response:
         return await recommend(user_id, k, priority, budget_ms, [], x_request_id)
 
@@ -141,7 +195,7 @@ def create_app(
     async def post_recommendations(
         user_id: UserId,
         body: SessionContext,
-        x_request_id: Annotated[str | None, Header(max_length=128)] = None,
+        x_request_id: RequestId = None,
     ) -> Response:
         return await recommend(
             user_id, body.k, body.priority, body.budget_ms, body.recent_item_ids, x_request_id
@@ -162,8 +216,7 @@ def create_app(
         body = generate_latest(worker.metrics.registry) + generate_latest(REGISTRY)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.exception_handler(Overloaded)
-    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    def overloaded_answer(exc: Overloaded) -> JSONResponse:
         worker.metrics.rejected.labels("http", "overloaded").inc()
         return JSONResponse(
             Problem(detail=str(exc), retry=False).model_dump(),
@@ -171,7 +224,13 @@ def create_app(
             headers={"Retry-After": str(exc.retry_after_s), "X-Overloaded": "do-not-retry"},
         )
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+        return overloaded_answer(exc)
+
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    # Plain GETs of the recommendations route skip FastAPI's stack (serving.fast_path).
+    app.add_middleware(FastPath, answer=fast_get)
 
     def refused(priority: str, kind: str) -> None:
         worker.metrics.shed.labels(priority, kind).inc()

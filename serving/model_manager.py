@@ -15,6 +15,7 @@ Responsibilities:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import threading
@@ -46,12 +47,14 @@ class ModelManager:
         self,
         settings: Settings,
         metrics: ServingMetrics,
-        loader: Loader = RegistryRanker,
+        loader: Loader | None = None,
         watch_topic: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.loader = loader
+        self.loader: Loader = loader or functools.partial(
+            RegistryRanker, compiled=settings.serving.ranker_compiled
+        )
         self.watch_topic = watch_topic
         self.registry = ModelRegistry(settings)
         self.device = pick_device(settings.serving.device)

@@ -1,7 +1,8 @@
 """The ranker from the model registry, behind the `serving.ports.Ranker` interface.
 
 Responsibilities: pick the device (`auto`: cuda when torch sees one), load a registry version
-of kind "ranker" through issue 5's inference API (`models.ranker.RankerModel`), and turn a
+of kind "ranker" through issue 5's inference API (`models.ranker.RankerModel`; compiled to a
+TorchScript graph unless `serving.ranker_compiled` is off, ADR 0090), and turn a
 batch of `RankInput`s into one `score_batch` call; torch and loading errors become
 `DependencyError`s of the "model" dependency.
 """
@@ -28,13 +29,13 @@ def pick_device(setting: str) -> str:
 class RegistryRanker:
     """One loaded registry version of the ranker."""
 
-    def __init__(self, version: ModelVersion, device: str) -> None:
+    def __init__(self, version: ModelVersion, device: str, compiled: bool = True) -> None:
         from models.ranker import RankerModel
 
         self.model_version = version
         self.device = device
         try:
-            self.model = RankerModel.load(version.path, device=device)
+            self.model = RankerModel.load(version.path, device=device, compiled=compiled)
         except Exception as exc:  # a corrupt or incompatible version must not kill serving
             raise DependencyError("model", f"cannot load ranker {version.version}: {exc}") from exc
 

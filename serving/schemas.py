@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from topics.recs_requests import Priority
 from topics.recs_responses import Level
 
-USER_ID = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"  # the HTTP route's user ids (serving.app, fast_path)
+USER_ID_MAX_LENGTH = 128
+REQUEST_ID_MAX_LENGTH = 128  # the X-Request-ID header
 
 
 class RecQuery(BaseModel):

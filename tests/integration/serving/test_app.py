@@ -119,12 +119,32 @@ def test_unloading_the_model_falls_back_to_simple_ranking(server):
         ("/v1/users/1/recommendations", {"k": "many"}, 422),
         ("/v1/users/1/recommendations", {"priority": "urgent"}, 422),
         ("/v1/users/bad%20id/recommendations", {}, 422),
+        ("/v1/users/1/recommendations", {"budget_ms": 1}, 422),
     ],
 )
 def test_invalid_input_is_422_with_the_reason(server, path, params, status):
     r = httpx.get(server.url + path, params=params, timeout=10)
     assert r.status_code == status
     assert r.json()["detail"][0]["loc"]
+
+
+def test_the_fast_path_answers_as_fastapi_does(server):
+    """A plain GET is answered by serving.fast_path; the same request with a parameter the
+    route does not declare goes through FastAPI's route (which ignores it): same answer."""
+    fast = recs(server, UNTOUCHED[0], k=7)
+    routed = recs(server, UNTOUCHED[0], k=7, utm="x")
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    a, b = fast.json(), routed.json()
+    for body in (a, b):
+        del body["request_id"], body["latency_ms"]
+    assert a == b and a["level"] == "FULL" and len(a["items"]) == 7
+    echoed = httpx.get(
+        f"{server.url}/v1/users/{UNTOUCHED[0]}/recommendations",
+        headers={"x-request-id": "fast-1"},
+        timeout=10,
+    )
+    assert echoed.json()["request_id"] == "fast-1"
 
 
 def test_bad_and_oversized_bodies(server):

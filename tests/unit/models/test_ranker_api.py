@@ -69,3 +69,27 @@ def test_retriever_search_leaves_out_seen_items(model, tmp_path):
     assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
     similar = r.similar_content(["i1"], 5, exclude={"i1"})
     assert len(similar) == 5 and "i1" not in {h[0] for h in similar}
+
+
+def test_the_compiled_ranker_scores_like_the_eager_one_at_any_shape(model, tmp_path):
+    """The TorchScript trace is taken on a 2 x 3 batch; other batch sizes, candidate counts
+    and histories (empty, short, longer than the model keeps) must score as the eager net."""
+    model.save(tmp_path)
+    compiled = RankerModel.load(tmp_path, "cpu", compiled=True)
+    assert compiled.scorer is not compiled.net
+    rng = np.random.default_rng(1)
+    ids = [f"i{k}" for k in range(60)]
+    for batch, width in [(1, 1), (1, 500), (5, 37), (33, 12)]:
+        users = [
+            UserFeatures(
+                user_id=f"u{b}",
+                recent_items=list(rng.choice(ids, size=int(rng.integers(0, 25)))),
+                n_interactions=int(rng.integers(0, 100)),
+                mean_rating=float(rng.random() * 5),
+            )
+            for b in range(batch)
+        ]
+        cands = [list(rng.choice([*ids, "unknown"], size=width)) for _ in range(batch)]
+        got = compiled.score_batch(users, cands)
+        want = model.score_batch(users, cands)
+        assert all(np.allclose(g, w, atol=1e-4) for g, w in zip(got, want, strict=True))
