@@ -9,9 +9,12 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
   (text + model version) and skips the item when the hash equals the one of its last
   published vector, so a re-published catalog re-embeds nothing;
 - embeds the rest in one model call per buffer (the model cuts it into batches of
-  `embedding.batch_size`) and publishes them most popular first (`popularity_hint`): under
-  a backlog a buffer is the unit of priority, so popular items never wait behind the long
-  tail of a later buffer;
+  `embedding.batch_size`), in a child process of its own (`models.embedder_process`), and
+  publishes them most popular first (`popularity_hint`): under a backlog a buffer is the
+  unit of priority, so popular items never wait behind the long tail of a later buffer;
+- pipelines buffers: buffer n+1 is planned and handed to the model process before buffer
+  n's vectors are published, so the model works while the worker publishes and flushes;
+  each buffer's offsets stay uncommitted until its own vectors are acknowledged;
 - publishes binary vectors (`streams.codecs`) keyed by item id, then records their hashes
   and its running counts (`stats_key`: seen, embedded, skipped, removed, dead, embed calls
   and seconds spent in the model).
@@ -20,9 +23,22 @@ Why one model call per buffer and not one per batch of 64 (ADR 0014): sentence-t
 sorts the texts of a call by length before batching, so each batch is padded to the length
 of texts like it; 64 texts taken in popularity order are padded to the longest of them,
 which cost 37% more tokens on the benchmark catalog (the figures are in ADR 0014).
-The model runs on one dedicated thread (torch releases the GIL, so the event loop keeps
-fetching and heartbeating), always the same one so torch keeps one OpenMP team, and it is
-warmed up at load so the first buffer of a backlog does not pay for kernel set-up.
+
+Why the model runs in a child process and not on a thread (ADR 0080): torch releases the GIL
+in every op and takes it back after; next to the busy Python thread of the event loop each
+take-back can wait up to the interpreter's switch interval, over hundreds of ops per batch.
+The child has its own GIL; it is started with `spawn`, loads and warms up the model once,
+and gets texts and returns float32 rows (a buffer's vectors are ~400 KB).
+
+Why buffers are pipelined and how acks stay safe (ADR 0081): Faust's `take_events` acks a
+buffer's events when the agent asks for the next buffer, which would let Faust commit the
+offsets of buffer n while its vectors are still being published. The agent takes one extra
+reference on each message (`message.incref()`) and the task that publishes the buffer
+drops it (`event.ack()`) only after the broker acknowledged the vectors and Redis has the
+hashes, so a crash at any point redoes the buffer. At most two buffers are in flight: one
+being published, the next in the model. Buffers are published strictly in order, and the
+next buffer's hashes are compared with what the in-flight one will write (`InFlight`), so
+an item changed in buffer n and changed back in n+1 is not skipped.
 
 Why the content hashes live in Redis (`content:hash`) and not in a Faust table: the hash
 must survive restarts and rebalances, and a Faust table would add a changelog topic whose
@@ -31,24 +47,28 @@ of every worker, a hash lookup for a whole buffer is one HMGET, and losing the h
 costs a re-embed, never a wrong vector (hashes are written after the broker acknowledged).
 
 Failure policy: a malformed item (undecodable, wrong schema, nothing to embed) goes to
-dead.letters with the reason and the agent carries on. A failure of the model, Redis or
-the broker stops the worker: its offsets are not committed past the buffer, so a restart
-redoes that buffer (already published items are then skipped by their hashes).
+dead.letters with the reason and the agent carries on. A failure of the model (including a
+dead model process: `EmbedderError`, never a hang), Redis or the broker stops the agent at
+its next buffer (a failure while no buffer follows is logged at once): the failed buffer's
+offsets are never committed, so a restart redoes it (already published items are then
+skipped by their hashes). A dead model process is replaced when the agent restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import faust
+import numpy as np
 import redis.asyncio as aioredis
 
 from infra.settings import Settings
-from models.embedder import Embedder, content_hash, item_text
+from models.embedder import EmbedderError, content_hash, item_text
+from models.embedder_process import EmbedderProcess
 from streams import codecs, metrics
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
@@ -57,6 +77,7 @@ from topics.errors import SchemaError
 from topics.stores import CONTENT_HASHES, REMOVED_ITEMS
 
 NAME = "content-pipeline"
+log = logging.getLogger(__name__)
 
 
 def stats_key(group: str) -> str:
@@ -100,10 +121,40 @@ def plan(messages: Iterable[tuple[object, bytes | None]]) -> Plan:
     return out
 
 
-def _torch_threads() -> int:
-    import torch
+Todo = list[tuple[CatalogItem, str, str]]  # (item, text, content hash) to embed
 
-    return torch.get_num_threads()
+
+class InFlight:
+    """The content hashes buffers still being published will write (None: a removal).
+
+    The agent plans buffer n+1 while buffer n is published (ADR 0081): it must compare an
+    item's hash with what n is about to write, not with the store, or an item changed in n
+    and changed back in n+1 would be skipped and keep n's vector."""
+
+    def __init__(self) -> None:
+        self._hashes: dict[str, str | None] = {}
+
+    def changed(self, candidates: Todo, stored: list[str | None]) -> Todo:
+        """The candidates whose hash differs from the last one written (in flight, else
+        `stored`, aligned with `candidates`)."""
+        return [
+            (item, text, h)
+            for (item, text, h), old in zip(candidates, stored, strict=True)
+            if self._hashes.get(item.item_id, old) != h
+        ]
+
+    def claim(self, removals: Sequence[str], todo: Todo) -> None:
+        self._hashes.update({i: None for i in removals})
+        self._hashes.update({item.item_id: h for item, _, h in todo})
+
+    def settle(self, removals: Sequence[str], todo: Todo) -> None:
+        """A buffer's writes are done: forget them unless a later buffer claimed the id."""
+        for item_id, value in [(i, None) for i in removals] + [(i.item_id, h) for i, _, h in todo]:
+            if item_id in self._hashes and self._hashes[item_id] == value:
+                del self._hashes[item_id]
+
+    def __len__(self) -> int:
+        return len(self._hashes)
 
 
 class ContentPipeline:
@@ -120,26 +171,23 @@ class ContentPipeline:
         self.store = store
         self.vectors_topic = vectors_topic
         self.stats = stats
-        self.embedder: Embedder | None = None
-        # Every model call on the same OS thread: one OpenMP team, warmed up once (ADR 0014).
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self.embedder: EmbedderProcess | None = None
+        self.in_flight = InFlight()
 
-    def _load(self) -> Embedder:
-        embedder = Embedder(self.settings)
-        # The first calls of a fresh process pay for kernel set-up; pay it before the first
-        # buffer (texts of a few lengths, one batch), not on the first items of a backlog.
-        embedder.embed([" ".join(["warm-up"] * (1 + i % 24)) for i in range(embedder.batch_size)])
-        return embedder
-
-    async def load_model(self) -> Embedder:
-        loop = asyncio.get_running_loop()
-        self.embedder = await loop.run_in_executor(self.model_thread, self._load)
+    async def load_model(self) -> EmbedderProcess:
+        if self.embedder is not None:  # an agent restarted by Faust keeps the process's model
+            return self.embedder
+        # Starting the child and loading the model takes seconds: off the event loop, so the
+        # consumer keeps heartbeating. The child warms the model up before it answers.
+        self.embedder = await asyncio.to_thread(EmbedderProcess, self.settings)
+        info = self.embedder.info
         await self.store.hset(
             self.stats,
             mapping={
-                "model_version": self.embedder.model_version,
-                "device": self.embedder.device,
-                "torch_threads": await loop.run_in_executor(self.model_thread, _torch_threads),
+                "model_version": info.model_version,
+                "device": info.device,
+                "torch_threads": info.torch_threads,
+                "embed_pid": info.pid,
             },
         )
         return self.embedder
@@ -153,36 +201,48 @@ class ContentPipeline:
             pipe.hdel(CONTENT_HASHES.key(), *item_ids)
             await pipe.execute()
 
-    async def changed(self, items: list[CatalogItem]) -> list[tuple[CatalogItem, str, str]]:
-        """(item, text, hash) of the items whose content hash differs from the stored one."""
+    def close_model(self) -> None:
+        if self.embedder is not None:
+            self.embedder.close()
+            self.embedder = None
+
+    async def changed(self, items: list[CatalogItem], removals: Sequence[str] = ()) -> Todo:
+        """(item, text, hash) of the items whose content hash differs from the stored one
+        (or from the one a buffer still in flight will store); records this buffer's
+        upserts and removals as in flight until `in_flight.settle`."""
         assert self.embedder is not None
         version = self.embedder.model_version
         texts = [item_text(i) for i in items]
         hashes = [content_hash(t, version) for t in texts]
-        stored = await self.store.hmget(CONTENT_HASHES.key(), [i.item_id for i in items])
-        return [
-            (item, text, h)
-            for item, text, h, old in zip(items, texts, hashes, stored, strict=True)
-            if old is None or old.decode() != h
-        ]
+        ids = [i.item_id for i in items]
+        stored = await self.store.hmget(CONTENT_HASHES.key(), ids) if ids else []
+        todo = self.in_flight.changed(
+            list(zip(items, texts, hashes, strict=True)),
+            [old.decode() if old else None for old in stored],
+        )
+        self.in_flight.claim(removals, todo)
+        return todo
 
-    async def embed_and_publish(self, todo: list[tuple[CatalogItem, str, str]]) -> None:
-        """Embed a buffer's changed items in ONE model call, then publish most popular first.
+    def start_embedding(self, todo: Todo) -> asyncio.Future[tuple[np.ndarray, float]]:
+        """Hand a buffer's changed items to the model process in ONE call; it starts as soon
+        as the child is free (the previous buffer's call), whatever this process does.
 
         One call per buffer, not one per `batch_size` chunk: sentence-transformers sorts a
         call's texts by length before cutting them into batches, so a batch is padded to
         the length of similar texts, not to the longest of 64 random ones (ADR 0014)."""
         assert self.embedder is not None
+        return asyncio.ensure_future(self.embedder.embed_timed([text for _, text, _ in todo]))
+
+    async def publish(
+        self,
+        todo: Todo,
+        embedding: Awaitable[tuple[np.ndarray, float]],
+    ) -> None:
+        """Publish a buffer's vectors most popular first; hashes once acknowledged."""
+        assert self.embedder is not None
+        vectors, embed_s = await embedding
         if not todo:
             return
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        # The model runs on its own thread (one OpenMP team, ADR 0014); the event loop keeps
-        # fetching and heartbeating meanwhile.
-        vectors = await loop.run_in_executor(
-            self.model_thread, self.embedder.embed, [text for _, text, _ in todo]
-        )
-        embed_s = time.perf_counter() - started
         for (item, _, h), vec in zip(todo, vectors, strict=True):
             event = ItemVector(
                 item_id=item.item_id,
@@ -220,16 +280,23 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_ITEMS.name)
         failed = metrics.EVENTS_FAILED.labels(NAME, CATALOG_ITEMS.name, "schema")
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
-        await pipeline.load_model()  # once per process, before the first buffer
-        async for buffer in stream.take_events(cfg.buffer_size, within=cfg.max_wait_ms / 1000):
-            started = time.perf_counter()
-            work = plan((event, event.value) for event in buffer)
-            for event, reason in work.malformed:
-                await dead_letters.send(event, reason)
-            if work.removals:
-                await pipeline.remove(work.removals)
-            todo = await pipeline.changed(work.upserts) if work.upserts else []
-            await pipeline.embed_and_publish(todo)
+
+        async def finish(
+            buffer: Sequence[faust.EventT],
+            work: Plan,
+            todo: Todo,
+            embedding: asyncio.Future[tuple[np.ndarray, float]],
+            started: float,
+        ) -> None:
+            """Everything a buffer does after planning, in buffer order; then its acks."""
+            try:
+                for event, reason in work.malformed:
+                    await dead_letters.send(event, reason)
+                if work.removals:
+                    await pipeline.remove(work.removals)
+                await pipeline.publish(todo, embedding)
+            finally:  # written, or failed: later buffers compare with the store again
+                pipeline.in_flight.settle(work.removals, todo)
             async with store.pipeline(transaction=False) as pipe:
                 pipe.hset(pipeline.stats, "last_buffer_s", f"{time.perf_counter() - started:.4f}")
                 pipe.hincrby(pipeline.stats, "seen", len(buffer))
@@ -237,8 +304,36 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 pipe.hincrby(pipeline.stats, "removed", len(work.removals))
                 pipe.hincrby(pipeline.stats, "dead", len(work.malformed))
                 await pipe.execute()
+            for event in buffer:
+                event.ack()  # the reference taken in the agent: now Faust may commit it
             processed.inc(len(buffer) - len(work.malformed))
             failed.inc(len(work.malformed))
             latency.observe(time.perf_counter() - started)
 
+        await pipeline.load_model()  # once per agent, before the first buffer
+        previous: asyncio.Task[None] | None = None
+        try:
+            async for buffer in stream.take_events(cfg.buffer_size, within=cfg.max_wait_ms / 1000):
+                # take_events acks a buffer when the agent takes the next one; one more
+                # reference per message keeps its offset uncommitted until `finish` is done.
+                for event in buffer:
+                    event.message.incref()
+                started = time.perf_counter()
+                work = plan((event, event.value) for event in buffer)
+                todo = await pipeline.changed(work.upserts, work.removals)
+                embedding = pipeline.start_embedding(todo)  # the model works from now on
+                if previous is not None:
+                    await previous  # the last buffer was published meanwhile; or it raises
+                previous = asyncio.ensure_future(finish(buffer, work, todo, embedding, started))
+                previous.add_done_callback(_log_failure)
+        except EmbedderError:
+            pipeline.close_model()  # a dead model process: the next agent starts a new one
+            raise
+
     return app
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # Raised again in the agent at its next buffer; logged now in case none comes.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("content pipeline: a buffer failed: %r", task.exception())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.content_pipeline import plan
+from processors.content_pipeline import InFlight, plan
 from streams import codecs
 from topics import CATALOG_ITEMS, CatalogItem
 
@@ -54,3 +54,36 @@ def test_malformed_items_are_kept_with_their_reason():
     assert "nothing to embed" in reasons["empty"]
     assert "year" in reasons["bad"]
     assert work.upserts == [] and work.removals == []
+
+
+def _todo(item_id: str, h: str) -> tuple[CatalogItem, str, str]:
+    return CatalogItem(item_id=item_id, title=item_id), item_id, h
+
+
+def test_an_item_is_compared_with_the_hash_its_in_flight_buffer_will_write():
+    flight = InFlight()
+    # Buffer n changes "a" from h1 (stored) to h2 and is still being published.
+    flight.claim([], flight.changed([_todo("a", "h2")], ["h1"]))
+    # Buffer n+1 changes it back to h1: against the store it looks unchanged; it is not.
+    assert [i.item_id for i, _, _ in flight.changed([_todo("a", "h1")], ["h1"])] == ["a"]
+    # The same hash as the one in flight is a repeat: nothing to embed.
+    assert flight.changed([_todo("a", "h2")], ["h1"]) == []
+
+
+def test_an_upsert_after_an_in_flight_removal_is_embedded_again():
+    flight = InFlight()
+    flight.claim(["a"], [])
+    assert len(flight.changed([_todo("a", "h1")], ["h1"])) == 1
+
+
+def test_settling_forgets_a_buffer_unless_a_later_one_claimed_the_item():
+    flight = InFlight()
+    first, second = [_todo("a", "h2"), _todo("b", "h5")], [_todo("a", "h3")]
+    flight.claim(["c"], first)
+    flight.claim([], second)
+    flight.settle(["c"], first)  # "a" now belongs to the second buffer
+    assert len(flight) == 1
+    assert flight.changed([_todo("a", "h3")], ["h2"]) == []
+    flight.settle([], second)
+    assert len(flight) == 0
+    assert len(flight.changed([_todo("a", "h3")], ["h2"])) == 1
