@@ -1,24 +1,31 @@
 """Session features benchmark: freshness through the online store, and one worker's throughput.
 
     python -m benchmarks.features_bench [--seconds 20] [--rate 2000] [--backlog 60000]
+        [--poll-ms 50] [--no-freshness] [--profile worker.svg|.json|.txt]
 
 On a fresh stack of its own, with one `streamrec worker session-features` process:
 - throughput: a backlog of `--backlog` events is produced first, then the worker is timed
   from its first accepted event to its last (events/s one worker sustains, Feast writes and
   changelog included), and its CPU time per event is read from /proc (a figure that, unlike
-  events/s, hardly depends on what else the machine runs);
+  events/s, hardly depends on what else the machine runs), also split by thread name;
+  `--profile` runs py-spy on the worker meanwhile;
 - freshness at `--rate` events/s (default 2,000) and at 90% of the measured maximum, each for
   `--seconds`: every 10th event is a probe; a reader polls Feast's `get_online_features`
   for the probes' users and records, per probe, the time from `produce()` to the moment its
   event time is visible as the user's `last_event_ms`. Reported: p50, p99, max. The poll
-  loop's own period (one Feast read of up to 200 users) is included: the figure is what a
-  reader of the online store sees.
+  loop's own period (one Feast read of up to 200 users, at most one every `--poll-ms`) is
+  included: the figure is what a reader of the online store sees. Also reported: the
+  worker's CPU per event during the phase and that of the measuring process (producer and
+  reader), which shares the machine with the worker.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,12 +68,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far per thread name (`comm`) of a process, threads of one name summed."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
+def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` (100 Hz, Python frames) until interrupted; its output to `out`."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    argv = [str(py_spy), "record", "--pid", str(pid), "--rate", "100"]
+    formats = {".json": "speedscope", ".txt": "raw"}  # raw: collapsed stacks, one per line
+    argv += ["--format", formats.get(out.suffix, "flamegraph")]
+    argv += ["--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def throughput(
-    settings: Settings, group: str, items: list[str], backlog: int, pid: int
+    settings: Settings,
+    group: str,
+    items: list[str],
+    backlog: int,
+    pid: int,
+    profile: Path | None = None,
 ) -> tuple[float, float]:
     """(events/s, worker CPU microseconds per event) while the worker drains a backlog.
 
     The CPU cost per event hardly depends on what else runs on the machine; events/s does.
+    With `profile`, py-spy samples the worker while it drains (`--profile`).
     """
     base = accepted(settings, group)
     producer = bulk_producer(settings)
@@ -75,17 +113,33 @@ def throughput(
         produce_event(producer, EVENTS_INTERACTIONS, _event(n, "tp", items, now + n))
     flush(producer)
     first: tuple[float, int, float] | None = None
+    threads: dict[str, float] = {}
+    spy = None
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        seen = accepted(settings, group) - base
-        t = time.perf_counter()
-        if seen and first is None:
-            first = (t, seen, cpu_seconds(pid))
-        if seen >= backlog:
-            assert first is not None
-            n = seen - first[1]
-            return n / (t - first[0]), (cpu_seconds(pid) - first[2]) / n * 1e6
-        time.sleep(0.05)  # polling the worker's counter until the backlog is consumed
+    try:
+        while time.monotonic() < deadline:
+            seen = accepted(settings, group) - base
+            t = time.perf_counter()
+            if seen and first is None:
+                first = (t, seen, cpu_seconds(pid))
+                threads = thread_cpu(pid)
+                if profile is not None:
+                    spy = profiler(pid, profile)
+            if seen >= backlog:
+                assert first is not None
+                n = seen - first[1]
+                after = thread_cpu(pid)
+                split = sorted(((v - threads.get(k, 0.0)) / n * 1e6, k) for k, v in after.items())
+                print(
+                    "worker CPU per event by thread:",
+                    ", ".join(f"{name} {us:.0f} us" for us, name in reversed(split) if us >= 5),
+                )
+                return n / (t - first[0]), (cpu_seconds(pid) - first[2]) / n * 1e6
+            time.sleep(0.05)  # polling the worker's counter until the backlog is consumed
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+            spy.wait(60)
     raise RuntimeError("the worker did not consume the backlog in 600 s")
 
 
@@ -115,6 +169,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--backlog", type=int, default=60_000)
+    parser.add_argument("--poll-ms", type=float, default=50.0, help="freshness reader period")
+    parser.add_argument("--no-freshness", action="store_true", help="throughput only")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the worker while it drains the backlog (.svg, .json, .txt)",
+    )
     args = parser.parse_args()
     print(machine(), f"load average {os.getloadavg()[0]:.1f}")
     with bench_stack() as settings:
@@ -126,19 +187,28 @@ def main() -> None:
         with WorkerProcess(settings, "session-features", group) as worker:
             warm_up(settings, group, items, worker)
             assert worker.proc is not None
-            tp, cpu_us = throughput(settings, group, items, args.backlog, worker.proc.pid)
+            tp, cpu_us = throughput(
+                settings, group, items, args.backlog, worker.proc.pid, args.profile
+            )
             print(
                 f"throughput: {tp:,.0f} events/s (one worker, backlog {args.backlog:,}); "
                 f"worker CPU {cpu_us:,.0f} us per event (at most {1e6 / cpu_us:,.0f} events/s "
                 "on one idle core)"
             )
-            for label, rate in (("target", args.rate), ("90% of max", 0.9 * tp)):
+            rates = () if args.no_freshness else (("target", args.rate), ("90% of max", 0.9 * tp))
+            for label, rate in rates:
                 wait_caught_up(settings, group)
-                fr = measure_freshness(settings, items, rate, args.seconds)
+                cpu0 = cpu_seconds(worker.proc.pid)
+                fr = measure_freshness(
+                    settings, items, rate, args.seconds, poll_s=args.poll_ms / 1000
+                )
+                events = max(int(rate * args.seconds), 1)  # what measure_freshness produced
+                worker_us = (cpu_seconds(worker.proc.pid) - cpu0) / events * 1e6
                 print(
                     f"freshness at {label} {fr.rate:,.0f} events/s ({fr.probes} probes, "
                     f"{fr.unseen} unseen): p50 {fr.p50_ms:.0f} ms, p99 {fr.p99_ms:.0f} ms, "
-                    f"max {fr.max_ms:.0f} ms"
+                    f"max {fr.max_ms:.0f} ms; worker CPU {worker_us:.0f} us per event "
+                    f"(grace period included), the measuring process's {fr.measure_cpu_us:.0f} us"
                 )
             print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
