@@ -11,7 +11,9 @@ In one run:
 - pipeline: items/s of a real `streamrec worker content-pipeline` process on a fresh stack,
   from the first item produced to catalog.items until the last vector is acknowledged on
   catalog.vectors (model already loaded: start-up is reported apart), and its ratio to the
-  bare model (goal >= 0.8); with `--backlog` the items are produced before the worker
+  bare model (goal >= 0.8), the share of the run spent in model calls and the model's own
+  rate inside the worker (diagnostics: they split a shortfall between a slower model and
+  time outside it); with `--backlog` the items are produced before the worker
   starts and the clock starts at its ready flag (the benchmark's producing left out);
 - index: p50/p99 of one top-500 query, and per query in batches of 64, for flat and HNSW at
   each size (clustered synthetic 384-d unit vectors), HNSW build time, and recall@500 of
@@ -109,6 +111,9 @@ def pipeline_items_per_s(
         # where the worker's time went: model calls (one per buffer) against the whole run
         "embed_calls": float(counts.get(b"embed_calls", 0)),
         "embed_share": float(counts.get(b"embed_s", 0)) / (done - t0),
+        # the model's own rate inside the worker (its seconds are measured in the model
+        # process, so a buffer queued behind the previous one is not counted twice)
+        "model_items_per_s": len(items) / max(float(counts.get(b"embed_s", 0)), 1e-9),
         "torch_threads": float(counts.get(b"torch_threads", 0)),
     }
 
@@ -224,6 +229,9 @@ def main() -> None:
             f"| worker: model calls (one per buffer) / share of the run spent in the model | "
             f"{pipe['embed_calls']:.0f} / {pipe['embed_share']:.0%} (torch threads: worker "
             f"{pipe['torch_threads']:.0f}, bare {torch.get_num_threads()}) |",
+            f"| the model's own rate inside the worker (items / seconds in model calls) | "
+            f"{pipe['model_items_per_s']:,.0f} items/s ({pipe['model_items_per_s'] / bare:.2f} "
+            f"of the bare model) |",
             f"| producing the items ({'not ' if args.backlog else ''}in the rate) / "
             f"first buffer's vectors acknowledged at | "
             f"{pipe['publish_s']:.2f} s / {pipe['first_vector_s']:.2f} s |",
