@@ -11,7 +11,8 @@ Responsibilities:
   every source that proposed an item; users with 1-5 interactions ("session users") weigh
   the session sources (covisit, content) above the two-tower; users with none get trending;
 - drop the user's recent items and removed items; keep the best `max_candidates`;
-- write `cand:{user_id}` (JSON `CandidateList`, with its TTL) and return the summaries.
+- write `cand:{user_id}` (a `CandidateList` in `topics.candidate_codec`'s stored form, with its
+  TTL) and return the summaries.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from candidates.state import CandidateState
 from infra.settings import CandidateSettings
 from models.features import UserFeatures
 from models.retriever import Hit, RetrieverModel
-from topics import CandidatesUpdated
+from topics import CandidatesUpdated, candidate_codec
 from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, Candidate, CandidateList
 
 RRF_K = 60.0
@@ -170,7 +171,7 @@ class CandidateBuilder:
         ttl = USER_CANDIDATES.ttl_s
         async with self.store.pipeline(transaction=False) as pipe:
             for c in lists:
-                pipe.set(USER_CANDIDATES.key(user_id=c.user_id), c.model_dump_json(), ex=ttl)
+                pipe.set(USER_CANDIDATES.key(user_id=c.user_id), candidate_codec.encode(c), ex=ttl)
             await pipe.execute()
         return [summary(c) for c in lists]
 

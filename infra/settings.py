@@ -294,7 +294,7 @@ class ServingSettings(_Section):
     batch_max_wait_ms: float = 2.0
     device: str = Field("auto", description="auto: cuda when torch sees one, else cpu")
     ranker_compiled: bool = Field(
-        True, description="score with a frozen TorchScript trace of the ranker (ADR 0090)"
+        True, description="score with a frozen TorchScript trace of the ranker (ADR 0047)"
     )
     gil_switch_ms: float = Field(
         5.0, gt=0, description="the serving process's GIL switch interval (Python's: 5 ms)"

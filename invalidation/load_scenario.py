@@ -58,6 +58,7 @@ from topics import (
     ItemVector,
     RegistryChange,
     TopicSpec,
+    candidate_codec,
 )
 from topics.stores import USER_CANDIDATES, Candidate, CandidateList
 
@@ -223,13 +224,13 @@ class ReadPath:
         )
 
     def store_candidates(self, cand: CandidateList) -> None:
-        self.store.set(USER_CANDIDATES.key(user_id=cand.user_id), codecs.encode_json(cand))
+        self.store.set(USER_CANDIDATES.key(user_id=cand.user_id), candidate_codec.encode(cand))
 
     def seed(self, users: list[str]) -> None:
         pipe = self.store.pipeline(transaction=False)
         for user in users:
             cand = self.compute_candidates(user)
-            pipe.set(USER_CANDIDATES.key(user_id=user), codecs.encode_json(cand))
+            pipe.set(USER_CANDIDATES.key(user_id=user), candidate_codec.encode(cand))
         pipe.execute()
         self.cache.clear()
 
@@ -252,7 +253,7 @@ class ReadPath:
             self.count("candidates")
             self.count("cand_miss")
         else:
-            cand = CandidateList.model_validate_json(raw)
+            cand = candidate_codec.decode(raw)
         ranked = sorted(cand.items, key=lambda c: c.score, reverse=True)[:10]  # the ranking
         self.count("rank")
         self.count("miss")
@@ -487,7 +488,7 @@ def _check_reached(
     raws = store.mget([USER_CANDIDATES.key(user_id=u) for u in waiting])
     now = time.monotonic()
     for user, raw in zip(waiting, raws, strict=True):
-        if raw is not None and f'"item_id":"{item_id}"' in raw.decode():
+        if raw is not None and item_id in candidate_codec.read_ranked(raw).item_ids:
             reached[user] = now
 
 

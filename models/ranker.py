@@ -11,13 +11,13 @@ Responsibilities:
   `version`. A ranker version directory is self-contained: the item table, the two-tower it
   scores with, and its own weights, so serving loads one directory.
 
-Why serving scores with a TorchScript trace of the network (`compiled=True`, ADR 0090): the
-eager forward pass is ~150 Python-level torch calls, each a point where a busy event loop
-(another thread of the same process) can take the GIL and make the model wait a switch
-interval (5 ms) for it back; a traced, frozen graph runs in C++ with the GIL released from
-start to end, so the model thread competes for the GIL once per batch, and the graph runs
-faster on its own (fused constants, no module dispatch). Training and evaluation keep the
-eager module.
+Why serving scores with a TorchScript trace of the network (`compiled=True`, ADR 0047): the
+eager forward pass is ~100 torch operations called from Python, each a point where a busy
+event loop (another thread of the same process) can take the GIL and make the model wait a
+switch interval (5 ms) for it back; a traced, frozen graph runs in C++ with the GIL released
+from start to end, so the model thread competes for the GIL once per batch, and the graph
+runs faster on its own (fused constants, no module dispatch). Training and evaluation keep
+the eager module.
 
 Unknown candidate ids (items newer than the model) score `UNKNOWN_SCORE`, below every
 known item, instead of failing the request.
@@ -193,7 +193,7 @@ class RankerModel:
         self.scorer: Callable[..., torch.Tensor] = self.net  # the compiled graph once compiled
 
     def compile(self) -> None:
-        """Score with a frozen TorchScript trace of the network from now on (ADR 0090).
+        """Score with a frozen TorchScript trace of the network from now on (ADR 0047).
 
         The trace is taken on a small batch; batch size and candidate count stay dynamic
         (the graph reads them from the input's shape), which `tests/unit/models` checks
@@ -205,7 +205,7 @@ class RankerModel:
         with torch.no_grad(), warnings.catch_warnings():
             # The tracer warns about Python ints taken from shapes; they stay dynamic here.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated: ADR 0090
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated: ADR 0047
             traced = torch.jit.trace(self.net, (hist, aggs, cand), check_trace=False)
             self.scorer = torch.jit.freeze(traced.eval())
 

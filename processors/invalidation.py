@@ -39,7 +39,6 @@ from typing import Any
 import faust
 import redis
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 
 from infra.settings import Settings
 from invalidation import bootstrap
@@ -62,6 +61,7 @@ from topics import (
     RefreshCommand,
     RegistryChange,
     TopicSpec,
+    candidate_codec,
 )
 from topics.base import utcnow
 from topics.errors import SchemaError
@@ -95,8 +95,8 @@ def candidate_lists(values: list[bytes | None]) -> list[CandidateList | None]:
     out: list[CandidateList | None] = []
     for raw in values:
         try:
-            out.append(None if raw is None else CandidateList.model_validate_json(raw))
-        except ValidationError:
+            out.append(None if raw is None else candidate_codec.decode(raw))
+        except SchemaError:
             out.append(None)
     return out
 

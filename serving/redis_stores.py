@@ -1,41 +1,23 @@
 """Redis adapters: a user's candidates, the trending list and the removed items.
 
 Responsibilities: read the layouts declared in `topics.stores` (the contract with the
-candidates and trending processors), validate candidate lists, and translate redis errors
-into `DependencyError` at this boundary. A stored `CandidateList` is validated against a
-narrow TypedDict view (the ids and scores the request path uses, nothing else): pydantic
-still checks every field it reads, at a quarter of the cost of building 500 `Candidate`
-models (~0.25 ms against ~1 ms per request; BENCHMARKS.md, issue 6). Deadlines are the caller's
+candidates and trending processors), check candidate lists, and translate redis errors into
+`DependencyError` at this boundary. A stored `CandidateList` is read with
+`topics.candidate_codec.read_ranked`: the ids, scores and model version, every length checked,
+without building 500 models (ADR 0048). Deadlines are the caller's
 (`serving.deadlines.within`); the socket timeout only bounds a dead connection.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import redis.asyncio as aioredis
-from pydantic import Field, TypeAdapter, ValidationError
 from redis.exceptions import RedisError
-from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from serving.errors import DependencyError
 from serving.ports import Candidates
+from topics import candidate_codec
+from topics.errors import SchemaError
 from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, USER_HISTORY
-
-
-class _Candidate(TypedDict):
-    item_id: str
-    score: float
-
-
-class _CandidateView(TypedDict):
-    """The part of `topics.stores.CandidateList` serving reads (extra fields are ignored)."""
-
-    model_version: str
-    items: Annotated[list[_Candidate], Field(max_length=1000)]  # as CandidateList.items
-
-
-_VIEW = TypeAdapter(_CandidateView)
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
@@ -62,16 +44,11 @@ class RedisCandidates:
         if raw is None:
             return None
         try:
-            view = _VIEW.validate_json(raw)
-        except ValidationError as exc:
+            ranked = candidate_codec.read_ranked(raw)
+        except SchemaError as exc:
             # A malformed list is the writer's bug; for this request it means "no candidates".
-            raise DependencyError(
-                "candidates", f"invalid CandidateList: {exc.errors()[0]}"
-            ) from None
-        items = view["items"]
-        return Candidates(
-            [c["item_id"] for c in items], [c["score"] for c in items], view["model_version"]
-        )
+            raise DependencyError("candidates", exc.reason) from None
+        return Candidates(ranked.item_ids, ranked.scores, ranked.model_version)
 
 
 class RedisHistory:

@@ -27,7 +27,7 @@ from infra.settings import Settings
 from streams import datasets
 from streams.sources.base import RowError
 from streams.sources.movielens import MovieLensInteractions, load_items
-from topics import CatalogItem
+from topics import CatalogItem, candidate_codec
 from topics.stores import POPULAR, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
 
 
@@ -76,7 +76,7 @@ def seed_candidates(settings: Settings, ml: MovieLens, users: list[str], n: int 
     client = redis.Redis.from_url(settings.redis_url)
     with client.pipeline(transaction=False) as pipe:
         for user_id in users:
-            value = candidate_list(ml, user_id, n).model_dump_json()
+            value = candidate_codec.encode(candidate_list(ml, user_id, n))
             pipe.set(USER_CANDIDATES.key(user_id=user_id), value, ex=USER_CANDIDATES.ttl_s)
         pipe.execute()
     return len(users)

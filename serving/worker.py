@@ -81,7 +81,7 @@ def set_ranker_threads(settings: Settings) -> None:
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers - 1))
     # How long a thread that wants the GIL waits before it asks the holder to let go: the
-    # ranker thread waits this long for the busy event loop after each batch (ADR 0090).
+    # ranker thread waits this long for the busy event loop after each batch (ADR 0047).
     sys.setswitchinterval(settings.serving.gil_switch_ms / 1000.0)
 
 

@@ -5,7 +5,7 @@ and readers (serving) import it instead of spelling key strings.
 
 | key | type | written by | read by |
 | --- | --- | --- | --- |
-| `cand:{user_id}` | string, JSON `CandidateList` | candidates processor | serving |
+| `cand:{user_id}` | string, `CandidateList` (stored by `candidate_codec`) | candidates | serving |
 | `cand:hist:{user_id}` | list, item ids newest first | candidates processor | serving (history) |
 | `popular:{window}` | zset item_id -> score | trending processor | serving (POPULAR), candidates |
 | `catalog:removed` | set of item ids | content pipeline, invalidation | serving (filters at once) |
@@ -39,6 +39,9 @@ class StoreKey(BaseModel):
         return self.pattern.format(**fields)
 
 
+MAX_CANDIDATES = 1000  # a stored list's bound
+
+
 class Candidate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,7 +55,7 @@ class CandidateList(Event):
     user_id: str
     model_version: str
     computed_at: datetime = Field(default_factory=utcnow)
-    items: list[Candidate] = Field(max_length=1000)
+    items: list[Candidate] = Field(max_length=MAX_CANDIDATES)
 
 
 USER_CANDIDATES = StoreKey(
@@ -60,7 +63,8 @@ USER_CANDIDATES = StoreKey(
     redis_type="string",
     schema=CandidateList,
     ttl_s=7 * 24 * 3600,
-    description="a user's precomputed candidates (up to 500), best first",
+    description="a user's precomputed candidates (up to 500), best first; stored in the "
+    "compact form of topics.candidate_codec (encode / decode / read_ranked)",
 )
 
 USER_HISTORY = StoreKey(

@@ -23,8 +23,8 @@ from models.train import train
 from streams import datasets
 from streams.producer import flush, latency_producer, produce_event
 from streams.sources.movielens import load_items
-from topics import EVENTS_INTERACTIONS, REGISTRY_CHANGES, Interaction
-from topics.stores import USER_CANDIDATES, CandidateList
+from topics import EVENTS_INTERACTIONS, REGISTRY_CHANGES, Interaction, candidate_codec
+from topics.stores import USER_CANDIDATES
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext
@@ -86,7 +86,7 @@ def candidates(ctx: DemoContext) -> None:
             raise RuntimeError(f"the candidates worker died; see {worker.log}")
         raw = store.get(USER_CANDIDATES.key(user_id=DEMO_USER))
         if raw:
-            lst = CandidateList.model_validate_json(raw)
+            lst = candidate_codec.decode(raw)
             if (
                 lst.computed_at > start
                 and lst.model_version == ctx.state.get("model_version")

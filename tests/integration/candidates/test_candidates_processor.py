@@ -23,7 +23,7 @@ from streams.producer import flush, latency_producer, produce_event
 from streams.sources.movielens import load_items
 from streams.worker_process import WorkerProcess
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction
+from topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction, candidate_codec
 from topics.stores import USER_CANDIDATES, CandidateList
 
 # The module trains a model first: more than the default 600 s on a busy 2-core machine.
@@ -79,7 +79,7 @@ def _send(settings, user, items, start):
 
 def _candidates(settings, user) -> CandidateList | None:
     raw = redis.Redis.from_url(settings.redis_url).get(USER_CANDIDATES.key(user_id=user))
-    return CandidateList.model_validate_json(raw) if raw else None
+    return candidate_codec.decode(raw) if raw else None
 
 
 def _rebuilt_after(settings, user, last_item, since, worker):

@@ -43,6 +43,7 @@ from topics import (
     Interaction,
     ItemVector,
     RefreshCommand,
+    candidate_codec,
 )
 from topics.stores import USER_CANDIDATES, CandidateList
 from vectors import IndexReader
@@ -130,7 +131,7 @@ def world(isolated_stack: Settings, ml100k: Path) -> Iterator[World]:
 
 def _candidates(settings: Settings) -> CandidateList | None:
     raw = redis.Redis.from_url(settings.redis_url).get(USER_CANDIDATES.key(user_id=FAN))
-    return CandidateList.model_validate_json(raw) if raw else None
+    return candidate_codec.decode(raw) if raw else None
 
 
 def _rebuilt_since(world: World, since: datetime, last_item: str | None = None) -> CandidateList:

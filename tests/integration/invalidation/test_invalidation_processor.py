@@ -51,6 +51,7 @@ from topics import (
     ItemVector,
     RefreshCommand,
     RegistryChange,
+    candidate_codec,
 )
 from topics.stores import REMOVED_ITEMS, USER_CANDIDATES, Candidate, CandidateList
 
@@ -152,7 +153,7 @@ def world(isolated_stack: Settings, ml100k: Path) -> Iterator[World]:
                 model_version="seed",
                 items=[Candidate(item_id=i.item_id, score=1.0, sources=["content"]) for i in held],
             )
-            raw = codecs.encode_json(cand)
+            raw = candidate_codec.encode(cand)
             store.set(USER_CANDIDATES.key(user_id=user), raw)
             seeded[user] = raw
             produce_event(
@@ -282,7 +283,7 @@ def test_a_thousand_upserts_of_one_item_make_one_refresh_per_affected_key(world:
 def test_a_removed_item_is_never_served_once_its_removal_is_processed(world: World) -> None:
     store = redis.Redis.from_url(world.settings.redis_url)
     holders = {
-        u: CandidateList.model_validate_json(store.get(USER_CANDIDATES.key(user_id=u)))
+        u: candidate_codec.decode(store.get(USER_CANDIDATES.key(user_id=u)))
         for u in world.fans["kids"]
     }
     gone = Counter(c.item_id for cand in holders.values() for c in cand.items).most_common(1)[0][0]
@@ -311,7 +312,7 @@ def test_a_removed_item_is_never_served_once_its_removal_is_processed(world: Wor
     answers = asyncio.run(served(holding))
     for user in holding:
         raw = store.get(USER_CANDIDATES.key(user_id=user))
-        assert gone in {c.item_id for c in CandidateList.model_validate_json(raw).items}
+        assert gone in {c.item_id for c in candidate_codec.decode(raw).items}
         assert gone not in answers[user]
     # And the users who held it get a refresh for the removal.
     commands = wait_commands(
