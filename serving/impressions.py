@@ -27,7 +27,11 @@ class ImpressionPublisher:
     def __init__(self, settings: Settings, metrics: ServingMetrics):
         self.settings = settings
         self.metrics = metrics
-        self.producer: Producer = latency_producer(settings, **{"client.id": "serving-served"})
+        # Delivery reports only for failures (what _delivered counts): no Python callback per
+        # delivered impression on the poll thread, which would take the GIL once per answer.
+        self.producer: Producer = latency_producer(
+            settings, **{"client.id": "serving-served", "delivery.report.only.error": True}
+        )
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="impressions", daemon=True)

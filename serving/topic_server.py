@@ -44,7 +44,10 @@ class TopicServer:
         self.settings = settings
         self.worker = worker
         self.cfg = settings.serving
-        self.producer = latency_producer(settings, **{"client.id": "serving-replies"})
+        # Delivery reports only for failures (all _delivered acts on): no callback per reply.
+        self.producer = latency_producer(
+            settings, **{"client.id": "serving-replies", "delivery.report.only.error": True}
+        )
         self.slots = threading.Semaphore(self.cfg.topic_concurrency)
         self.answered = 0
         self.dead = 0
