@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from features import online_writer
 from features.online import OnlineFeatures
 from features.online_writer import OnlineWriter
 from infra import feast_store
@@ -89,6 +90,20 @@ def test_without_the_check_every_row_is_written(writer, unique):
     w.write_many({"user_session_fv": [_session(user, ts - 5, ["b"], 3)]}, check_stored=False)
     row = OnlineFeatures(settings).get_user_features([user])[user]
     assert (row.session_interactions, row.last_items) == (3, ["b"])
+
+
+def test_entity_keys_kept_between_calls_stay_bounded_and_right(writer, unique, monkeypatch):
+    settings, w = writer
+    monkeypatch.setattr(online_writer, "ENTITY_KEYS_MAX", 2)
+    users = [f"{unique}-keys-{i}" for i in range(5)]
+    ts = 1_700_000_300_000
+    for i, user in enumerate(users):  # one call per user: the kept keys overflow and restart
+        w.write_many({"user_session_fv": [_session(user, ts, [str(i)], i + 1)]})
+        assert len(w._keys) <= online_writer.ENTITY_KEYS_MAX + 1
+    got = OnlineFeatures(settings).get_user_features(users)
+    assert [(got[u].session_interactions, got[u].last_items) for u in users] == [
+        (i + 1, [str(i)]) for i in range(5)
+    ]
 
 
 async def test_the_serving_reader_reads_what_feast_reads(writer, unique):
