@@ -83,6 +83,9 @@ class EmbeddingSettings(_Section):
     max_wait_ms: int = Field(50, ge=1, description="a partial buffer is embedded after this")
     buffer_size: int = Field(256, ge=1, description="items taken at once, most popular first")
     cpu_bf16: bool = Field(True, description="bf16 autocast on CPU (ADR 0010)")
+    overlap_buffers: bool = Field(
+        True, description="embed buffer n+1 while buffer n is published (ADR 0081)"
+    )
 
 
 class IndexSettings(_Section):

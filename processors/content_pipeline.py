@@ -326,6 +326,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                     await previous  # the last buffer was published meanwhile; or it raises
                 previous = asyncio.ensure_future(finish(buffer, work, todo, embedding, started))
                 previous.add_done_callback(_log_failure)
+                if not cfg.overlap_buffers:
+                    await previous  # strictly one buffer at a time (raises its failure)
         except EmbedderError:
             pipeline.close_model()  # a dead model process: the next agent starts a new one
             raise
