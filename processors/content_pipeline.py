@@ -12,9 +12,10 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
   `embedding.batch_size`), in a child process of its own (`models.embedder_process`), and
   publishes them most popular first (`popularity_hint`): under a backlog a buffer is the
   unit of priority, so popular items never wait behind the long tail of a later buffer;
-- pipelines buffers: buffer n+1 is planned and handed to the model process before buffer
-  n's vectors are published, so the model works while the worker publishes and flushes;
-  each buffer's offsets stay uncommitted until its own vectors are acknowledged;
+- pipelines buffers (`embedding.overlap_buffers`, on by default): buffer n+1 is planned and
+  handed to the model process before buffer n's vectors are published, so the model works
+  while the worker publishes and flushes; each buffer's offsets stay uncommitted until its
+  own vectors are acknowledged;
 - publishes binary vectors (`streams.codecs`) keyed by item id, then records their hashes
   and its running counts (`stats_key`: seen, embedded, skipped, removed, dead, embed calls
   and seconds spent in the model).
@@ -25,10 +26,12 @@ of texts like it; 64 texts taken in popularity order are padded to the longest o
 which cost 37% more tokens on the benchmark catalog (the figures are in ADR 0014).
 
 Why the model runs in a child process and not on a thread (ADR 0080): torch releases the GIL
-in every op and takes it back after; next to the busy Python thread of the event loop each
-take-back can wait up to the interpreter's switch interval, over hundreds of ops per batch.
-The child has its own GIL; it is started with `spawn`, loads and warms up the model once,
-and gets texts and returns float32 rows (a buffer's vectors are ~400 KB).
+in every op and takes it back after; while the event loop's thread runs Python each take-back
+can wait up to the interpreter's switch interval, over hundreds of ops per batch (small next
+to this worker's mostly idle loop on 2 cores, large beside a busy one). The child has its
+own GIL; it is started with `spawn`, loads and warms up the model once, and gets texts and
+returns float32 rows (a buffer's vectors are ~400 KB). On 2 cores neither the child nor the
+overlap moved the end-to-end ratio measurably (BENCHMARKS.md): the run is CPU-bound.
 
 Why buffers are pipelined and how acks stay safe (ADR 0081): Faust's `take_events` acks a
 buffer's events when the agent asks for the next buffer, which would let Faust commit the
