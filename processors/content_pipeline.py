@@ -335,6 +335,10 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             pipeline.close_model()  # a dead model process: the next agent starts a new one
             raise
 
+    @app.on_before_shutdown.connect
+    def _stop(sender: object, **kwargs: object) -> None:
+        pipeline.close_model()  # the model process goes with the worker
+
     return app
 
 

@@ -133,16 +133,8 @@ def create_app(
             channel="http",
         )
 
-    async def recommend(
-        user_id: str,
-        k: int,
-        priority: Priority,
-        budget_ms: int | None,
-        recent: list[str],
-        request_id: str | None,
-    ) -> Response:
+    async def recommend(query: RecQuery) -> Response:
         assert worker.recommender is not None, "lifespan not started"
-        query = query_of(user_id, k, priority, budget_ms, recent, request_id)
         return answer(await worker.recommender.recommend(query))
 
     async def fast_get(
@@ -167,7 +159,7 @@ def create_app(
         except ValidationError:
             return None
         try:
-            return answer(await worker.recommender.recommend(query))
+            return await recommend(query)
         except Overloaded as exc:
             return overloaded_answer(exc)
 
@@ -184,7 +176,7 @@ def create_app(
         budget_ms: Annotated[int | None, Query(ge=5, le=10_000)] = None,
         x_request_id: RequestId = None,
     ) -> Response:
-        return await recommend(user_id, k, priority, budget_ms, [], x_request_id)
+        return await recommend(query_of(user_id, k, priority, budget_ms, [], x_request_id))
 
     @app.post(
         "/v1/users/{user_id}/recommendations",
@@ -198,7 +190,9 @@ def create_app(
         x_request_id: RequestId = None,
     ) -> Response:
         return await recommend(
-            user_id, body.k, body.priority, body.budget_ms, body.recent_item_ids, x_request_id
+            query_of(
+                user_id, body.k, body.priority, body.budget_ms, body.recent_item_ids, x_request_id
+            )
         )
 
     @app.get("/healthz", summary="The process is alive")
