@@ -11,9 +11,10 @@ Responsibilities:
 
 Why: in a py-spy profile of the serving worker at 80 requests/s (only threads holding the
 GIL), FastAPI's routing, parameter resolution and its middleware stack were ~16% of the
-event loop's samples, more than parsing the 500 candidates; the event loop's CPU per request
-is what bounds the worker's rate (BENCHMARKS.md, issue 6). The path is matched with one regular
-expression and the query with `parse_qsl`, so a valid request costs a few microseconds here.
+event loop's samples, second only to reading the 500 candidates (ADR 0048); the event loop's
+CPU per request is what bounds the worker's rate (BENCHMARKS.md, issue 6). The path is
+matched with one regular expression and the query with `parse_qsl`, so a valid request costs
+a few microseconds here (ADR 0047).
 """
 
 from __future__ import annotations
