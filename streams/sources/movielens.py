@@ -66,8 +66,12 @@ class MovieLensInteractions:
         frame["ts_num"] = pd.to_numeric(frame["timestamp"], errors="coerce")
         frame = frame.sort_values(["ts_num", "line"], kind="stable", na_position="last")
         for user, item, rating, ts_raw, line, ts in zip(
-            frame["user"].tolist(), frame["item"].tolist(), frame["rating"].tolist(),
-            frame["timestamp"].tolist(), frame["line"].tolist(), frame["ts_num"].tolist(),
+            frame["user"].tolist(),
+            frame["item"].tolist(),
+            frame["rating"].tolist(),
+            frame["timestamp"].tolist(),
+            frame["line"].tolist(),
+            frame["ts_num"].tolist(),
             strict=True,
         ):
             raw = f"{user}\t{item}\t{rating}\t{ts_raw}"
