@@ -62,10 +62,15 @@ def accepted(settings: Settings, group: str) -> int:
     return int(redis.Redis.from_url(settings.redis_url).hget(stats_key(group), "accepted") or 0)
 
 
+def _stat_cpu(stat: str) -> float:
+    """User + system CPU seconds in the text of a /proc `stat` file (process or thread)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
@@ -77,9 +82,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
         except OSError:
             continue  # the thread ended
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        out[name] = out.get(name, 0.0) + cpu
+        out[name] = out.get(name, 0.0) + _stat_cpu(stat)
     return out
 
 

@@ -317,9 +317,6 @@ class ServingSettings(_Section):
     ranker_compiled: bool = Field(
         True, description="score with a frozen TorchScript trace of the ranker (ADR 0047)"
     )
-    gil_switch_ms: float = Field(
-        5.0, gt=0, description="the serving process's GIL switch interval (Python's: 5 ms)"
-    )
     # the response cache (0 disables it) with request coalescing
     cache_ttl_s: float = 2.0
     cache_max_entries: int = 100_000

@@ -14,7 +14,6 @@ import contextlib
 import gc
 import logging
 import os
-import sys
 from typing import Any
 
 from infra.settings import Settings
@@ -80,9 +79,6 @@ def set_ranker_threads(settings: Settings) -> None:
     import torch
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers - 1))
-    # How long a thread that wants the GIL waits before it asks the holder to let go: the
-    # ranker thread waits this long for the busy event loop after each batch (ADR 0047).
-    sys.setswitchinterval(settings.serving.gil_switch_ms / 1000.0)
 
 
 class ServingWorker:
