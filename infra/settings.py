@@ -125,6 +125,9 @@ class FeatureSettings(_Section):
     stall_s: float = Field(
         20.0, gt=0, description="session worker: re-seek a partition with no commit this long"
     )
+    state_cache_max: int = Field(
+        100_000, ge=0, description="session worker: decoded user states kept in memory (0: off)"
+    )
 
 
 class ModelSettings(_Section):

@@ -4,7 +4,10 @@ Responsibilities:
 - consume events.interactions (keyed by user) in micro-batches bounded by size and time
   (`features.batch_max` events, `features.batch_ms` ms);
 - keep each user's `SessionState` in a Faust table backed by its changelog topic (local
-  store: RocksDB through rocksdict), so a restarted or moved worker recovers it;
+  store: RocksDB through rocksdict), so a restarted or moved worker recovers it; a batch
+  writes its states with `DurableTable.put` (local store + changelog through librdkafka,
+  not faust's per-key path), and the decoded states of the owned partitions stay in a
+  `StateCache` dropped on every rebalance (docs/adr/0085-session-worker-state-path.md);
 - apply the session semantics of `features.session` (event-time sessions, allowed
   lateness, duplicates by event_id ignored);
 - write the changed users' `user_session_fv` rows (and their `user_longterm_fv` rows, so
@@ -17,8 +20,9 @@ Item genres come from catalog.items, read at start and followed (`features.catal
 
 Failure policy: a malformed message goes to dead.letters with the reason and the agent goes
 on. Duplicates and events older than the allowed lateness are dropped and counted. A
-failure of the online store raises (the worker stops before acking the batch, so the batch is
-redelivered after a restart; the table's dedup makes the redelivery harmless).
+failure of the online store or of a changelog message raises (the worker stops before acking
+the batch, so the batch is redelivered after a restart; the table's dedup makes the
+redelivery harmless; the state cache is dropped, its states may hold the batch's events).
 Delivery: at least once into the table and the store (the store is written before the
 table, so a batch cut short is redone from the old state and writes the same features);
 effectively once in the features, because every accepted event id is remembered until it is
@@ -39,6 +43,7 @@ from features.online_writer import OnlineWriter
 from features.session import Outcome, SessionState, apply_event, ts_ms
 from infra.settings import Settings
 from processors.batch_context import as_current, durable_table
+from processors.state_cache import StateCache
 from streams import codecs, metrics, rebalance_guard
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
@@ -96,10 +101,14 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     store = aioredis.from_url(settings.redis_url)
     stats = stats_key(group)
     writer: OnlineWriter | None = None
-    # FeaturesChanged notices go through librdkafka, not faust's producer: faust's send path
-    # costs tens of microseconds of Python per message, one notice per changed user per
-    # batch. murmur2 is the partitioner faust (aiokafka) used for them, so keys stay put.
-    notices = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
+    # FeaturesChanged notices and the table's changelog go through librdkafka, not faust's
+    # producer: faust's send path costs tens of microseconds of Python per message, and both
+    # are one message per changed user per batch (ADR 0027, ADR 0085). murmur2 is the
+    # partitioner faust (aiokafka) used for the notices, so their keys stay put.
+    producer = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
+    # Decoded states of the owned partitions, dropped on every rebalance (ADR 0085).
+    cache: StateCache[SessionState] = StateCache(cfg.state_cache_max)
+    cache.attach(app)
 
     @app.agent(source, name=NAME)
     async def session_features(stream: faust.StreamT) -> None:
@@ -114,82 +123,93 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         failed = metrics.EVENTS_FAILED.labels(NAME, topic, "schema")
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
-            t0 = time.perf_counter()
-            counts = {o.value: 0 for o in Outcome} | {"dead": 0}
-            states: dict[str, SessionState] = {}
-            last_event: dict[str, Any] = {}
-            for event in batch:
-                try:
-                    interaction = codecs.decode(EVENTS_INTERACTIONS, event.value)
-                except SchemaError as exc:
-                    await dead_letters.send(event, exc.reason)
-                    counts["dead"] += 1
-                    continue
-                assert isinstance(interaction, Interaction)
-                user = interaction.user_id
-                state = states.get(user)
+            try:
+                await handle(batch, processed, failed, latency)
+            except BaseException:
+                # States of the batch were changed in place and may not be in the table.
+                cache.invalidate()
+                raise
+
+    async def handle(batch: Any, processed: Any, failed: Any, latency: Any) -> None:
+        assert writer is not None
+        t0 = time.perf_counter()
+        epoch = cache.epoch
+        counts = {o.value: 0 for o in Outcome} | {"dead": 0}
+        states: dict[bytes, SessionState] = {}  # every user of the batch, by table key
+        changed: dict[bytes, tuple[str, int]] = {}  # accepted: key -> (user, partition)
+        for event in batch:
+            try:
+                interaction = codecs.decode(EVENTS_INTERACTIONS, event.value)
+            except SchemaError as exc:
+                await dead_letters.send(event, exc.reason)
+                counts["dead"] += 1
+                continue
+            assert isinstance(interaction, Interaction)
+            user = interaction.user_id
+            key = user.encode()
+            state = states.get(key)
+            if state is None:
+                state = cache.get(key)
                 if state is None:
                     with as_current(event):
-                        state = SessionState.from_bytes(table.get(user.encode()))
-                outcome = apply_event(
-                    state,
-                    cfg,
-                    event_id=interaction.event_id,
-                    ts=ts_ms(interaction.ts.timestamp()),
-                    item_id=interaction.item_id,
-                    genres=catalog.get(interaction.item_id),
-                    rating=interaction.rating,
+                        state = SessionState.from_bytes(table.get(key))
+                states[key] = state
+            outcome = apply_event(
+                state,
+                cfg,
+                event_id=interaction.event_id,
+                ts=ts_ms(interaction.ts.timestamp()),
+                item_id=interaction.item_id,
+                genres=catalog.get(interaction.item_id),
+                rating=interaction.rating,
+            )
+            counts[outcome.value] += 1
+            if outcome is Outcome.ACCEPTED:
+                changed[key] = (user, event.message.partition)
+        if changed:
+            rows = [(user, states[key]) for key, (user, _p) in changed.items()]
+            # The online store first, the table (changelog) second: a worker stopped in
+            # between leaves the old state in the changelog, and whoever redoes the batch
+            # writes the same features again. The other order could leave the store
+            # behind a state that already counts the batch's events as seen.
+            await writer.write_many_async(
+                {
+                    VIEW: [session_row(u, s) for u, s in rows],
+                    LONGTERM_VIEW: [longterm_row(u, s, cfg.top_genres) for u, s in rows],
+                },
+                # This worker owns these users (their partitions) and writes their newest
+                # state: no need to read the stored timestamps first (one round trip).
+                check_stored=False,
+            )
+            for user, state in rows:
+                notice = FeaturesChanged(
+                    user_id=user, interactions=state.total, last_event_ts=state.max_ts / 1000.0
                 )
-                counts[outcome.value] += 1
-                if outcome is Outcome.ACCEPTED:
-                    states[user] = state
-                    last_event[user] = event
-            if states:
-                # The online store first, the table (changelog) second: a worker stopped in
-                # between leaves the old state in the changelog, and whoever redoes the batch
-                # writes the same features again. The other order could leave the store
-                # behind a state that already counts the batch's events as seen.
-                await writer.write_many_async(
-                    {
-                        VIEW: [session_row(u, s) for u, s in states.items()],
-                        LONGTERM_VIEW: [
-                            longterm_row(u, s, cfg.top_genres) for u, s in states.items()
-                        ],
-                    },
-                    # This worker owns these users (their partitions) and writes their newest
-                    # state: no need to read the stored timestamps first (one round trip).
-                    check_stored=False,
-                )
-                for user, state in states.items():
-                    notice = FeaturesChanged(
-                        user_id=user,
-                        interactions=state.total,
-                        last_event_ts=state.max_ts / 1000.0,
-                    )
-                    produce_event(notices, FEATURES_CHANGED, notice)
-                notices.poll(0)
-                for user, state in states.items():
-                    with as_current(last_event[user]):
-                        table[user.encode()] = state.to_bytes()
-                # Acked (then committed) only once the new states are in the changelog and
-                # the notices are delivered.
-                await asyncio.gather(
-                    table.changelog_sent(), asyncio.to_thread(flush, notices, 60.0)
-                )
-            async with store.pipeline(transaction=False) as pipe:
-                for name, n in counts.items():
-                    if n:
-                        pipe.hincrby(stats, name, n)
-                pipe.hincrby(stats, "batches", 1)
-                await pipe.execute()
-            processed.inc(len(batch) - counts["dead"])
-            if counts["dead"]:
-                failed.inc(counts["dead"])
-            latency.observe(time.perf_counter() - t0)
+                produce_event(producer, FEATURES_CHANGED, notice)
+            # The new states: local store and changelog (through the same producer).
+            for key, (_user, partition) in changed.items():
+                table.put(producer, partition, key, states[key].to_bytes())
+            producer.poll(0)
+            # Acked (then committed) only once the new states are in the changelog and
+            # the notices are delivered.
+            await asyncio.to_thread(flush, producer, 60.0)
+            table.persist()
+        # Every state of the batch is now the table's own (read from it, or written above).
+        cache.put_many(states, epoch)
+        async with store.pipeline(transaction=False) as pipe:
+            for name, n in counts.items():
+                if n:
+                    pipe.hincrby(stats, name, n)
+            pipe.hincrby(stats, "batches", 1)
+            await pipe.execute()
+        processed.inc(len(batch) - counts["dead"])
+        if counts["dead"]:
+            failed.inc(counts["dead"])
+        latency.observe(time.perf_counter() - t0)
 
     @app.on_before_shutdown.connect
     def _stop(sender: Any, **kwargs: Any) -> None:
         catalog.stop()
-        notices.flush(10)
+        producer.flush(10)
 
     return app

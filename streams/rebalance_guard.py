@@ -20,6 +20,11 @@ Responsibilities:
 - when records are dropped after the new generation has started, seek back to the committed
   offsets (what faust's own rebalance does), so they are fetched again; redeliveries are
   at-least-once duplicates that the processors already absorb;
+- hand each record to the streams without faust's per-record tasks when the streams take
+  it at once (`GuardedConsumer._deliver`, `Resumed`);
+- keep the records already handed to the streams when faust resumes a flow that is running
+  (`KeepDeliveredFlowControl`: mode's flow control cleared the streams' queues on every
+  resume, and faust resumes again at the end of each recovery, after its seek);
 - `StallWatchdog` (`watch_stalls`, opt-in): a safety net for stalls of other causes
   (committed offset flat while the partition is behind its end: resume, and seek back to
   the committed offsets);
@@ -32,13 +37,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+from mode.utils.queues import FlowControlEvent
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,23 @@ class GuardedConsumer(faust_aiokafka.Consumer):
     def _delivered(self, tp: TP, offset: int) -> None:
         """Called after a record was handed to the streams (hook; `NoGapConsumer`)."""
 
+    async def _deliver(self, delivery: Coroutine[Any, Any, Any]) -> None:
+        """Run the streams' callback for one record, as faust does but without its cost when
+        the callback does not wait.
+
+        faust runs every record's callback through `wait_first(callback, suspend_flow)`: four
+        tasks and an `asyncio.wait` per record, so that a callback blocked on a full stream
+        queue can be interrupted by a suspension of the flow (a rebalance). The callback
+        almost always finishes without waiting (the queue has room): its first step is run
+        here, and only a callback that does wait is handed, where it stopped, to
+        `wait_first` (docs/adr/0086-record-delivery-fast-path.md).
+        """
+        try:
+            pending = delivery.send(None)
+        except StopIteration:
+            return  # delivered without waiting: nothing a suspension could interrupt
+        await self.wait_first(Resumed(delivery, pending), self.suspend_flow.wait())
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - see module doc
         """faust's fetcher loop, plus: a record held up (by a commit) until a rebalance is
         over is not delivered and does not move the partition's read offset."""
@@ -128,7 +151,7 @@ class GuardedConsumer(faust_aiokafka.Consumer):
                         gap = offset - (r_offset or 0)
                         if gap > 1 and r_offset and acks_enabled_for(message.topic):
                             await self._add_gap(tp, r_offset + 1, offset)
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                        await self._deliver(callback(message))
                         if self._stale():
                             # Interrupted by a rebalance: the rebalance's seek decides what
                             # is read next, not this record.
@@ -146,6 +169,57 @@ class GuardedConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+
+class Resumed:
+    """An awaitable that finishes a coroutine whose first step already ran and stopped on
+    `pending` (what it yielded to the event loop: usually a future it waits for).
+
+    Awaiting it (or wrapping it in a task) goes on exactly where the coroutine stopped:
+    `pending` goes to the event loop first, then every value sent or exception thrown in
+    (a cancellation) is passed on to the coroutine.
+    """
+
+    __slots__ = ("coro", "pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.pending
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # thrown in by the task: pass it on
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class KeepDeliveredFlowControl(FlowControlEvent):
+    """faust's flow control of the streams, except that resuming a running flow keeps what
+    the streams' queues hold.
+
+    mode's `resume` clears every stream queue on each call, and faust calls it twice per
+    recovery: when it starts (after the revoke's suspension: the queues may hold records of
+    the previous assignment) and when it completes, after resuming and seeking the assigned
+    partitions. The second call dropped the records the fetcher delivered during that seek:
+    never processed, never acked, never fetched again; commits stopped at them, and after
+    the stall watchdog's seek-back they came too late to count (features lost; ADR 0086).
+    Only a resume that ends a suspension clears here.
+    """
+
+    def resume(self) -> None:
+        if self.is_active():
+            return  # already running: the queues hold records of the current assignment
+        super().resume()
 
 
 class GuardedTransport(faust_aiokafka.Transport):
@@ -286,8 +360,14 @@ class StallWatchdog:
 
 
 def install(app: faust.App) -> None:
-    """Give `app` a transport whose consumer is a `GuardedConsumer` (before it starts)."""
+    """Give `app` a transport whose consumer is a `GuardedConsumer` and a flow control that
+    keeps delivered records (`KeepDeliveredFlowControl`), before it starts."""
     app.transport = GuardedTransport(cast(Any, app.conf).broker_consumer, app)
+    if "flow_control" in vars(app):
+        # Queues made before this point would be managed by faust's own flow control.
+        raise RuntimeError("install must be called before the app's flow control exists")
+    # No loop bound here: mode's events take the running loop when first awaited.
+    app.flow_control = KeepDeliveredFlowControl()
 
 
 def watch_stalls(app: faust.App, stall_s: float, check_s: float = 5.0) -> StallWatchdog:

@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from features.online import OnlineFeatures
+from features.session import SessionState
 from infra.feast_store import feature_store
+from processors.session_features import TABLE
 from streams import codecs
 from streams.producer import bulk_producer, flush, produce_event
 from streams.worker_process import WorkerProcess
@@ -23,6 +25,7 @@ from tests.feature_helpers import (
     stats,
     wait_caught_up,
 )
+from tests.features_reference import assert_features_equal, recompute
 from tests.kafka_helpers import end_offsets, read_range, wait_for
 from topics import (
     DEAD_LETTERS,
@@ -63,6 +66,28 @@ def test_replay_gives_exactly_the_recomputed_features(loaded, worker):
     settings, genres, events = loaded
     assert stats(settings, GROUP).get("accepted") == N
     compare_users(settings, events, genres, _sample(events))
+
+
+def test_the_changelog_holds_every_users_latest_state_on_its_partition(loaded, worker):
+    # The worker writes its table's changelog itself (DurableTable.put, ADR 0085): the last
+    # message per user, on the partition of the user's events, is what recovery rebuilds.
+    settings, genres, events = loaded
+    changelog = f"{GROUP}-{TABLE}-changelog"
+    latest: dict[str, tuple[int, bytes]] = {}
+    for p, end in end_offsets(settings, changelog).items():
+        for key, value in read_range(settings, changelog, {}, {p: end}):
+            latest[key.decode()] = (p, value)
+    source: dict[str, int] = {}
+    for p, end in end_offsets(settings, EVENTS_INTERACTIONS.name).items():
+        for key, _value in read_range(settings, EVENTS_INTERACTIONS.name, {}, {p: end}):
+            source[key.decode()] = p
+    assert set(events) <= set(latest)
+    for user in events:
+        partition, raw = latest[user]
+        assert partition == source[user], user
+        state = SessionState.from_bytes(raw)
+        got = {**state.features(), **state.longterm_features(settings.features.top_genres)}
+        assert_features_equal(got, recompute(events[user], genres, settings.features), user)
 
 
 def test_get_online_features_returns_what_the_processor_wrote(loaded, worker):
