@@ -145,15 +145,20 @@ def serve_core(settings: Settings, requests: int, concurrency: int) -> None:
         levels.clear()
         batches = core.batcher.batches
         t = time.perf_counter()
+        cpu0, loop0 = time.process_time(), time.thread_time()
         await asyncio.gather(*(one(n) for n in range(requests)))
         wall = time.perf_counter() - t
+        # CPU per answer: all threads, and the event loop's thread alone (this one).
+        cpu_ms = (time.process_time() - cpu0) * 1000.0 / requests
+        loop_ms = (time.thread_time() - loop0) * 1000.0 / requests
         ran = core.batcher.batches - batches
         await core.stop()
         p50, p99 = np.percentile(latencies, [50, 99])
         print(
             f"serving core on {device}: {requests / wall:,.0f} answers/s at concurrency "
             f"{concurrency} ({requests} requests x 500 candidates); latency p50 {p50:.1f} ms, "
-            f"p99 {p99:.1f} ms; levels {levels}; mean batch {requests / max(1, ran):.1f}"
+            f"p99 {p99:.1f} ms; levels {levels}; mean batch {requests / max(1, ran):.1f}; "
+            f"CPU per answer {cpu_ms:.2f} ms (event loop {loop_ms:.2f} ms)"
         )
         for metric in core.metrics.dependency_errors.collect():
             for sample in metric.samples:

@@ -14,6 +14,10 @@ issue 5's API and promoted), it measures in one run:
 - the request-topic round trip (a plain confluent-kafka client) p50/p99;
 - beyond capacity (2x the bare rate): goodput and the p99 of admitted (200) requests.
 The response cache is off unless `--cache` (each request ranks its 500 candidates).
+With one worker process, each rate also reports the server's CPU per request by thread
+(`/proc/PID/task`): the event loop (and its kernel share), librdkafka's threads, the rest
+(the ranker, torch). For A/B runs: `--rps 100,150` fixed rates, `--no-bare` skips the bare
+ranker, `--sweep-only` skips half rate, 2x and the request topic.
 """
 
 from __future__ import annotations
@@ -122,6 +126,32 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of one process, by thread kind: the event
+    loop (the main thread), the ranker, librdkafka's threads, the rest; from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if task.name == str(pid):
+            kind = "loop"
+            out["loop-kernel"] += int(fields[12]) / tick  # of which in the kernel (stime)
+        elif comm.startswith("ranker"):
+            kind = "ranker"
+        elif comm.startswith("rdk:"):
+            kind = "kafka"
+        else:
+            kind = "other"
+        out[kind] += seconds
+    return dict(out)
+
+
 def attack(
     url: str, users: list[str], rate: int, seconds: float, workdir: Path, pid: int | None = None
 ) -> dict:
@@ -129,6 +159,7 @@ def attack(
     (read from each answer's body, so it holds for any number of worker processes); with the
     server's `pid`, the CPU time its processes spent per request."""
     cpu0 = cpu_seconds(pid) if pid is not None else 0.0
+    threads0 = thread_cpu(pid) if pid is not None else {}
     targets = workdir / "targets.txt"
     rng = random.Random(rate)
     targets.write_text(
@@ -175,8 +206,12 @@ def attack(
         tool = "hey"
     ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
     cpu = cpu_seconds(pid) - cpu0 if pid is not None else float("nan")
+    threads = thread_cpu(pid) if pid is not None else {}
     return {
         "cpu_ms_per_request": cpu * 1000.0 / max(1, len(lat)),
+        "thread_cpu_ms": {
+            k: (v - threads0.get(k, 0.0)) * 1000.0 / max(1, len(lat)) for k, v in threads.items()
+        },
         "levels": dict(by_level),
         "tool": tool,
         "rate": rate,
@@ -209,7 +244,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--cache", action="store_true", help="keep the response cache on")
     parser.add_argument("--rates", default="0.2,0.4,0.5,0.6,0.8,1.0", help="x bare rate")
+    parser.add_argument(
+        "--rps", default="", help="fixed rates in req/s instead of --rates (for A/B runs)"
+    )
     parser.add_argument("--topic-requests", type=int, default=300)
+    parser.add_argument(
+        "--no-bare", action="store_true", help="with --rps: skip the bare ranker (A/B runs)"
+    )
+    parser.add_argument(
+        "--sweep-only", action="store_true", help="skip half rate, 2x and the request topic"
+    )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="serving worker processes"
     )
@@ -233,14 +277,18 @@ def main() -> None:
         seed_user_features(settings, ml, ml.users)
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
-        bare, single, bare_cpu_ms = bare_ranker_rate(
-            source,
-            args.device,
-            ml,
-            batch,
-            args.duration,
-            settings.serving.history_len,
-            settings.serving.ranker_compiled,
+        bare, single, bare_cpu_ms = (
+            bare_ranker_rate(
+                source,
+                args.device,
+                ml,
+                batch,
+                args.duration,
+                settings.serving.history_len,
+                settings.serving.ranker_compiled,
+            )
+            if not (args.rps and args.no_bare)
+            else (float("nan"),) * 3
         )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(
@@ -258,8 +306,10 @@ def main() -> None:
         try:
             attack(url, ml.users, 50, 3, workdir)  # warm-up
             sweep = []
-            for share in [float(x) for x in args.rates.split(",")]:
-                rate = max(10, int(bare * share))
+            fixed = [int(x) for x in args.rps.split(",") if x]
+            rates = fixed or [max(10, int(bare * float(x))) for x in args.rates.split(",")]
+            for rate in rates:
+                share = rate / bare
                 res = attack(url, ml.users, rate, args.duration, workdir, server.proc.pid)
                 sweep.append(res)
                 a = res["all"]
@@ -267,7 +317,9 @@ def main() -> None:
                     f"{res['tool']} {rate:5d}/s ({share:.1f}x bare): p50 {a['p50']:.1f} "
                     f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
                     f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}; "
-                    f"server CPU {res['cpu_ms_per_request']:.2f} ms per request"
+                    f"server CPU {res['cpu_ms_per_request']:.2f} ms per request ("
+                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["thread_cpu_ms"].items()))
+                    + f"); load average {os.getloadavg()[0]:.1f}"
                 )
             # CPU per request is what a shared machine cannot distort much: the worker's
             # CPU-bound capacity on this machine's cores, against the bare model's.
@@ -286,6 +338,8 @@ def main() -> None:
             ]
             best = max(good, default=0)
             print(f"highest rate with p99 < 50 ms: {best}/s = {best / bare:.2f} x bare ranker")
+            if args.sweep_only:
+                return
             half = attack(url, ml.users, int(bare / 2), args.duration, workdir)
             print(f"p99 at half the bare rate ({int(bare / 2)}/s): {half['all']['p99']:.1f} ms")
             over = attack(url, ml.users, int(bare * 2), args.duration, workdir)

@@ -335,6 +335,14 @@ class ServingSettings(_Section):
     removed_check_ms: float = Field(
         5.0, description="deadline of the answer-time check that no returned item was removed"
     )
+    merged_reads: bool = Field(
+        True,
+        description="read a user's features, candidates and history in one Redis round trip "
+        "(a script), each still judged by its own breaker (ADR 0056); false: three reads",
+    )
+    impressions_linger_ms: float = Field(
+        5.0, ge=0, description="linger of the impressions producer (recs.served; ADR 0055)"
+    )
     model_poll_s: float = 2.0
     # re-ranking, and explanations (issue 9: cached LLM text or a template; one MGET of the
     # final items' keys under a 20 ms cap)

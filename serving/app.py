@@ -18,7 +18,6 @@ Responsibilities:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -28,12 +27,14 @@ from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from infra.settings import Settings
 from serving.body_limit import BodyLimit
 from serving.errors import Overloaded
 from serving.fast_path import FastPath
 from serving.front_door import FrontDoor
+from serving.ids import new_id
 from serving.schemas import (
     REQUEST_ID_MAX_LENGTH,
     USER_ID_MAX_LENGTH,
@@ -59,9 +60,31 @@ def _digits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
+class ServingApp(FastAPI):
+    """FastAPI with the front door and the fast path in front of its whole middleware stack.
+
+    Added with `add_middleware` they ran inside FastAPI's own layers (its telemetry check,
+    the error, telemetry and body-limit middlewares: a few ASGI frames per request on the
+    event loop, which bounds the worker; issue 6); here an HTTP request meets them first, and
+    only what they pass on enters FastAPI. Lifespan and everything else goes to FastAPI
+    directly (ADR 0055)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None and scope["type"] == "http":
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    async def inner(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself, behind the front door and the fast path."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, worker: ServingWorker | None = None, topic: bool = False
-) -> FastAPI:
+) -> ServingApp:
     worker = worker or ServingWorker(settings)
     cfg = settings.serving
 
@@ -81,7 +104,7 @@ def create_app(
                 await server.stop()
             await worker.stop()
 
-    app = FastAPI(
+    app = ServingApp(
         title="StreamRec serving",
         version="1",
         lifespan=lifespan,
@@ -124,7 +147,7 @@ def create_app(
         request_id: str | None,
     ) -> RecQuery:
         return RecQuery(
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_id(),
             user_id=user_id,
             k=k,
             priority=priority,
@@ -223,16 +246,15 @@ def create_app(
         return overloaded_answer(exc)
 
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    # Plain GETs of the recommendations route skip FastAPI's stack (serving.fast_path).
-    app.add_middleware(FastPath, answer=fast_get)
 
     def refused(priority: str, kind: str) -> None:
         worker.metrics.shed.labels(priority, kind).inc()
         worker.metrics.rejected.labels("http", "overloaded").inc()
 
-    # Added last, so it runs first: an overloaded worker refuses before FastAPI's stack runs.
-    app.add_middleware(
-        FrontDoor,
+    # In front of FastAPI (`ServingApp`): an overloaded worker refuses first, then plain GETs
+    # of the recommendations route skip FastAPI's stack (serving.fast_path).
+    app.front = FrontDoor(
+        FastPath(app.inner, answer=fast_get),
         lag=worker.lag,
         admission=lambda: worker.recommender.admission if worker.recommender else None,
         max_lag_s=cfg.request_budget_ms * cfg.max_queue_share / 1000.0,

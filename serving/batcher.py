@@ -85,7 +85,8 @@ class MicroBatcher(Generic[T, R]):
             if left <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(self.queue.get(), left))
+                async with asyncio.timeout(left):
+                    batch.append(await self.queue.get())
             except TimeoutError:
                 break
         return [(item, fut) for item, fut in batch if not fut.done()]

@@ -41,6 +41,18 @@ class CircuitBreaker(_Breaker):
         """Whether a call may go ahead now (claims the single trial when half-open)."""
         return self.retry_in() is None
 
+    def settle(
+        self, error: DependencyError | None, blame: Callable[[DependencyError], bool] | None = None
+    ) -> None:
+        """Report the outcome of one call `allow()` admitted, made outside `call` (the merged
+        read settles each of its parts here): as `call` would have counted it."""
+        if error is None:
+            self.success()
+        elif blame is None or blame(error):
+            self.failure()
+        else:
+            self.neutral()
+
     async def call(
         self,
         factory: Callable[[], Awaitable[T]],

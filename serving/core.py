@@ -4,13 +4,15 @@ Responsibilities, per request (DESIGN.md's request path):
 1. a cached or in-flight answer for the same user/k/session is reused (`CoalescingCache`
    with XFetch early refresh, `serving.xfetch`);
 2. admission (`AdmissionController`): bounded in flight, bounded rooms per priority class;
-3. user features, candidates and the user's 50-item history read in parallel, each under its
-   breaker and a deadline derived from the request's budget (a breaker counts the
-   dependency's own failures, not the worker's overload: `_dependency_at_fault`);
+3. user features, candidates and the user's 50-item history read in one round trip
+   (`RequestReads`, ADR 0056) or in parallel, each under its breaker and a deadline derived
+   from the request's budget (a breaker counts the dependency's own failures, not the
+   worker's overload: `_dependency_at_fault`);
 4. ranking through the micro-batcher, under what is left of the budget (users with fewer
    than `cold_start_interactions` keep their retrieval order, ADR 0046);
 5. re-ranking (removed, seen, diversity);
-6. the answer with its level and model version; the impression is published without waiting.
+6. the answer with its level and model version, its items checked against removals (in the
+   explanations' round trip when it can); the impression is published without waiting.
 
 Every dependency failure lands in the fallback chain (`serving.fallback`); only admission
 refuses a valid request (`Overloaded`). Background tasks keep the trending list and the removed
@@ -36,7 +38,7 @@ from serving.admission import AdmissionController
 from serving.batcher import MicroBatcher
 from serving.breakers import CircuitBreaker, State
 from serving.deadlines import Deadline, within
-from serving.errors import DependencyError, DependencyTimeout
+from serving.errors import BreakerOpen, DependencyError, DependencyTimeout
 from serving.fallback import PopularRanking, simple_scores, worst
 from serving.impressions import ImpressionPublisher
 from serving.item_catalog import ItemCatalog
@@ -48,6 +50,7 @@ from serving.ports import (
     HistoryStore,
     PopularStore,
     RankInput,
+    RequestReads,
     UserFeatureStore,
 )
 from serving.rerank import rerank_arrays
@@ -61,11 +64,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEPENDENCIES = ("features", "history", "candidates", "model", "popular")
-# (user id, the final items, the user's recent items, seconds left) -> items with explanations
+# (user id, the final items, the user's recent items, seconds left) -> (items with
+# explanations, which of them are removed now, or None when it did not check)
 Explainer = Callable[
-    [str, list[RecommendedItem], list[str], float], Awaitable[list[RecommendedItem]]
+    [str, list[RecommendedItem], list[str], float],
+    Awaitable[tuple[list[RecommendedItem], set[str] | None]],
 ]
 RankFn = Callable[[list[RankInput]], list[tuple[np.ndarray, str]]]
+# What the request reads before ranking: features, candidates (or why not), the history.
+UserReads = tuple[
+    FeatureRead | DependencyError | None, Candidates | DependencyError | None, list[str]
+]
 
 
 def _cacheable(answer: RecResponse) -> bool:
@@ -87,8 +96,10 @@ class Recommender:
         explain: Explainer | None = None,
         loop_lag: Callable[[], float] = lambda: 0.0,
         history: HistoryStore | None = None,
+        reads: RequestReads | None = None,
     ) -> None:
         self.cfg = cfg
+        self.reads = reads  # the three reads in one round trip (ADR 0056); None: one each
         self.loop_lag = loop_lag
         self.history = history
         self.features = features
@@ -189,15 +200,29 @@ class Recommender:
         shared_metrics.CACHE_REQUESTS.labels(
             "responses", "miss" if source == "computed" else "hit"
         ).inc()
-        return self._finish(await self._without_removed(answer), q, started)
+        if source == "hit":  # a computed (or coalesced) answer was checked as it was made
+            answer = await self._without_removed(answer)
+        return self._finish(answer, q, started)
 
-    async def _without_removed(self, answer: RecResponse) -> RecResponse:
+    async def _without_removed(
+        self, answer: RecResponse, gone: set[str] | None = None
+    ) -> RecResponse:
         """Drop items removed since the answer was computed (or cached): a removal is honoured
-        at answer time, not at the next refresh of the in-memory set. One SMISMEMBER (~20 us);
+        at answer time, not at the next refresh of the in-memory set. One SMISMEMBER (~20 us),
+        unless `gone` already says which are removed (the explanations' round trip asked);
         if Redis does not answer in time, the in-memory sets decide."""
         ids = [i.item_id for i in answer.items]
         if not ids:
             return answer
+        if gone is None:
+            gone = await self._removed_among(ids)
+        if not gone:
+            return answer
+        self.removed |= gone
+        kept = [i for i in answer.items if i.item_id not in gone]
+        return answer.model_copy(update={"items": kept})
+
+    async def _removed_among(self, ids: list[str]) -> set[str]:
         try:
             gone = await self.breakers["popular"].call(
                 lambda: within(
@@ -208,11 +233,7 @@ class Recommender:
             )
         except DependencyError:
             gone = {i for i in ids if i in self.removed or i in self.catalog.removed}
-        if not gone:
-            return answer
-        self.removed |= gone
-        kept = [i for i in answer.items if i.item_id not in gone]
-        return answer.model_copy(update={"items": kept})
+        return gone
 
     def popular_answer(self, q: RecQuery) -> RecResponse:
         """The POPULAR answer from memory alone (no dependency call): for shed topic requests."""
@@ -253,11 +274,14 @@ class Recommender:
     async def _compute(self, q: RecQuery, deadline: Deadline) -> RecResponse:
         share, cap = self.cfg.dependency_share, self.cfg.dependency_cap_ms
         timeout = deadline.for_dependency(share, cap, self.cfg.rank_reserve_ms)
-        feats, cands, hist = await asyncio.gather(
-            self._guarded("features", lambda: self.features.read(q.user_id), timeout),
-            self._guarded("candidates", lambda: self.candidates.read(q.user_id), timeout),
-            self._history(q.user_id, timeout),
-        )
+        if self.reads is not None:
+            feats, cands, hist = await self._read_merged(q.user_id, timeout)
+        else:
+            feats, cands, hist = await asyncio.gather(
+                self._guarded("features", lambda: self.features.read(q.user_id), timeout),
+                self._guarded("candidates", lambda: self.candidates.read(q.user_id), timeout),
+                self._history(q.user_id, timeout),
+            )
         user, level = self._user_features(q, feats, hist)
         exclude = self.removed | self.catalog.removed | set(user.recent_items)
         model_version: str | None = None
@@ -281,22 +305,32 @@ class Recommender:
             extra = [i for i, _ in self._popular_list()]
             extra_scores = floor - 1.0 - np.arange(len(extra), dtype=np.float64)
             top += rerank_arrays(extra, extra_scores, q.k - len(top), have, self.catalog.get, 1.0)
-        items = [RecommendedItem(item_id=i, score=float(s)) for i, s in top]
+        # Trusted values built here (ids from the stores, float scores): `model_construct`
+        # skips validation, ~10 us an item on the hot path (ADR 0055).
+        item = RecommendedItem.model_construct
+        items = [item(item_id=i, score=float(s)) for i, s in top]
+        gone: set[str] | None = None
         if self.explain is not None:
             try:
-                items = await self.explain(
+                items, gone = await self.explain(
                     q.user_id, items, user.recent_items, deadline.remaining_s()
                 )
             except Exception:  # explanations are decoration: never fail an answer for them
                 log.exception("explanations failed")
-        return RecResponse(
+        answer = RecResponse.model_construct(
             correlation_id=q.request_id,
             user_id=q.user_id,
             items=items,
             level=level,
             model_version=model_version,
             latency_ms=deadline.elapsed_ms(),
+            # Given, not defaulted: `model_construct` inspects a default factory's signature
+            # on every call (pydantic 2.14).
+            served_at=datetime.now(UTC),
         )
+        # Checked once as it is made, for its caller and every caller coalesced on it; a
+        # cached copy is checked again on each hit (`recommend`).
+        return await self._without_removed(answer, gone)
 
     async def _guarded(
         self, name: str, call: Callable[[], Awaitable[T]], timeout_s: float
@@ -313,6 +347,59 @@ class Recommender:
         except DependencyError as exc:
             self.metrics.dependency_errors.labels(name, type(exc).__name__).inc()
             return exc
+
+    async def _read_merged(self, user_id: str, timeout_s: float) -> UserReads:
+        """Features, candidates and history in one round trip (`RequestReads`), with what
+        `_guarded` does for each read: a part whose breaker is open is not asked for, all
+        parts share the deadline the separate reads each had, and each breaker is settled by
+        its own part's outcome (a part that failed alone counts against its dependency
+        alone; a failed or late round trip counts against every part asked for)."""
+        names = ["features", "candidates"]
+        if self.history is not None and self.cfg.history_len > 0:
+            names.append("history")
+        if timeout_s <= 0:  # the request spent its budget: not the dependencies' fault
+            return (
+                DependencyTimeout("features", "no budget left"),
+                DependencyTimeout("candidates", "no budget left"),
+                [],
+            )
+        got: dict[str, object] = {}
+        asked = []
+        for name in names:
+            if self.breakers[name].allow():
+                asked.append(name)
+            else:
+                got[name] = BreakerOpen(name, "circuit open")
+        if asked:
+            assert self.reads is not None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    read = await self.reads.read(user_id, tuple(asked), self.cfg.history_len)
+            except TimeoutError:
+                late = f"no answer within {timeout_s * 1000:.1f} ms"
+                read = {n: DependencyTimeout(n, late) for n in asked}
+            except DependencyError as exc:
+                read = {n: DependencyError(n, exc.reason) for n in asked}
+            except BaseException:
+                for name in asked:
+                    self.breakers[name].neutral()  # cancelled or a bug: neither health nor harm
+                raise
+            for name in asked:
+                value = read[name]
+                error = value if isinstance(value, DependencyError) else None
+                self.breakers[name].settle(
+                    error, blame=lambda exc: self._dependency_at_fault(exc, timeout_s)
+                )
+                got[name] = value
+        for name, value in got.items():
+            if isinstance(value, DependencyError):
+                self.metrics.dependency_errors.labels(name, type(value).__name__).inc()
+        hist = got.get("history", [])
+        return (
+            got["features"],  # type: ignore[return-value]
+            got["candidates"],
+            hist if isinstance(hist, list) else [],
+        )
 
     def _dependency_at_fault(self, exc: DependencyError, timeout_s: float) -> bool:
         """A timeout while this worker's own event loop ran late (lag past a quarter of the

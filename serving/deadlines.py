@@ -4,6 +4,11 @@ Responsibilities:
 - `Deadline`: the absolute end of a request (monotonic clock), what is left of it, and the
   share of it a dependency call may use (`for_dependency`), so no call waits without bound;
 - `within`: await a coroutine under a timeout, turning a miss into `DependencyTimeout`.
+
+`within` uses `asyncio.timeout` (one timer handle, the awaitable runs in the caller's task)
+rather than `asyncio.wait_for`, which on Python 3.11 wraps every call in a task of its own:
+a task per dependency call was a visible share of the event loop's CPU per request (issue 6,
+ADR 0055).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ async def within(dependency: str, awaitable: Awaitable[T], timeout_s: float) -> 
             awaitable.close()  # never started: close it so Python does not warn
         raise DependencyTimeout(dependency, "no budget left")
     try:
-        return await asyncio.wait_for(awaitable, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
     except TimeoutError:
         raise DependencyTimeout(dependency, f"no answer within {timeout_s * 1000:.1f} ms") from None

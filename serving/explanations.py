@@ -26,6 +26,7 @@ from typing import Literal
 import orjson
 import redis
 import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from llm.keys import explanation_key
@@ -132,10 +133,48 @@ async def explain_items(
     if not item_ids:
         return {}
     try:
-        raws = await asyncio.wait_for(store.mget(_keys(user_id, item_ids)), timeout_s)
+        async with asyncio.timeout(timeout_s):  # no task per call, unlike wait_for (ADR 0055)
+            raws = await store.mget(_keys(user_id, item_ids))
     except (TimeoutError, RedisError, OSError):
         raws = [None] * len(item_ids)  # the cache is decoration: templates for all
     return _assemble(item_ids, raws, recent, facts or {})
+
+
+# The answer's reads as one script: which of the items are removed (SMISMEMBER of the removed
+# set, ARGV) and their cached explanations (MGET, KEYS[2..]), each under pcall.
+CHECKED_LUA = """
+return {redis.pcall('SMISMEMBER', KEYS[1], unpack(ARGV)), redis.pcall('MGET', unpack(KEYS, 2))}
+"""
+
+
+async def explain_and_check(
+    script: AsyncScript,
+    removed_key: str,
+    user_id: str,
+    item_ids: Sequence[str],
+    *,
+    recent: Sequence[WatchedItem] = (),
+    facts: Mapping[str, ItemFacts] | None = None,
+    timeout_s: float = _DEFAULT_TIMEOUT_S,
+) -> tuple[dict[str, Explanation], set[str] | None]:
+    """`explain_items`, and which of `item_ids` are members of the set `removed_key` now, in
+    ONE round trip (`script`: `CHECKED_LUA` registered on the client; ADR 0056). The
+    removals are None when the trip failed or was late: the caller checks them its own way."""
+    item_ids = list(dict.fromkeys(item_ids))
+    if not item_ids:
+        return {}, set()
+    gone: set[str] | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            flags, raws = await script(keys=[removed_key, *_keys(user_id, item_ids)], args=item_ids)
+    except (TimeoutError, RedisError, OSError):
+        raws = [None] * len(item_ids)  # the cache is decoration: templates for all
+    else:
+        if isinstance(flags, list):
+            gone = {i for i, flag in zip(item_ids, flags, strict=True) if flag}
+        if not isinstance(raws, list):  # the MGET part failed alone
+            raws = [None] * len(item_ids)
+    return _assemble(item_ids, raws, recent, facts or {}), gone
 
 
 def explain_items_sync(

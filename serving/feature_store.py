@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 import redis.asyncio as aioredis
 
 from features.errors import FeatureError
+from features.online import UserFeatures as OnlineUserFeatures
 from features.user_reader import UserFeatureReader
 from infra.settings import Settings
 from models.features import UserFeatures
@@ -36,7 +37,7 @@ class FeastUserFeatures:
         self._next_try = 0.0
         self._opening: asyncio.Lock | None = None
 
-    async def _reader(self) -> UserFeatureReader:
+    async def open_reader(self) -> UserFeatureReader:
         """The reader, opened on a thread (Feast loads its registry, ~0.2 s) at the first read
         and, while the feature service is not registered (`features apply` not run yet), tried
         again every `retry_s`: serving starts and answers (STALE_FEATURES) meanwhile."""
@@ -55,11 +56,26 @@ class FeastUserFeatures:
         return self.reader
 
     async def read(self, user_id: str) -> FeatureRead | None:
-        reader = await self._reader()
+        reader = await self.open_reader()
         try:
             row = await reader.read(self.client, user_id)
         except FeatureError as exc:
             raise DependencyError("features", str(exc)) from None
+        return self.feature_read(user_id, row)
+
+    def decode(
+        self, reader: UserFeatureReader, user_id: str, raw: list[bytes | None]
+    ) -> FeatureRead | None:
+        """An HMGET answer in `reader.fields` order (the merged read's share) as `read`
+        would return it."""
+        try:
+            row = reader.decode(user_id, raw)
+        except Exception as exc:  # a malformed value is the writer's bug: this read failed
+            raise DependencyError("features", f"undecodable row: {exc}") from None
+        return self.feature_read(user_id, row)
+
+    @staticmethod
+    def feature_read(user_id: str, row: OnlineUserFeatures) -> FeatureRead | None:
         if not row.found:
             return None
         n = row.total_interactions

@@ -63,6 +63,47 @@ class MemoryHistory(_Faulty):
         return self.rows.get(user_id, [])[-n:]
 
 
+class MemoryReads:
+    """The merged read (`serving.ports.RequestReads`) over the three doubles above, as one
+    round trip: it waits once, as long as the slowest double asked for, and each part fails
+    as its own double says (`fail`), the others answering; `fail` here fails the whole trip
+    (Redis down). `calls` counts round trips, each double's `calls` its parts."""
+
+    def __init__(
+        self, features: MemoryFeatures, candidates: MemoryCandidates, history: MemoryHistory
+    ) -> None:
+        self.doubles: dict[str, _Faulty] = {
+            "features": features,
+            "candidates": candidates,
+            "history": history,
+        }
+        self.features, self.candidates, self.history = features, candidates, history
+        self.fail = False
+        self.calls = 0
+
+    async def read(self, user_id: str, parts: tuple[str, ...], history_n: int) -> dict[str, object]:
+        self.calls += 1
+        for part in parts:
+            self.doubles[part].calls += 1
+        delay = max(self.doubles[p].delay_s for p in parts)
+        if delay:
+            await asyncio.sleep(delay)  # the injected slowness itself
+        if self.fail:
+            raise DependencyError("redis", "injected failure")
+        out: dict[str, object] = {}
+        for part in parts:
+            if self.doubles[part].fail:
+                out[part] = DependencyError(part, "injected failure")
+            elif part == "features":
+                out[part] = self.features.rows.get(user_id)
+            elif part == "candidates":
+                row = self.candidates.rows.get(user_id)
+                out[part] = Candidates.of(row) if row is not None else None
+            else:
+                out[part] = self.history.rows.get(user_id, [])[-history_n:]
+        return out
+
+
 class MemoryPopular(_Faulty):
     def __init__(self, lists: dict[str, list[tuple[str, float]]] | None = None) -> None:
         super().__init__("popular")

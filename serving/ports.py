@@ -11,6 +11,7 @@ dependency fails; "nothing stored" is `None` or an empty result, not an error.
 | `CandidateStore` | `serving.redis_stores.RedisCandidates` | a user's precomputed candidates |
 | `HistoryStore` | `serving.redis_stores.RedisHistory` | a user's recent items (up to 50) |
 | `PopularStore` | `serving.redis_stores.RedisPopular` | trending list, removed items |
+| `RequestReads` | `serving.redis_stores.RedisRequestReads` | the first three in one trip |
 | `Ranker` | `serving.ranker_adapter.RegistryRanker` | scores for users' candidates |
 """
 
@@ -88,6 +89,17 @@ class CandidateStore(Protocol):
 class HistoryStore(Protocol):
     async def recent(self, user_id: str, n: int) -> list[str]:
         """The user's last `n` items, oldest first ([] when none are stored)."""
+        ...
+
+
+class RequestReads(Protocol):
+    """The user's features, candidates and history read in ONE round trip (ADR 0056)."""
+
+    async def read(self, user_id: str, parts: tuple[str, ...], history_n: int) -> dict[str, object]:
+        """For each part asked for ("features", "candidates", "history"): what that part's own
+        store would return, or the `DependencyError` (named after the part) it failed with,
+        so each part is still judged by its own breaker. Raises `DependencyError` only when
+        the round trip itself failed (then every part did)."""
         ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -16,6 +17,9 @@ import httpx
 from infra import processes
 from infra.settings import Settings
 from serving.errors import ServingError
+
+_FEAST_PROMETHEUS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
+_FEAST_PROMETHEUS_PREFIX = os.path.join(tempfile.gettempdir(), "feast_metrics_")
 
 
 class ServeProcess:
@@ -31,10 +35,18 @@ class ServeProcess:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "streamrec", "serve", "--loglevel", "warning", *self.args]
+        env = {**os.environ, **self.settings.to_env()}
+        # Importing Feast (`feast.metrics`) sets these in the parent's environment; inherited,
+        # they put every metric of the worker in prometheus_client's multiprocess mode: a
+        # getpid() system call and an mmap write per update, ~40 system calls a request
+        # (issue 6, ADR 0055). The worker keeps one registry per process and needs neither.
+        for name in _FEAST_PROMETHEUS_ENV:
+            if env.get(name, "").startswith(_FEAST_PROMETHEUS_PREFIX):
+                env.pop(name)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 argv,
-                env={**os.environ, **self.settings.to_env()},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -24,6 +24,7 @@ from serving.metrics import ServingMetrics
 from serving.model_manager import ModelManager
 from serving.ports import CandidateStore, PopularStore, UserFeatureStore
 from topics import RecommendedItem
+from topics.stores import REMOVED_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,29 @@ class Explainer:
     """Issue 9's explanations (cached LLM text or a template) attached to the final items,
     under what is left of the budget and never more than `cap_s`."""
 
-    def __init__(self, client: Any, catalog: ItemCatalog, popular: Any, cap_s: float = 0.02):
+    def __init__(
+        self,
+        client: Any,
+        catalog: ItemCatalog,
+        popular: Any,
+        cap_s: float = 0.02,
+        check_removed: bool = False,
+    ):
+        from serving.explanations import CHECKED_LUA
+
         self.client = client
         self.catalog = catalog
         self.popular = popular  # () -> the trending ids held in memory
         self.cap_s = cap_s
+        # check_removed: the answer's removal check rides in the same round trip (ADR 0056)
+        self.script = client.register_script(CHECKED_LUA) if check_removed else None
 
     async def __call__(
         self, user_id: str, items: list[RecommendedItem], recent: list[str], left_s: float
-    ) -> list[RecommendedItem]:
-        from serving.explanations import ItemFacts, WatchedItem, explain_items
+    ) -> tuple[list[RecommendedItem], set[str] | None]:
+        """The items with explanations, and which of them are removed now (None: not
+        checked here; the core checks them itself)."""
+        from serving.explanations import ItemFacts, WatchedItem, explain_and_check, explain_items
 
         watched = []
         for item_id in reversed(recent[-5:]):  # most recent first
@@ -54,20 +68,48 @@ class Explainer:
             info = self.catalog.get(it.item_id)
             genres = tuple(info.genres) if info is not None else ()
             facts[it.item_id] = ItemFacts(genres=genres, popular=it.item_id in trending)
-        texts = await explain_items(
-            self.client,
-            user_id,
-            [it.item_id for it in items],
-            recent=watched,
-            facts=facts,
-            timeout_s=max(0.001, min(self.cap_s, left_s)),
-        )
-        return [
-            it.model_copy(update={"explanation": texts[it.item_id].text})
+        ids = [it.item_id for it in items]
+        timeout_s = max(0.001, min(self.cap_s, left_s))
+        gone: set[str] | None = None
+        if self.script is not None:
+            texts, gone = await explain_and_check(
+                self.script,
+                REMOVED_ITEMS.key(),
+                user_id,
+                ids,
+                recent=watched,
+                facts=facts,
+                timeout_s=timeout_s,
+            )
+        else:
+            texts = await explain_items(
+                self.client, user_id, ids, recent=watched, facts=facts, timeout_s=timeout_s
+            )
+        # The items are the core's own (already checked): one construction each, no copy.
+        make = RecommendedItem.model_construct
+        explained = [
+            make(item_id=it.item_id, score=it.score, explanation=texts[it.item_id].text)
             if it.item_id in texts
             else it
             for it in items
         ]
+        return explained, gone
+
+
+class _Trending:
+    """The top 100 trending ids as a set, rebuilt only when the refresher replaces the list
+    (it was rebuilt for every answer)."""
+
+    def __init__(self, recommender: Recommender) -> None:
+        self.recommender = recommender
+        self.of: list[tuple[str, float]] | None = None
+        self.ids: set[str] = set()
+
+    def __call__(self) -> set[str]:
+        popular = self.recommender.popular
+        if popular is not self.of:
+            self.ids, self.of = {i for i, _ in popular[:100]}, popular
+        return self.ids
 
 
 def set_ranker_threads(settings: Settings) -> None:
@@ -104,7 +146,13 @@ class ServingWorker:
 
     async def start(self) -> Recommender:
         from serving.impressions import ImpressionPublisher
-        from serving.redis_stores import RedisCandidates, RedisHistory, RedisPopular, connect
+        from serving.redis_stores import (
+            RedisCandidates,
+            RedisHistory,
+            RedisPopular,
+            RedisRequestReads,
+            connect,
+        )
 
         s = self.settings
         self.loop = asyncio.get_running_loop()
@@ -112,12 +160,18 @@ class ServingWorker:
         features, candidates, popular = self._given
         client = connect(s.redis_url, s.redis.socket_timeout_s)
         self._closers.append(client.aclose)
+        # The three per-request reads in one round trip, when all three are this Redis's.
+        merged = s.serving.merged_reads and features is None and candidates is None
         candidates = candidates or RedisCandidates(client)
+        popular_is_redis = popular is None  # the removed set is this client's Redis too
         popular = popular or RedisPopular(client)
+        reads = None
         if features is None:
             from serving.feature_store import FeastUserFeatures
 
             features = FeastUserFeatures(s, client)  # on the worker's Redis client
+            if merged:
+                reads = RedisRequestReads(client, features)
         # The first read opens Feast's registry (~0.2 s): pay for it here, not in a request.
         with contextlib.suppress(Exception):
             await features.read("__warmup__")
@@ -138,11 +192,15 @@ class ServingWorker:
             impressions,
             loop_lag=self.lag.now,
             history=RedisHistory(client),
+            reads=reads,
         )
         if s.serving.explain:
-            rec = self.recommender
-            trending = lambda: {i for i, _ in rec.popular[:100]}  # noqa: E731
-            rec.explain = Explainer(client, self.catalog, trending)
+            self.recommender.explain = Explainer(
+                client,
+                self.catalog,
+                _Trending(self.recommender),
+                check_removed=s.serving.merged_reads and popular_is_redis,
+            )
         await self.recommender.start()
         # Everything loaded so far (torch, Feast's registry, pandas, the model) lives as long
         # as the process: move it out of the collector's generations. Otherwise every full

@@ -15,6 +15,7 @@ from serving.memory import (
     MemoryFeatures,
     MemoryHistory,
     MemoryPopular,
+    MemoryReads,
     TableRanker,
 )
 from serving.ports import FeatureRead
@@ -43,7 +44,7 @@ def candidates(user: str, ids) -> CandidateList:
 
 
 class Harness:
-    def __init__(self, **cfg):
+    def __init__(self, merged: bool = False, **cfg):
         self.features = MemoryFeatures(
             {
                 "u1": FeatureRead(
@@ -79,6 +80,8 @@ class Harness:
             rank,
             catalog(),
             history=self.history,
+            # merged: the three reads in one round trip, as the worker reads Redis (ADR 0056)
+            reads=MemoryReads(self.features, self.cands, self.history) if merged else None,
         )
 
     async def ask(self, user="u1", k=10, **kw):
@@ -86,9 +89,15 @@ class Harness:
         return await self.core.recommend(q)
 
 
+@pytest.fixture(params=[False, True], ids=["separate", "merged"])
+def merged(request) -> bool:
+    """Each test runs with separate reads and with the merged read."""
+    return request.param
+
+
 @pytest.fixture
-async def h():
-    harness = Harness()
+async def h(merged):
+    harness = Harness(merged)
     await harness.core.start()
     yield harness
     await harness.core.stop()
@@ -168,10 +177,12 @@ async def test_model_unavailable_degrades_to_simple_ranking(h):
     assert r.items[0].item_id == "3"  # retrieval order (1 and 2 were seen)
 
 
-async def test_slow_features_keep_the_deadline(h):
+async def test_slow_features_keep_the_deadline(h, merged):
     h.features.delay_s = 1.0
     r = await h.ask(budget_ms=100)
-    assert r.level == "STALE_FEATURES" and r.latency_ms < 500
+    # Separate reads: only the features are late. One round trip is late as a whole (every
+    # part times out: no candidates, POPULAR), as three commands to one slow Redis were.
+    assert r.level == ("POPULAR" if merged else "STALE_FEATURES") and r.latency_ms < 500
 
 
 async def test_no_candidates_or_failed_store_gives_popular(h):
@@ -198,8 +209,8 @@ async def test_popular_list_survives_the_store_going_down(h):
     assert r.level == "POPULAR" and r.items[0].item_id == "50"
 
 
-async def test_breaker_opens_and_stops_calling_the_failing_store():
-    h = Harness(breaker_failures=2, breaker_reset_s=60)
+async def test_breaker_opens_and_stops_calling_the_failing_store(merged):
+    h = Harness(merged, breaker_failures=2, breaker_reset_s=60)
     await h.core.start()
     try:
         h.cands.fail = True
@@ -212,10 +223,12 @@ async def test_breaker_opens_and_stops_calling_the_failing_store():
 
 
 @pytest.mark.parametrize(("lag_s", "opens"), [(0.0, True), (0.5, False)])
-async def test_timeouts_count_against_a_dependency_only_while_the_loop_keeps_up(lag_s, opens):
+async def test_timeouts_count_against_a_dependency_only_while_the_loop_keeps_up(
+    lag_s, opens, merged
+):
     # The same slow store: with the worker's loop on time the store is to blame and the
     # breaker opens; with the loop far behind the timeouts are the worker's own overload.
-    h = Harness(breaker_failures=2, breaker_reset_s=60, request_budget_ms=100)
+    h = Harness(merged, breaker_failures=2, breaker_reset_s=60, request_budget_ms=100)
     h.core.loop_lag = lambda: lag_s
     await h.core.start()
     try:
@@ -276,5 +289,82 @@ async def test_removed_check_falls_back_to_memory_when_redis_fails():
         h.popular.fail = True
         again = await h.ask(rid="r2")
         assert top not in [i.item_id for i in again.items]
+    finally:
+        await h.core.stop()
+
+
+async def test_the_merged_read_still_tells_which_dependency_failed():
+    # One round trip, three parts: a part that fails alone opens its own breaker only, and
+    # the parts that answered keep their levels' inputs.
+    h = Harness(True, breaker_failures=2, breaker_reset_s=60)
+    await h.core.start()
+    try:
+        h.cands.fail = True
+        for n in range(3):
+            r = await h.ask(rid=f"r{n}")
+            assert r.level == "POPULAR"
+        breakers = h.core.breakers
+        assert breakers["candidates"].state == 2
+        assert breakers["features"].state == 0 and breakers["history"].state == 0
+        # the open breaker's part is no longer asked for; the others still are, in one trip
+        trips, features_calls = h.core.reads.calls, h.features.calls
+        await h.ask(rid="r9")
+        assert h.core.reads.calls == trips + 1 and h.features.calls == features_calls + 1
+        assert h.cands.calls == 2
+    finally:
+        await h.core.stop()
+
+
+async def test_a_failed_round_trip_counts_against_every_part_and_answers_popular():
+    h = Harness(True, breaker_failures=2, breaker_reset_s=60)
+    await h.core.start()
+    try:
+        h.core.reads.fail = True  # Redis down: the whole trip fails
+        for n in range(2):
+            assert (await h.ask(rid=f"r{n}")).level == "POPULAR"
+        assert all(h.core.breakers[d].state == 2 for d in ("features", "candidates", "history"))
+        assert h.core.reads.calls == 2
+        await h.ask(rid="r3")  # every part's breaker open: no round trip at all
+        assert h.core.reads.calls == 2
+    finally:
+        await h.core.stop()
+
+
+async def test_removals_the_explanations_trip_reported_are_dropped_without_another_check():
+    h = Harness(cache_ttl_s=60.0, refresh_s=3600.0)
+    said: list[str] = []
+
+    async def explain(user_id, items, recent, left_s):
+        said.append(items[0].item_id)
+        return [i.model_copy(update={"explanation": "x"}) for i in items], {items[0].item_id}
+
+    h.core.explain = explain
+    await h.core.start()
+    try:
+        calls = h.popular.calls
+        first = await h.ask(rid="r1")
+        assert said[0] not in [i.item_id for i in first.items]  # dropped as it was made
+        assert all(i.explanation == "x" for i in first.items)
+        assert h.popular.calls == calls  # no separate SMISMEMBER for a fresh answer
+        await h.ask(rid="r2")  # a cache hit is checked again, on its own
+        assert h.popular.calls == calls + 1
+    finally:
+        await h.core.stop()
+
+
+async def test_an_explainer_that_could_not_check_leaves_the_check_to_the_core():
+    h = Harness(refresh_s=3600.0)
+
+    async def explain(user_id, items, recent, left_s):
+        return items, None
+
+    h.core.explain = explain
+    await h.core.start()
+    try:
+        calls = h.popular.calls
+        top = (await h.ask(rid="r1")).items[0].item_id
+        assert h.popular.calls == calls + 1
+        h.popular.removed_ids.add(top)
+        assert top not in [i.item_id for i in (await h.ask(rid="r2")).items]
     finally:
         await h.core.stop()

@@ -1,0 +1,169 @@
+"""The merged reads against the real Redis: one round trip (`RedisRequestReads`) gives what the
+three separate adapters give, and a part that fails fails alone, named after its dependency;
+the answer's explanations and removal check share one round trip too (`explain_and_check`)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from features.online import UserFeatures as OnlineUserFeatures
+from infra.settings import Settings
+from llm.keys import explanation_key
+from serving.errors import DependencyError
+from serving.explanations import CHECKED_LUA, ItemFacts, explain_and_check
+from serving.feature_store import FeastUserFeatures
+from serving.ports import Candidates, FeatureRead
+from serving.redis_stores import RedisCandidates, RedisHistory, RedisRequestReads
+from topics import candidate_codec
+from topics.stores import LLM_RESULT, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
+
+pytestmark = pytest.mark.integration
+
+PARTS = ("features", "candidates", "history")
+
+
+class StubReader:
+    """Feast's layout reduced to one hash with two fields (the real reader needs a registry;
+    its own decoding is tested against Feast in tests/integration/features)."""
+
+    fields: ClassVar[list[bytes]] = [b"items", b"n"]
+
+    def key(self, user_id: str) -> bytes:
+        return f"test:feat:{user_id}".encode()
+
+    def decode(self, user_id: str, raw: list[bytes | None]) -> OnlineUserFeatures:
+        if raw[1] is None:
+            return OnlineUserFeatures(user_id=user_id, found=False)
+        return OnlineUserFeatures(
+            user_id=user_id,
+            found=True,
+            last_items=raw[0].decode().split(","),
+            total_interactions=int(raw[1]),
+            last_event_ms=1,
+        )
+
+
+class StubFeatures(FeastUserFeatures):
+    def __init__(self, settings: Settings, client: aioredis.Redis, registered: bool = True):
+        super().__init__(settings, client)
+        self.registered = registered
+
+    async def open_reader(self):  # type: ignore[override]
+        if not self.registered:
+            raise DependencyError("features", "feature service not registered yet")
+        return StubReader()
+
+
+def _seed(store: redis.Redis, user: str) -> None:
+    stored = CandidateList(
+        user_id=user,
+        model_version="tt1",
+        items=[Candidate(item_id=str(i), score=1.0 / i, sources=["t"]) for i in range(1, 31)],
+    )
+    store.set(USER_CANDIDATES.key(user_id=user), candidate_codec.encode(stored))
+    store.lpush(USER_HISTORY.key(user_id=user), *[str(i) for i in range(100, 160)])  # newest first
+    store.hset(StubReader().key(user), mapping={b"items": b"7,8,9", b"n": b"42"})
+
+
+def _scripts_run(store: redis.Redis) -> int:
+    stats = store.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+async def test_one_round_trip_reads_what_the_three_adapters_read(
+    stack: Settings, unique: str
+) -> None:
+    store = redis.Redis.from_url(stack.redis_url)
+    user = f"u-{unique}"
+    _seed(store, user)
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        reads = RedisRequestReads(client, StubFeatures(stack, client))
+        await reads.read(user, PARTS, 50)  # loads the script once
+        before = _scripts_run(store)
+        got = await reads.read(user, PARTS, 50)
+        assert _scripts_run(store) == before + 1
+        candidates = await RedisCandidates(client).read(user)
+        history = await RedisHistory(client).recent(user, 50)
+        assert isinstance(got["candidates"], Candidates)
+        assert got["candidates"] == candidates
+        assert got["history"] == history and len(history) == 50
+        features = got["features"]
+        assert isinstance(features, FeatureRead)
+        assert features.features.recent_items == ["7", "8", "9"]
+        assert features.features.n_interactions == 42
+        # only the parts asked for; nothing stored is None / [], not an error
+        assert set(await reads.read(user, ("history",), 5)) == {"history"}
+        empty = await reads.read(f"nobody-{unique}", PARTS, 50)
+        assert empty == {"features": None, "candidates": None, "history": []}
+    finally:
+        await client.aclose()
+
+
+async def test_a_part_that_fails_fails_alone(stack: Settings, unique: str) -> None:
+    store = redis.Redis.from_url(stack.redis_url)
+    user = f"u-{unique}"
+    _seed(store, user)
+    store.delete(USER_CANDIDATES.key(user_id=user))
+    store.rpush(USER_CANDIDATES.key(user_id=user), b"x")  # the wrong type: GET fails
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        got = await RedisRequestReads(client, StubFeatures(stack, client)).read(user, PARTS, 50)
+        assert isinstance(got["candidates"], DependencyError)
+        assert got["candidates"].dependency == "candidates"
+        assert isinstance(got["features"], FeatureRead) and len(got["history"]) == 50
+        # a malformed candidate list is the candidates' failure too
+        store.delete(USER_CANDIDATES.key(user_id=user))
+        store.set(USER_CANDIDATES.key(user_id=user), b"not a candidate list")
+        got = await RedisRequestReads(client, StubFeatures(stack, client)).read(user, PARTS, 50)
+        assert isinstance(got["candidates"], DependencyError)
+        assert got["candidates"].dependency == "candidates"
+        # features not registered yet: the other parts are still read
+        unregistered = StubFeatures(stack, client, registered=False)
+        got = await RedisRequestReads(client, unregistered).read(user, PARTS, 50)
+        assert isinstance(got["features"], DependencyError) and len(got["history"]) == 50
+    finally:
+        await client.aclose()
+
+
+async def test_an_unreachable_redis_fails_the_round_trip(stack: Settings) -> None:
+    client = aioredis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.5)
+    try:
+        with pytest.raises(DependencyError):
+            await RedisRequestReads(client, StubFeatures(stack, client)).read("u", PARTS, 50)
+    finally:
+        await client.aclose()
+
+
+async def test_explanations_and_the_removal_check_in_one_round_trip(
+    stack: Settings, unique: str
+) -> None:
+    store = redis.Redis.from_url(stack.redis_url)
+    user, removed = f"u-{unique}", f"test:removed:{unique}"
+    store.sadd(removed, "b")
+    store.set(LLM_RESULT.key(key=explanation_key(user, "a")), orjson.dumps({"text": "Heist!"}))
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        script = client.register_script(CHECKED_LUA)
+        await explain_and_check(script, removed, user, ["a"], timeout_s=2.0)  # loads it
+        before = _scripts_run(store)
+        texts, gone = await explain_and_check(
+            script, removed, user, ["a", "b", "c"], facts={"c": ItemFacts(("Comedy",))},
+            timeout_s=2.0,
+        )  # fmt: skip
+        assert _scripts_run(store) == before + 1
+        assert gone == {"b"}
+        assert (texts["a"].source, texts["a"].text) == ("llm", "Heist!")
+        assert texts["c"].text == "Recommended in Comedy"
+        # the removal check failing alone (wrong type) still gives the explanations
+        store.delete(removed)
+        store.rpush(removed, "b")
+        texts, gone = await explain_and_check(script, removed, user, ["a"], timeout_s=2.0)
+        assert gone is None and texts["a"].source == "llm"
+    finally:
+        await client.aclose()
