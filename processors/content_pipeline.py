@@ -16,7 +16,8 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
   handed to the model process before buffer n's vectors are published, so the model works
   while the worker publishes and flushes; each buffer's offsets stay uncommitted until its
   own vectors are acknowledged;
-- publishes binary vectors (`streams.codecs`) keyed by item id, then records their hashes
+- publishes binary vectors (`streams.codecs`) keyed by item id through librdkafka (not
+  faust's per-message send path), then records their hashes
   and its running counts (`stats_key`: seen, embedded, skipped, removed, dead, embed calls
   and seconds spent in the model).
 
@@ -68,6 +69,7 @@ from dataclasses import dataclass, field
 import faust
 import numpy as np
 import redis.asyncio as aioredis
+from confluent_kafka import Producer
 
 from infra.settings import Settings
 from models.embedder import EmbedderError, content_hash, item_text
@@ -75,6 +77,7 @@ from models.embedder_process import EmbedderProcess
 from streams import codecs, metrics
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
+from streams.producer import DeliveryTracker, flush, latency_producer, produce_event
 from topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
 from topics.errors import SchemaError
 from topics.stores import CONTENT_HASHES, REMOVED_ITEMS
@@ -167,12 +170,12 @@ class ContentPipeline:
         self,
         settings: Settings,
         store: aioredis.Redis,
-        vectors_topic: faust.TopicT,
+        producer: Producer,
         stats: str,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.vectors_topic = vectors_topic
+        self.producer = producer
         self.stats = stats
         self.embedder: EmbedderProcess | None = None
         self.in_flight = InFlight()
@@ -195,10 +198,19 @@ class ContentPipeline:
         )
         return self.embedder
 
+    async def _flushed(self, tracker: DeliveryTracker) -> None:
+        """Wait (off the event loop) until the broker acknowledged everything produced."""
+        self.producer.poll(0)
+        await asyncio.to_thread(flush, self.producer, 60.0)
+        tracker.raise_if_failed()
+
     async def remove(self, item_ids: list[str]) -> None:
+        tracker = DeliveryTracker()
         for item_id in item_ids:
-            await self.vectors_topic.send(key=item_id.encode(), value=None)
-        await self.vectors_topic.app.producer.flush()
+            self.producer.produce(
+                CATALOG_VECTORS.name, key=item_id.encode(), value=None, on_delivery=tracker
+            )
+        await self._flushed(tracker)
         async with self.store.pipeline(transaction=False) as pipe:
             pipe.sadd(REMOVED_ITEMS.key(), *item_ids)
             pipe.hdel(CONTENT_HASHES.key(), *item_ids)
@@ -246,6 +258,7 @@ class ContentPipeline:
         vectors, embed_s = await embedding
         if not todo:
             return
+        tracker = DeliveryTracker()
         for (item, _, h), vec in zip(todo, vectors, strict=True):
             event = ItemVector(
                 item_id=item.item_id,
@@ -253,10 +266,8 @@ class ContentPipeline:
                 content_hash=h,
                 vector=codecs.vector_bytes(vec),
             )
-            await self.vectors_topic.send(
-                key=item.item_id.encode(), value=codecs.encode(CATALOG_VECTORS, event)
-            )
-        await self.vectors_topic.app.producer.flush()  # acknowledged before hashes
+            produce_event(self.producer, CATALOG_VECTORS, event, on_delivery=tracker)
+        await self._flushed(tracker)  # acknowledged before hashes
         ids = [item.item_id for item, _, _ in todo]
         async with self.store.pipeline(transaction=False) as pipe:
             pipe.hset(CONTENT_HASHES.key(), mapping={i.item_id: h for i, _, h in todo})
@@ -272,10 +283,15 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, CATALOG_ITEMS)
-    vectors_topic = faust_topic(app, CATALOG_VECTORS)
     dead_letters = FaustDeadLetters(app, NAME)
     store = aioredis.from_url(settings.redis_url)
-    pipeline = ContentPipeline(settings, store, vectors_topic, stats_key(group))
+    # Vectors and tombstones go through librdkafka, not faust's producer: faust's send path
+    # costs tens of microseconds of Python per message on the event loop, which on a GPU is
+    # time the model waits for its next buffer (BENCHMARKS.md, issue 3). murmur2 is the
+    # partitioner faust (aiokafka) used for this compacted topic, so an item's key stays in
+    # its partition and compaction keeps one vector per item.
+    producer = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
+    pipeline = ContentPipeline(settings, store, producer, stats_key(group))
     cfg = settings.embedding
 
     @app.agent(source, name=NAME)
@@ -338,6 +354,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.on_before_shutdown.connect
     def _stop(sender: object, **kwargs: object) -> None:
         pipeline.close_model()  # the model process goes with the worker
+        producer.flush(10)
 
     return app
 
