@@ -287,9 +287,9 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     store = aioredis.from_url(settings.redis_url)
     # Vectors and tombstones go through librdkafka, not faust's producer: faust's send path
     # costs tens of microseconds of Python per message on the event loop, which on a GPU is
-    # time the model waits for its next buffer (ADR 0082). murmur2 is the
-    # partitioner faust (aiokafka) used for this compacted topic, so an item's key stays in
-    # its partition and compaction keeps one vector per item.
+    # time the model waits for its next buffer (ADR 0082). murmur2 is the partitioner faust
+    # (aiokafka) used for this compacted topic, so an item's key stays in its partition and
+    # compaction keeps one vector per item.
     producer = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
     pipeline = ContentPipeline(settings, store, producer, stats_key(group))
     cfg = settings.embedding
