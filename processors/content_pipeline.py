@@ -77,7 +77,7 @@ from models.embedder_process import EmbedderProcess
 from streams import codecs, metrics
 from streams.app import create_app, faust_topic
 from streams.dead_letters import FaustDeadLetters
-from streams.producer import DeliveryTracker, flush, latency_producer, produce_event
+from streams.producer import DeliveryTracker, flush, latency_producer, produce, produce_event
 from topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
 from topics.errors import SchemaError
 from topics.stores import CONTENT_HASHES, REMOVED_ITEMS
@@ -207,9 +207,7 @@ class ContentPipeline:
     async def remove(self, item_ids: list[str]) -> None:
         tracker = DeliveryTracker()
         for item_id in item_ids:
-            self.producer.produce(
-                CATALOG_VECTORS.name, key=item_id.encode(), value=None, on_delivery=tracker
-            )
+            produce(self.producer, CATALOG_VECTORS, item_id.encode(), None, tracker)
         await self._flushed(tracker)
         async with self.store.pipeline(transaction=False) as pipe:
             pipe.sadd(REMOVED_ITEMS.key(), *item_ids)

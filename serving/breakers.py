@@ -65,13 +65,10 @@ class CircuitBreaker(_Breaker):
         try:
             result = await factory()
         except DependencyError as exc:
-            if blame is None or blame(exc):
-                self.failure()
-            else:
-                self.neutral()
+            self.settle(exc, blame)
             raise
         except BaseException:
             self.neutral()  # cancelled or a bug: neither proves health nor harm
             raise
-        self.success()
+        self.settle(None)
         return result

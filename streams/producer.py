@@ -76,7 +76,19 @@ def produce_event(
     on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
 ) -> None:
     """Encode `event` for `spec` and produce it keyed by the spec's key field."""
-    kwargs: dict[str, Any] = {"key": spec.key_of(event), "value": codecs.encode(spec, event)}
+    produce(producer, spec, spec.key_of(event), codecs.encode(spec, event), on_delivery)
+
+
+def produce(
+    producer: Producer,
+    spec: TopicSpec,
+    key: bytes | None,
+    value: bytes | None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+) -> None:
+    """Produce raw bytes to `spec`'s topic (`value=None`: a tombstone), waiting for room
+    when librdkafka's local queue is full."""
+    kwargs: dict[str, Any] = {"key": key, "value": value}
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
     while True:
