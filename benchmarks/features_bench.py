@@ -30,7 +30,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.common import bench_stack, machine
+from benchmarks.common import bench_stack, machine, thread_times
 from features.freshness import group_lag, measure_freshness
 from features.session import ts_ms
 from infra import feast_store
@@ -62,27 +62,17 @@ def accepted(settings: Settings, group: str) -> int:
     return int(redis.Redis.from_url(settings.redis_url).hget(stats_key(group), "accepted") or 0)
 
 
-def _stat_cpu(stat: str) -> float:
-    """User + system CPU seconds in the text of a /proc `stat` file (process or thread)."""
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
-    return _stat_cpu(Path(f"/proc/{pid}/stat").read_text())
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far per thread name (`comm`) of a process, threads of one name summed."""
     out: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # the thread ended
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        out[name] = out.get(name, 0.0) + _stat_cpu(stat)
+    for _tid, name, user, system in thread_times(pid):
+        out[name] = out.get(name, 0.0) + user + system
     return out
 
 

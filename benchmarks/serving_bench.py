@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.common import bench_stack, machine, percentiles
+from benchmarks.common import bench_stack, machine, percentiles, thread_times
 from infra.processes import free_port
 from infra.settings import Settings
 from models.features import UserFeatures
@@ -129,26 +129,18 @@ def cpu_seconds(pid: int) -> float:
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of one process, by thread kind: the event
     loop (the main thread), the ranker, librdkafka's threads, the rest; from /proc (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: Counter[str] = Counter()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # the thread ended
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        if task.name == str(pid):
+    for tid, comm, user, system in thread_times(pid):
+        if tid == str(pid):
             kind = "loop"
-            out["loop-kernel"] += int(fields[12]) / tick  # of which in the kernel (stime)
+            out["loop-kernel"] += system  # of which in the kernel
         elif comm.startswith("ranker"):
             kind = "ranker"
         elif comm.startswith("rdk:"):
             kind = "kafka"
         else:
             kind = "other"
-        out[kind] += seconds
+        out[kind] += user + system
     return dict(out)
 
 
