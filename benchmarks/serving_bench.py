@@ -16,8 +16,10 @@ issue 5's API and promoted), it measures in one run:
 The response cache is off unless `--cache` (each request ranks its 500 candidates).
 With one worker process, each rate also reports the server's CPU per request by thread
 (`/proc/PID/task`): the event loop (and its kernel share), librdkafka's threads, the rest
-(the ranker, torch). For A/B runs: `--rps 100,150` fixed rates, `--no-bare` skips the bare
-ranker, `--sweep-only` skips half rate, 2x and the request topic.
+(the ranker, torch), and the CPU per request of the broker, Redis and the load generator,
+which share the cores (their sum bounds the rate any worker could reach). For A/B runs:
+`--rps 100,150` fixed rates, `--no-bare` skips the bare ranker, `--sweep-only` skips half
+rate, 2x and the request topic.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import base64
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -126,6 +129,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def stack_pids(settings: Settings) -> dict[str, int]:
+    """The benchmark stack's broker and Redis processes (found by their state dir and port)."""
+    out: dict[str, int] = {}
+    state, redis_port = str(settings.state_dir), f":{settings.stack.redis_port}"
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if "java" in (proc.info["name"] or "") and state in cmd:
+            out["broker"] = proc.pid
+        elif "redis-server" in cmd and redis_port in cmd:
+            out["redis"] = proc.pid
+    return out
+
+
+def others_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the stack's processes and of this process's waited-for children
+    (the load generator: vegeta or hey, run to completion by `attack`)."""
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["load generator"] = children.ru_utime + children.ru_stime
+    return out
+
+
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of each thread of one process, by thread kind: the event
     loop (the main thread), the ranker, librdkafka's threads, the rest; from /proc (Linux)."""
@@ -145,13 +170,21 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 
 def attack(
-    url: str, users: list[str], rate: int, seconds: float, workdir: Path, pid: int | None = None
+    url: str,
+    users: list[str],
+    rate: int,
+    seconds: float,
+    workdir: Path,
+    pid: int | None = None,
+    stack: dict[str, int] | None = None,
 ) -> dict:
     """Open-loop constant-rate load; per-request latency (ms) and status; answers by level
     (read from each answer's body, so it holds for any number of worker processes); with the
-    server's `pid`, the CPU time its processes spent per request."""
+    server's `pid`, the CPU time its processes spent per request; with the `stack`'s pids,
+    theirs and the load generator's too (the same cores serve them all)."""
     cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     threads0 = thread_cpu(pid) if pid is not None else {}
+    others0 = others_cpu(stack or {})
     targets = workdir / "targets.txt"
     rng = random.Random(rate)
     targets.write_text(
@@ -199,8 +232,12 @@ def attack(
     ok = [latency for latency, c in zip(lat, codes, strict=True) if c == 200]
     cpu = cpu_seconds(pid) - cpu0 if pid is not None else float("nan")
     threads = thread_cpu(pid) if pid is not None else {}
+    others = others_cpu(stack or {})
     return {
         "cpu_ms_per_request": cpu * 1000.0 / max(1, len(lat)),
+        "others_cpu_ms": {
+            k: (v - others0[k]) * 1000.0 / max(1, len(lat)) for k, v in others.items()
+        },
         "thread_cpu_ms": {
             k: (v - threads0.get(k, 0.0)) * 1000.0 / max(1, len(lat)) for k, v in threads.items()
         },
@@ -300,9 +337,10 @@ def main() -> None:
             sweep = []
             fixed = [int(x) for x in args.rps.split(",") if x]
             rates = fixed or [max(10, int(bare * float(x))) for x in args.rates.split(",")]
+            stack = stack_pids(settings)
             for rate in rates:
                 share = rate / bare
-                res = attack(url, ml.users, rate, args.duration, workdir, server.proc.pid)
+                res = attack(url, ml.users, rate, args.duration, workdir, server.proc.pid, stack)
                 sweep.append(res)
                 a = res["all"]
                 print(
@@ -311,17 +349,23 @@ def main() -> None:
                     f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}; "
                     f"server CPU {res['cpu_ms_per_request']:.2f} ms per request ("
                     + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["thread_cpu_ms"].items()))
-                    + f"); load average {os.getloadavg()[0]:.1f}"
+                    + "); others "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["others_cpu_ms"].items()))
+                    + f" ms; load average {os.getloadavg()[0]:.1f}"
                 )
             # CPU per request is what a shared machine cannot distort much: the worker's
-            # CPU-bound capacity on this machine's cores, against the bare model's.
+            # CPU-bound capacity on this machine's cores, against the bare model's; and with
+            # what the load generator, the broker and Redis take beside it on the same cores.
             light = sweep[0]["cpu_ms_per_request"]
+            beside = sum(sweep[0]["others_cpu_ms"].values())
             cores = os.cpu_count() or 1
             print(
                 f"CPU per answered request at {sweep[0]['rate']}/s: serving {light:.2f} ms "
                 f"(bare ranker {bare_cpu_ms:.2f} ms): CPU-bound capacity ~"
                 f"{cores * 1000 / light:,.0f} req/s on {cores} cores = "
-                f"{bare_cpu_ms / light:.2f} x the bare ranker's"
+                f"{bare_cpu_ms / light:.2f} x the bare ranker's; with the load generator, "
+                f"broker and Redis ({beside:.2f} ms) ~{cores * 1000 / (light + beside):,.0f} "
+                f"req/s = {cores * 1000 / (light + beside) / bare:.2f} x bare at 100% CPU"
             )
             good = [
                 r["rate"]

@@ -341,7 +341,7 @@ class ServingSettings(_Section):
         "(a script), each still judged by its own breaker (ADR 0056); false: three reads",
     )
     impressions_linger_ms: float = Field(
-        5.0, ge=0, description="linger of the impressions producer (recs.served; ADR 0055)"
+        50.0, ge=0, description="linger of the impressions producer (recs.served; ADRs 0055, 0089)"
     )
     model_poll_s: float = 2.0
     # re-ranking, and explanations (issue 9: cached LLM text or a template; one MGET of the
@@ -354,6 +354,12 @@ class ServingSettings(_Section):
     # the request topic
     consumer_group: str = "streamrec-serving"
     topic_concurrency: int = 256
+    topic_fetch_wait_ms: int = Field(
+        500,
+        ge=1,
+        description="the request consumer's fetch.wait.max.ms: how long the broker may hold an "
+        "empty fetch (a request ends the wait at once; 5 ms cost the idle broker ~15% of a core)",
+    )
 
 
 class Settings(BaseSettings):

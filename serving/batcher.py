@@ -40,6 +40,7 @@ class MicroBatcher(Generic[T, R]):
         self.task: asyncio.Task[None] | None = None
         self.batches = 0
         self.running_since: float | None = None  # when the batch now running started
+        self.running_size = 0  # requests in the batch now running
         self.last_item_s = 0.0  # the last finished batch's time per request in it
 
     def start(self) -> None:
@@ -56,12 +57,16 @@ class MicroBatcher(Generic[T, R]):
 
     def slow(self, limit_s: float) -> bool:
         """Whether the model itself is slower than `limit_s`: its last batch took longer per
-        request, or the batch running now has taken longer in all (a hung model). Otherwise a
-        caller that gave up waited in the queue behind busy batches: overload, not a model
-        failure (a batch of 32 taking 80 ms is a healthy model under load)."""
+        request, or the batch running now has taken longer than the limit plus twice what a
+        batch of its size took at the last measured rate (a hung model). Otherwise a caller
+        that gave up waited in the queue behind busy batches: overload, not a model failure (a
+        batch of 32 taking 80 ms is a healthy model under load, and judged by the limit alone
+        it opened the model's breaker at ~350 req/s on 2 cores: every answer SIMPLE_RANKING
+        for the breaker's reset time)."""
         running = self.running_since
+        expected_s = 2.0 * self.last_item_s * self.running_size
         return self.last_item_s > limit_s or (
-            running is not None and time.monotonic() - running > limit_s
+            running is not None and time.monotonic() - running > limit_s + expected_s
         )
 
     async def submit(self, item: T) -> R:
@@ -99,6 +104,7 @@ class MicroBatcher(Generic[T, R]):
                 continue
             items = [item for item, _ in batch]
             t0 = time.perf_counter()
+            self.running_size = len(items)
             self.running_since = time.monotonic()
             try:
                 results = await loop.run_in_executor(self.executor, self.run_batch, items)

@@ -1,10 +1,11 @@
 """Impressions to recs.served, published without waiting for the broker.
 
 Responsibilities: build the `Impression` of an answer (with the user's experiment variant,
-`analytics.experiments.variant_for`), hand it to a `latency_producer`
-(`linger.ms=0`) and return at once; a daemon thread serves the producer's delivery callbacks,
-and a failed delivery is counted in the metrics (an impression is analytics, never a reason
-to fail or slow an answer). A full local queue drops the impression and counts it too.
+`analytics.experiments.variant_for`), hand it to a producer that lingers
+`serving.impressions_linger_ms` (50 ms: ADRs 0055, 0089) and return at once; a daemon
+thread serves the producer's delivery callbacks, and a failed delivery is counted in the
+metrics (an impression is analytics, never a reason to fail or slow an answer). A full
+local queue drops the impression and counts it too.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ class ImpressionPublisher:
         self.metrics = metrics
         # Delivery reports only for failures (what _delivered counts): no Python callback per
         # delivered impression on the poll thread, which would take the GIL once per answer.
-        # A short linger: impressions are analytics, and with linger.ms=0 every answer woke
+        # A linger: impressions are analytics, and with linger.ms=0 every answer woke
         # librdkafka's broker thread for a one-message request (a futex wake on the event
-        # loop's thread and ~0.2 ms of broker-thread CPU per answer; ADR 0055). The answer
-        # never waits for it either way.
+        # loop's thread and ~0.2 ms of broker-thread CPU per answer; ADR 0055); 50 ms also
+        # cut the broker's own CPU per answer (ADR 0089). The answer never waits for it.
         self.producer: Producer = latency_producer(
             settings,
             **{

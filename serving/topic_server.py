@@ -84,7 +84,7 @@ class TopicServer:
                 "client.id": "serving-requests",
                 "auto.offset.reset": "latest",
                 "enable.auto.commit": True,
-                "fetch.wait.max.ms": 5,
+                "fetch.wait.max.ms": self.cfg.topic_fetch_wait_ms,
                 "session.timeout.ms": 10_000,
             }
         )

@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -100,3 +101,16 @@ async def test_slow_tells_a_slow_model_from_a_long_queue():
     finally:
         release.set()
         await b.stop()
+
+
+def test_a_big_batch_is_judged_by_its_size_at_the_last_rate():
+    b = MicroBatcher(lambda items: items, max_batch=32)
+    b.last_item_s = 0.002  # the last batch: 2 ms a request, a healthy model
+    b.running_size = 32
+    b.running_since = time.monotonic() - 0.12  # past a 75 ms limit, within 75 + 2 x 64 ms
+    assert not b.slow(0.075)
+    b.running_since = time.monotonic() - 0.5  # far past what 32 requests take: hung
+    assert b.slow(0.075)
+    b.running_since = None
+    b.last_item_s = 0.1  # the model itself got slower than the limit per request
+    assert b.slow(0.075)
