@@ -357,8 +357,9 @@ class ServingSettings(_Section):
     topic_fetch_wait_ms: int = Field(
         500,
         ge=1,
-        description="the request consumer's fetch.wait.max.ms: how long the broker may hold an "
-        "empty fetch (a request ends the wait at once; 5 ms cost the idle broker ~15% of a core)",
+        description="fetch.wait.max.ms of the request consumer and of topic clients' reply "
+        "consumers: how long the broker may hold an empty fetch (a message ends the wait at "
+        "once; 5 ms cost the idle broker ~15% of a core: ADR 0089)",
     )
 
 

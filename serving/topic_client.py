@@ -33,7 +33,7 @@ class RequestTopicClient:
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "group.id": f"{prefix}-{uuid.uuid4().hex[:6]}",
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 1,
+                "fetch.wait.max.ms": settings.serving.topic_fetch_wait_ms,
             }
         )
         self.consumer.subscribe([self.reply_to])
