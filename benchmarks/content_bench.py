@@ -5,16 +5,21 @@
                                        [--backlog]
 
 In one run:
-- bare model: items/s of `models.embedder.Embedder.embed` on the benchmark's catalog texts,
-  in the pipeline's batch size, before and after the pipeline run (their mean is the
-  reference), plus fp32 vs bf16 autocast on CPU and their cosine (ADR 0010);
+- bare model: items/s of the model on the benchmark's catalog texts, in the pipeline's
+  batch size, before and after the pipeline run (their mean is the reference), in the
+  layout the worker runs it (`models.embedder_process.EmbedderProcess` with the same
+  settings: on CPU one single-threaded process per core sharing each call, ADR 0088; one
+  call of all the texts); for comparison the in-process `models.embedder.Embedder` (one
+  process, torch's default threads), and fp32 vs bf16 autocast on CPU and their cosine
+  (ADR 0010);
 - pipeline: items/s of a real `streamrec worker content-pipeline` process on a fresh stack,
   from the first item produced to catalog.items until the last vector is acknowledged on
   catalog.vectors (model already loaded: start-up is reported apart), and its ratio to the
-  bare model (goal >= 0.8), the share of the run spent in model calls and the model's own
-  rate inside the worker (diagnostics: they split a shortfall between a slower model and
-  time outside it); with `--backlog` the items are produced before the worker
-  starts and the clock starts at its ready flag (the benchmark's producing left out);
+  bare model in the same layout (goal >= 0.8; to the in-process figure for comparison),
+  the share of the run spent in model calls and the model's own rate inside the worker
+  (diagnostics: they split a shortfall between a slower model and time outside it); with
+  `--backlog` the items are produced before the worker starts and the clock starts at its
+  ready flag (the benchmark's producing left out);
 - index: p50/p99 of one top-500 query, and per query in batches of 64, for flat and HNSW at
   each size (clustered synthetic 384-d unit vectors), HNSW build time, and recall@500 of
   HNSW against exact search, on the synthetic vectors and on the real embeddings of the
@@ -38,6 +43,7 @@ import torch
 from benchmarks.common import bench_stack, machine, percentiles
 from infra.settings import IndexSettings, Settings
 from models.embedder import Embedder, item_text
+from models.embedder_process import EmbedderProcess
 from processors.content_pipeline import stats_key
 from streams import datasets
 from streams.catalog import publish_items
@@ -62,7 +68,9 @@ def bench_catalog(n: int) -> list[CatalogItem]:
     return out
 
 
-def bare_items_per_s(embedder: Embedder, texts: list[str]) -> tuple[float, np.ndarray]:
+def bare_items_per_s(
+    embedder: Embedder | EmbedderProcess, texts: list[str]
+) -> tuple[float, np.ndarray]:
     embedder.embed(texts[:64])  # warm-up
     t0 = time.perf_counter()
     vectors = embedder.embed(texts)
@@ -109,12 +117,14 @@ def pipeline_items_per_s(
         "publish_s": produce_s,
         "first_vector_s": (first_vector or done) - t0,
         # where the worker's time went: model calls (one per buffer) against the whole run
+        # (with N model processes, a call's seconds are their seconds in it / N)
         "embed_calls": float(counts.get(b"embed_calls", 0)),
         "embed_share": float(counts.get(b"embed_s", 0)) / (done - t0),
         # the model's own rate inside the worker (its seconds are measured in the model
         # process, so a buffer queued behind the previous one is not counted twice)
         "model_items_per_s": len(items) / max(float(counts.get(b"embed_s", 0)), 1e-9),
         "torch_threads": float(counts.get(b"torch_threads", 0)),
+        "processes": float(counts.get(b"embed_processes", 0)),
     }
 
 
@@ -212,26 +222,41 @@ def main() -> None:
     real_vectors = None
 
     if not args.skip_pipeline:
-        bare_before, real_vectors = bare_items_per_s(embedder, texts)
-        with bench_stack() as stack:
-            settings = stack.with_overrides(embedding={"device": args.device})
-            pipe = pipeline_items_per_s(settings, items, backlog=args.backlog)
-        bare_after, _ = bare_items_per_s(embedder, texts)
+        # The reference: the model in the worker's layout (same settings, same children,
+        # each call split the same way), without the pipeline around it. Measured in ABBA
+        # order with the in-process figure so a drift of the machine hits both alike.
+        with EmbedderProcess(settings0) as layout:
+            info = layout.info
+            bare_before, _ = bare_items_per_s(layout, texts)
+            single_before, real_vectors = bare_items_per_s(embedder, texts)
+            with bench_stack() as stack:
+                settings = stack.with_overrides(embedding={"device": args.device})
+                pipe = pipeline_items_per_s(settings, items, backlog=args.backlog)
+            single_after, _ = bare_items_per_s(embedder, texts)
+            bare_after, _ = bare_items_per_s(layout, texts)
         bare = (bare_before + bare_after) / 2
+        single = (single_before + single_after) / 2
         lines += [
-            f"| bare model, {len(texts):,} texts, batches of {embedder.batch_size} "
-            f"(before / after the pipeline) | {bare:,.0f} items/s "
-            f"({bare_before:,.0f} / {bare_after:,.0f}) |",
+            f"| bare model in the worker's layout ({info.processes} process(es) x "
+            f"{info.torch_threads} torch thread(s), one call split across them), "
+            f"{len(texts):,} texts, batches of {embedder.batch_size} (before / after the "
+            f"pipeline) | {bare:,.0f} items/s ({bare_before:,.0f} / {bare_after:,.0f}) |",
+            f"| bare model in-process, for comparison (1 process x {torch.get_num_threads()} "
+            f"torch threads; before / after) | {single:,.0f} items/s "
+            f"({single_before:,.0f} / {single_after:,.0f}) |",
             f"| content pipeline worker: catalog.items in -> acknowledged catalog.vectors out"
             f"{' (from a backlog)' if args.backlog else ''} "
             f"| **{pipe['items_per_s']:,.0f} items/s** |",
-            f"| pipeline / bare model | **{pipe['items_per_s'] / bare:.2f}** (goal >= 0.80) |",
+            f"| pipeline / bare model in the same layout | **{pipe['items_per_s'] / bare:.2f}** "
+            f"(goal >= 0.80; / the in-process figure: {pipe['items_per_s'] / single:.2f}) |",
             f"| worker: model calls (one per buffer) / share of the run spent in the model | "
-            f"{pipe['embed_calls']:.0f} / {pipe['embed_share']:.0%} (torch threads: worker "
-            f"{pipe['torch_threads']:.0f}, bare {torch.get_num_threads()}) |",
-            f"| the model's own rate inside the worker (items / seconds in model calls) | "
+            f"{pipe['embed_calls']:.0f} / {pipe['embed_share']:.0%} (worker "
+            f"{pipe['processes']:.0f} process(es) x {pipe['torch_threads']:.0f} torch "
+            f"thread(s)) |",
+            f"| the model's own rate inside the worker (items / seconds in model calls; with N "
+            f"processes, their seconds in the model / N) | "
             f"{pipe['model_items_per_s']:,.0f} items/s ({pipe['model_items_per_s'] / bare:.2f} "
-            f"of the bare model) |",
+            f"of the bare model in the same layout) |",
             f"| producing the items ({'not ' if args.backlog else ''}in the rate) / "
             f"first buffer's vectors acknowledged at | "
             f"{pipe['publish_s']:.2f} s / {pipe['first_vector_s']:.2f} s |",
@@ -244,7 +269,7 @@ def main() -> None:
             cosine = np.sum(fp32_vectors * real_vectors, axis=1)
             lines.append(
                 f"| bare model fp32 vs bf16 autocast (ADR 0010) | {fp32_rate:,.0f} vs "
-                f"{bare_before:,.0f} items/s; cosine min {cosine.min():.5f}, "
+                f"{single_before:,.0f} items/s (in-process); cosine min {cosine.min():.5f}, "
                 f"mean {cosine.mean():.6f} |"
             )
     print("\n".join(["| what | figure |", "| --- | --- |", *lines]))

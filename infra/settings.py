@@ -86,6 +86,12 @@ class EmbeddingSettings(_Section):
     overlap_buffers: bool = Field(
         True, description="embed buffer n+1 while buffer n is published (ADR 0081)"
     )
+    processes: int = Field(
+        0,
+        ge=0,
+        description="model processes on CPU, one torch thread each (ADR 0088); 0 = one per "
+        "core; 1 = one process with torch's default threads; on cuda always one process",
+    )
 
 
 class IndexSettings(_Section):

@@ -9,9 +9,10 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
   (text + model version) and skips the item when the hash equals the one of its last
   published vector, so a re-published catalog re-embeds nothing;
 - embeds the rest in one model call per buffer (the model cuts it into batches of
-  `embedding.batch_size`), in a child process of its own (`models.embedder_process`), and
-  publishes them most popular first (`popularity_hint`): under a backlog a buffer is the
-  unit of priority, so popular items never wait behind the long tail of a later buffer;
+  `embedding.batch_size`), in child processes of its own (`models.embedder_process`; on
+  CPU one single-threaded process per core, which share each call), and publishes them
+  most popular first (`popularity_hint`): under a backlog a buffer is the unit of
+  priority, so popular items never wait behind the long tail of a later buffer;
 - pipelines buffers (`embedding.overlap_buffers`, on by default): buffer n+1 is planned and
   handed to the model process before buffer n's vectors are published, so the model works
   while the worker publishes and flushes; each buffer's offsets stay uncommitted until its
@@ -19,7 +20,7 @@ Consumes catalog.items and, per buffer of up to `embedding.buffer_size` items or
 - publishes binary vectors (`streams.codecs`) keyed by item id through librdkafka (not
   faust's per-message send path), then records their hashes
   and its running counts (`stats_key`: seen, embedded, skipped, removed, dead, embed calls
-  and seconds spent in the model).
+  and seconds spent in the model; the model's device, processes and threads per process).
 
 Why one model call per buffer and not one per batch of 64 (ADR 0014): sentence-transformers
 sorts the texts of a call by length before batching, so each batch is padded to the length
@@ -33,6 +34,16 @@ to this worker's mostly idle loop on 2 cores, large beside a busy one). The chil
 own GIL; it is started with `spawn`, loads and warms up the model once, and gets texts and
 returns float32 rows (a buffer's vectors are ~400 KB). On 2 cores neither the child nor the
 overlap moved the end-to-end ratio measurably (BENCHMARKS.md): the run is CPU-bound.
+
+Why N single-threaded model processes on CPU and not one with all cores' threads (ADR 0088):
+torch's OpenMP threads meet at a barrier after every op, so when the broker, Redis or this
+worker preempts one of them the others wait for it, and the whole forward pass runs at the
+pace of the preempted thread. One process per core with one torch thread each has no such
+barrier (a preempted child delays only its share of the buffer) and was faster idle too
+(615 against 515 items/s on 2 cores). Each buffer's call is split across the children in
+whole length-sorted batches (`models.embedder_process.split`), so the padding stays that of
+one call (ADR 0014). The cost: one model process (~0.75 GB PSS) per core and N model loads
+at start-up (in parallel). On cuda one process feeds the GPU, as before.
 
 Why buffers are pipelined and how acks stay safe (ADR 0081): Faust's `take_events` acks a
 buffer's events when the agent asks for the next buffer, which would let Faust commit the
@@ -55,7 +66,8 @@ dead.letters with the reason and the agent carries on. A failure of the model (i
 dead model process: `EmbedderError`, never a hang), Redis or the broker stops the agent at
 its next buffer (a failure while no buffer follows is logged at once): the failed buffer's
 offsets are never committed, so a restart redoes it (already published items are then
-skipped by their hashes). A dead model process is replaced when the agent restarts.
+skipped by their hashes). A dead model process (any one of them) fails the call and every
+later one; all of them are replaced when the agent restarts.
 """
 
 from __future__ import annotations
@@ -183,8 +195,8 @@ class ContentPipeline:
     async def load_model(self) -> EmbedderProcess:
         if self.embedder is not None:  # an agent restarted by Faust keeps the process's model
             return self.embedder
-        # Starting the child and loading the model takes seconds: off the event loop, so the
-        # consumer keeps heartbeating. The child warms the model up before it answers.
+        # Starting the children and loading the model takes seconds: off the event loop, so
+        # the consumer keeps heartbeating. Each child warms its model up before it answers.
         self.embedder = await asyncio.to_thread(EmbedderProcess, self.settings)
         info = self.embedder.info
         await self.store.hset(
@@ -192,8 +204,10 @@ class ContentPipeline:
             mapping={
                 "model_version": info.model_version,
                 "device": info.device,
-                "torch_threads": info.torch_threads,
+                "torch_threads": info.torch_threads,  # per model process
+                "embed_processes": info.processes,
                 "embed_pid": info.pid,
+                "embed_pids": ",".join(str(p) for p in info.pids),
             },
         )
         return self.embedder
@@ -237,8 +251,9 @@ class ContentPipeline:
         return todo
 
     def start_embedding(self, todo: Todo) -> asyncio.Future[tuple[np.ndarray, float]]:
-        """Hand a buffer's changed items to the model process in ONE call; it starts as soon
-        as the child is free (the previous buffer's call), whatever this process does.
+        """Hand a buffer's changed items to the model processes in ONE call (split across
+        them in whole batches); each child starts its share as soon as it is free (its
+        share of the previous buffer's call), whatever this process does.
 
         One call per buffer, not one per `batch_size` chunk: sentence-transformers sorts a
         call's texts by length before cutting them into batches, so a batch is padded to

@@ -1,17 +1,19 @@
-"""The embedding model in a child process: same vectors as in-process, a dead child is an error."""
+"""The embedding model in child processes: same vectors as in-process, in input order, when
+one call is split across N single-threaded children; a dead child is an error, never a hang."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from infra.settings import Settings
 from models.embedder import Embedder, EmbedderError
-from models.embedder_process import EmbedderProcess
+from models.embedder_process import EmbedderProcess, cores
 
 pytestmark = pytest.mark.integration
 
@@ -23,18 +25,34 @@ TEXTS = [
 ]
 
 
+def catalog_texts(n: int) -> list[str]:
+    """Texts of many lengths in no particular order (titles with episodes, ML-100K style)."""
+    return [f"{TEXTS[i % len(TEXTS)]}: episode {i}" + " and more" * (i * 7 % 13) for i in range(n)]
+
+
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     return Settings().with_overrides(embedding={"device": "cpu"})
 
 
+@pytest.fixture(scope="module")
+def children() -> Iterator[EmbedderProcess]:
+    """Two single-threaded children in fp32: split calls must match one process exactly
+    (bf16 autocast rounds differently on 1 and 2 threads; see the default-settings test)."""
+    fp32 = Settings().with_overrides(embedding={"device": "cpu", "processes": 2, "cpu_bf16": False})
+    with EmbedderProcess(fp32) as pool:
+        yield pool
+
+
 def test_the_child_returns_the_in_process_vectors(settings):
-    with EmbedderProcess(settings) as child:
+    one = settings.with_overrides(embedding={"processes": 1})  # one child, torch's threads
+    with EmbedderProcess(one) as child:
         remote = child.embed(TEXTS)
         remote_async, seconds = asyncio.run(child.embed_timed(TEXTS))
         info = child.info
     local = Embedder(settings).embed(TEXTS)
     assert info.pid != os.getpid() and info.dim == 384 and info.device == "cpu"
+    assert info.processes == 1 and info.pids == [info.pid]
     assert remote.dtype == np.float32 and remote.shape == (4, 384)
     np.testing.assert_allclose(remote, local, atol=1e-6)
     np.testing.assert_allclose(remote_async, local, atol=1e-6)
@@ -42,15 +60,71 @@ def test_the_child_returns_the_in_process_vectors(settings):
     assert child.embed([]).shape == (0, 384)
 
 
+def test_split_calls_return_one_process_vectors_in_input_order(children):
+    info = children.info
+    assert info.processes == 2 and len(set(info.pids)) == 2 and os.getpid() not in info.pids
+    assert info.torch_threads == 1 and all(c.torch_threads == 1 for c in children.children)
+    texts = catalog_texts(300)  # several batches per child, lengths shuffled
+    fp32 = Settings().with_overrides(embedding={"device": "cpu", "cpu_bf16": False})
+    local = Embedder(fp32).embed(texts)
+    split_rows = children.embed(texts)
+    timed_rows, seconds = asyncio.run(children.embed_timed(texts))
+    assert split_rows.dtype == np.float32 and split_rows.shape == (300, 384)
+    np.testing.assert_allclose(split_rows, local, atol=1e-5)
+    np.testing.assert_allclose(timed_rows, local, atol=1e-5)
+    assert seconds > 0
+    # Calls smaller than a batch per child, and smaller than the number of children.
+    np.testing.assert_allclose(children.embed(texts[:5]), local[:5], atol=1e-5)
+    np.testing.assert_allclose(children.embed(texts[7:8]), local[7:8], atol=1e-5)
+    assert children.embed([]).shape == (0, 384)
+    empty, empty_s = asyncio.run(children.embed_timed([]))
+    assert empty.shape == (0, 384) and empty_s == 0.0
+
+
+def test_default_settings_one_single_threaded_child_per_core_close_to_in_process(settings):
+    # The default (processes=0) on this CPU: one child per core, one torch thread each; in
+    # bf16 autocast its rows differ from the multi-threaded in-process ones by rounding only.
+    texts = catalog_texts(150)
+    with EmbedderProcess(settings) as pool:
+        info = pool.info
+        rows = pool.embed(texts)
+    assert info.processes == cores() and len(info.pids) == cores()
+    if cores() > 1:
+        assert info.torch_threads == 1
+    local = Embedder(settings).embed(texts)
+    assert np.abs(rows - local).max() < 5e-3
+    assert np.sum(rows * local, axis=1).min() > 0.9999
+
+
 def test_a_killed_child_fails_the_call_and_every_later_one(settings):
-    child = EmbedderProcess(settings)
+    pair = settings.with_overrides(embedding={"processes": 2})
+    child = EmbedderProcess(pair)
     try:
-        os.kill(child.info.pid, signal.SIGKILL)
+        os.kill(child.info.pids[1], signal.SIGKILL)  # one of the two: the other still answers
         # The pool notices the dead child and fails the call: an error, never a hang.
         with pytest.raises(EmbedderError, match="died"):
             child.embed(TEXTS * 200)
         with pytest.raises(EmbedderError, match="died"):
             asyncio.run(child.embed_timed(TEXTS))
+        with pytest.raises(EmbedderError, match="died"):
+            child.embed(TEXTS[:1])  # even a call the live child alone could have taken
+    finally:
+        child.close()
+
+
+def test_a_child_killed_during_a_call_fails_that_call(settings):
+    pair = settings.with_overrides(embedding={"processes": 2})
+    child = EmbedderProcess(pair)
+    try:
+
+        async def call_and_kill() -> None:
+            pending = asyncio.ensure_future(child.embed_timed(catalog_texts(2000)))
+            await asyncio.sleep(0.5)  # both children are working on their shares
+            os.kill(child.info.pids[0], signal.SIGKILL)
+            await asyncio.wait_for(pending, 120)
+
+        with pytest.raises(EmbedderError, match="died"):
+            asyncio.run(call_and_kill())
     finally:
         child.close()
 

@@ -17,6 +17,7 @@ import redis
 from confluent_kafka import Producer
 
 from infra.settings import Settings
+from models.embedder_process import cores
 from processors.content_pipeline import stats_key
 from processors.vector_indexer import status_key
 from streams import codecs
@@ -97,6 +98,13 @@ def test_the_whole_catalog_is_embedded_published_and_indexed(running):
     settings, pipeline, indexer = running
     done = wait_seen(settings, pipeline, N_ITEMS)
     assert done["embedded"] == N_ITEMS and done["dead"] == 0
+    # The model's layout (ADR 0088): on CPU one single-threaded process per core, else one.
+    device = redis.Redis.from_url(settings.redis_url).hget(
+        stats_key("streamrec-content-pipeline"), "device"
+    )
+    expected = cores() if device == b"cpu" else 1
+    assert done["embed_processes"] == expected
+    assert expected == 1 or done["torch_threads"] == 1
     vectors = latest_vectors(settings)
     assert len(vectors) == N_ITEMS
     decoded = [codecs.decode_vector(v) for v in vectors.values()]
