@@ -68,9 +68,16 @@ class EmbedderInfo(BaseModel):
     dim: int
     batch_size: int
     torch_threads: int  # per process
-    pid: int  # the first child's
-    processes: int = 1
-    pids: list[int] = []
+    pids: list[int]  # one child's own, or (`EmbedderProcess.info`) every child's
+
+    @property
+    def pid(self) -> int:
+        """The first child's pid."""
+        return self.pids[0]
+
+    @property
+    def processes(self) -> int:
+        return len(self.pids)
 
 
 def cores() -> int:
@@ -116,7 +123,6 @@ def _load(settings: Settings, device: str | None, single_thread: bool) -> Embedd
         dim=_model.dim,
         batch_size=_model.batch_size,
         torch_threads=torch.get_num_threads(),
-        pid=os.getpid(),
         pids=[os.getpid()],
     )
 
@@ -181,9 +187,7 @@ class EmbedderProcess:
             self.close()
             raise
         self.children: list[EmbedderInfo] = infos
-        self.info = infos[0].model_copy(
-            update={"processes": len(infos), "pids": [i.pid for i in infos]}
-        )
+        self.info = infos[0].model_copy(update={"pids": [i.pid for i in infos]})
         self.model_version = self.info.model_version
         self.device = self.info.device
         self.dim = self.info.dim

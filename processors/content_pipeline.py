@@ -206,7 +206,6 @@ class ContentPipeline:
                 "device": info.device,
                 "torch_threads": info.torch_threads,  # per model process
                 "embed_processes": info.processes,
-                "embed_pid": info.pid,
                 "embed_pids": ",".join(str(p) for p in info.pids),
             },
         )
