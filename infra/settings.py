@@ -347,7 +347,9 @@ class ServingSettings(_Section):
         "(a script), each still judged by its own breaker (ADR 0056); false: three reads",
     )
     impressions_linger_ms: float = Field(
-        50.0, ge=0, description="linger of the impressions producer (recs.served; ADRs 0055, 0089)"
+        500.0,
+        ge=0,
+        description="linger of the impressions producer (recs.served; ADRs 0055, 0089, 0090)",
     )
     model_poll_s: float = 2.0
     # re-ranking, and explanations (issue 9: cached LLM text or a template; one MGET of the

@@ -2,7 +2,7 @@
 
 Responsibilities: build the `Impression` of an answer (with the user's experiment variant,
 `analytics.experiments.variant_for`), hand it to a producer that lingers
-`serving.impressions_linger_ms` (50 ms: ADRs 0055, 0089) and return at once; a daemon
+`serving.impressions_linger_ms` (500 ms: ADRs 0055, 0089, 0090) and return at once; a daemon
 thread serves the producer's delivery callbacks, and a failed delivery is counted in the
 metrics (an impression is analytics, never a reason to fail or slow an answer). A full
 local queue drops the impression and counts it too.
@@ -33,8 +33,9 @@ class ImpressionPublisher:
         # delivered impression on the poll thread, which would take the GIL once per answer.
         # A linger: impressions are analytics, and with linger.ms=0 every answer woke
         # librdkafka's broker thread for a one-message request (a futex wake on the event
-        # loop's thread and ~0.2 ms of broker-thread CPU per answer; ADR 0055); 50 ms also
-        # cut the broker's own CPU per answer (ADR 0089). The answer never waits for it.
+        # loop's thread and ~0.2 ms of broker-thread CPU per answer; ADR 0055). 500 ms cut the
+        # broker's own CPU per answer to a third of 50 ms's (ADRs 0089, 0090): a CPU the
+        # answers share. The answer never waits for it; the analytics see it 0.5 s later.
         self.producer: Producer = latency_producer(
             settings,
             **{
