@@ -99,30 +99,25 @@ def bare_ranker_rate(
             )
         )
 
-    cpu_ms = 0.0
-
-    def run(size: int) -> float:
-        nonlocal cpu_ms
-        done, n, t0, c0 = 0, 0, time.perf_counter(), time.process_time()
+    def run(size: int) -> tuple[float, float]:
+        """(requests/s, CPU ms a request) scoring batches of `size` for `seconds`."""
+        done, t0, c0 = 0, time.perf_counter(), time.process_time()
         while time.perf_counter() - t0 < seconds:
-            chunk = [inputs[(n + j) % len(inputs)] for j in range(size)]
+            chunk = [inputs[(done + j) % len(inputs)] for j in range(size)]
             model.score_batch([c[0] for c in chunk], [c[1] for c in chunk])
             done += size
-            n += size
-        cpu_ms = (time.process_time() - c0) * 1000.0 / done
-        return done / (time.perf_counter() - t0)
+        return done / (time.perf_counter() - t0), (time.process_time() - c0) * 1000.0 / done
 
     run(batch)  # warm-up
-    batched = run(batch)
-    batched_cpu_ms = cpu_ms
-    single = run(1)
+    batched, batched_cpu_ms = run(batch)
+    single, _ = run(1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run(batch)
+        _, one_thread_cpu_ms = run(batch)
     finally:
         torch.set_num_threads(threads)
-    return batched, single, batched_cpu_ms, cpu_ms
+    return batched, single, batched_cpu_ms, one_thread_cpu_ms
 
 
 def cpu_seconds(pid: int) -> float:
