@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
-from infra.settings import Settings
 from streamrec.errors import ConfigError
+from streamrec.infra.settings import Settings
 
 BUCKETS = 10_000
 

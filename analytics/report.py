@@ -27,9 +27,9 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, Field
 
-from analytics.errors import QueryError
-from infra.settings import Settings
-from topics.recs_responses import Level
+from streamrec.analytics.errors import QueryError
+from streamrec.infra.settings import Settings
+from streamrec.topics.recs_responses import Level
 
 CLICK_KINDS: tuple[str, ...] = ("click", "watch", "like", "purchase", "rating")
 LEVELS: tuple[str, ...] = get_args(Level)

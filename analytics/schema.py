@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from topics import CatalogItem, Impression, Interaction
+from streamrec.topics import CatalogItem, Impression, Interaction
 
 INTERACTIONS = "interactions"
 IMPRESSIONS = "impressions"

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from analytics.errors import StoreBusyError
-from analytics.schema import ensure_tables
-from infra.clickhouse import get_client
-from infra.settings import Settings
+from streamrec.analytics.errors import StoreBusyError
+from streamrec.analytics.schema import ensure_tables
+from streamrec.infra.clickhouse import get_client
+from streamrec.infra.settings import Settings
 
 
 def open_store(settings: Settings, create: bool = True) -> Any:

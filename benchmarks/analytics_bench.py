@@ -25,16 +25,16 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from analytics import schema
-from analytics.store import store_session
 from benchmarks.common import bench_stack, machine, percentiles
-from infra.settings import Settings
-from processors.analytics_sink import NAME
-from streams import metrics
-from streams.lag import admin_client, consumer_lags
-from streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
-from streams.worker_process import WorkerProcess
-from topics import EVENTS_INTERACTIONS, RECS_SERVED, Impression, Interaction
+from streamrec.analytics import schema
+from streamrec.analytics.store import store_session
+from streamrec.infra.settings import Settings
+from streamrec.processors.analytics_sink import NAME
+from streamrec.streams import metrics
+from streamrec.streams.lag import admin_client, consumer_lags
+from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import EVENTS_INTERACTIONS, RECS_SERVED, Impression, Interaction
 
 TOPICS = [EVENTS_INTERACTIONS.name, RECS_SERVED.name]
 GROUP = "streamrec-bench-analytics"

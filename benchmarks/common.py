@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.processes import free_port
-from infra.settings import Settings
-from infra.stack import StackManager
-from streams.admin import TopicManager
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.infra.stack import StackManager
+from streamrec.streams.admin import TopicManager
 
 
 @contextmanager

@@ -41,16 +41,16 @@ import redis
 import torch
 
 from benchmarks.common import bench_stack, machine, percentiles
-from infra.settings import IndexSettings, Settings
-from models.embedder import Embedder, item_text
-from models.embedder_process import EmbedderProcess
-from processors.content_pipeline import stats_key
-from streams import datasets
-from streams.catalog import publish_items
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
-from topics import CatalogItem
-from vectors import faiss_index
+from streamrec.infra.settings import IndexSettings, Settings
+from streamrec.models.embedder import Embedder, item_text
+from streamrec.models.embedder_process import EmbedderProcess
+from streamrec.processors.content_pipeline import stats_key
+from streamrec.streams import datasets
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import CatalogItem
+from streamrec.vectors import faiss_index
 
 
 def bench_catalog(n: int) -> list[CatalogItem]:

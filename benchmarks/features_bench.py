@@ -31,17 +31,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.common import bench_stack, machine, thread_times
-from features.freshness import group_lag, measure_freshness
-from features.session import ts_ms
-from infra import feast_store
-from infra.settings import Settings
-from processors.session_features import stats_key
-from streams.catalog import publish_items
-from streams.datasets import fetch
-from streams.producer import bulk_producer, flush, latency_producer, produce_event
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
-from topics import EVENTS_INTERACTIONS, Interaction
+from streamrec.features import feast_store
+from streamrec.features.freshness import group_lag, measure_freshness
+from streamrec.features.session import ts_ms
+from streamrec.infra.settings import Settings
+from streamrec.processors.session_features import stats_key
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.datasets import fetch
+from streamrec.streams.producer import bulk_producer, flush, latency_producer, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 USERS = 5000
 

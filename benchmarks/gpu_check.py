@@ -20,10 +20,10 @@ import argparse
 import time
 
 from benchmarks.ranker_timing import ranker_speed
-from infra.settings import Settings
-from models.embedder import Embedder, item_text
-from streams import datasets
-from streams.sources.movielens import load_items
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import Embedder, item_text
+from streamrec.streams import datasets
+from streamrec.streams.sources.movielens import load_items
 
 
 def embed(settings: Settings, repeat: int) -> None:
@@ -42,8 +42,8 @@ def embed(settings: Settings, repeat: int) -> None:
 
 
 def train_and_rank(settings: Settings) -> None:
-    from models.ranker import RankerModel
-    from models.train import train
+    from streamrec.models.ranker import RankerModel
+    from streamrec.models.train import train
 
     for device in ("cuda", "cpu"):
         s = settings.with_overrides(models={"device": device})
@@ -75,15 +75,20 @@ def serve_core(settings: Settings, requests: int, concurrency: int) -> None:
     import numpy as np
     import torch
 
-    from models.features import UserFeatures
-    from models.ranker import RankerModel
-    from models.train import train
-    from serving.core import Recommender
-    from serving.item_catalog import ItemCatalog
-    from serving.memory import MemoryCandidates, MemoryFeatures, MemoryHistory, MemoryPopular
-    from serving.ports import FeatureRead
-    from serving.schemas import RecQuery
-    from serving.seed import MovieLens, candidate_list
+    from streamrec.models.features import UserFeatures
+    from streamrec.models.ranker import RankerModel
+    from streamrec.models.train import train
+    from streamrec.scenarios.seed import MovieLens, candidate_list
+    from streamrec.serving.core import Recommender
+    from streamrec.serving.item_catalog import ItemCatalog
+    from streamrec.serving.memory import (
+        MemoryCandidates,
+        MemoryFeatures,
+        MemoryHistory,
+        MemoryPopular,
+    )
+    from streamrec.serving.ports import FeatureRead
+    from streamrec.serving.schemas import RecQuery
 
     ml = MovieLens.load(settings)
     path = train(settings, device="cuda" if torch.cuda.is_available() else "cpu").ranker.path

@@ -5,7 +5,7 @@ broadcast mode against coalescing mode, in one run.
 
 On a fresh stack of its own, with ML-100K loaded (1,682 items embedded by MiniLM, 100,000
 ratings on events.interactions, every user's candidates precomputed), for each mode it runs
-the invalidation worker and `invalidation.load_scenario`: a steady Zipf request load over the
+the invalidation worker and `scenarios.invalidation_load`: a steady Zipf request load over the
 943 users through a response cache (TTL) in front of `cand:{user}`; after a steady phase a
 "viral" new item is published (catalog.items + catalog.vectors), later a ranker promotion
 (registry.changes). Reported per mode: response-cache hit ratio (steady, after the item,
@@ -28,9 +28,9 @@ import math
 from pathlib import Path
 
 from benchmarks.common import bench_stack, machine
-from infra.settings import Settings
-from invalidation.load_scenario import ModeResult, World, run_mode
-from streams import datasets
+from streamrec.infra.settings import Settings
+from streamrec.scenarios.invalidation_load import ModeResult, World, run_mode
+from streamrec.streams import datasets
 
 
 def _fmt(x: float | None, unit: str = "", digits: int = 2) -> str:

@@ -44,20 +44,20 @@ from pydantic import SecretStr
 
 from benchmarks.common import bench_stack, machine, percentiles
 from benchmarks.serving_bench import attack, promote, trained_ranker
-from infra.processes import free_port
-from infra.settings import Settings
-from llm.keys import explanation_key
-from llm.local_provider import LocalProvider
-from llm.requests import explanation_request
-from processors.llm_enricher import stats_key
-from serving.explanations import WatchedItem, explain_items_sync
-from serving.process import ServeProcess
-from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
-from streams.catalog import publish_items
-from streams.producer import bulk_producer, produce_event
-from streams.worker_process import WorkerProcess
-from topics import LLM_ENRICH_REQUESTS
-from topics.stores import LLM_RESULT
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.llm.keys import explanation_key
+from streamrec.llm.local_provider import LocalProvider
+from streamrec.llm.requests import explanation_request
+from streamrec.processors.llm_enricher import stats_key
+from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from streamrec.serving.explanations import WatchedItem, explain_items_sync
+from streamrec.serving.process import ServeProcess
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.producer import bulk_producer, produce_event
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import LLM_ENRICH_REQUESTS
+from streamrec.topics.stores import LLM_RESULT
 
 GROUP = "bench-llm-enricher"
 
@@ -160,7 +160,7 @@ class ExplainProbe(threading.Thread):
 def ranker_source() -> Path:
     """The newest ranker the serving benchmark trained into the data cache, else a new one
     (training again publishes a version that exists already when nothing changed)."""
-    from models.registry import ModelRegistry
+    from streamrec.models.registry import ModelRegistry
 
     base = Settings()
     cache = base.with_overrides(stack={"state_dir": base.data.cache_dir / "test-ranker"})

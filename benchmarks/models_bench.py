@@ -27,17 +27,17 @@ from confluent_kafka import Consumer, TopicPartition
 
 from benchmarks.common import bench_stack, machine, percentiles
 from benchmarks.ranker_timing import ranker_speed
-from infra.settings import Settings
-from models.ranker import RankerModel
-from models.registry import ModelRegistry
-from models.report import markdown
-from models.train import train
-from streams import codecs
-from streams.producer import flush, latency_producer, produce_event
-from streams.replay import ReplayOptions, replay
-from streams.sources.movielens import MovieLensInteractions
-from streams.worker_process import WorkerProcess
-from topics import CANDIDATES, EVENTS_INTERACTIONS, Interaction
+from streamrec.infra.settings import Settings
+from streamrec.models.ranker import RankerModel
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.report import markdown
+from streamrec.models.train import train
+from streamrec.streams import codecs
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.streams.replay import ReplayOptions, replay
+from streamrec.streams.sources.movielens import MovieLensInteractions
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import CANDIDATES, EVENTS_INTERACTIONS, Interaction
 
 SECTION = "## Models and candidates (issue 5)"
 

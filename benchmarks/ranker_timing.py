@@ -7,8 +7,8 @@ import time
 
 import numpy as np
 
-from models.features import UserFeatures
-from models.ranker import RankerModel
+from streamrec.models.features import UserFeatures
+from streamrec.models.ranker import RankerModel
 
 
 def _sync(model: RankerModel) -> None:

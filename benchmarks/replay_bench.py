@@ -21,15 +21,15 @@ import uuid
 import redis
 
 from benchmarks.common import bench_stack, machine
-from infra.settings import Settings
-from processors.interaction_counter import counter_key
-from streams import codecs, datasets
-from streams.producer import bulk_producer, flush
-from streams.replay import ReplayOptions, replay
-from streams.sources.base import RowError
-from streams.sources.movielens import MovieLensInteractions
-from streams.worker_process import WorkerProcess
-from topics import EVENTS_INTERACTIONS
+from streamrec.infra.settings import Settings
+from streamrec.processors.interaction_counter import counter_key
+from streamrec.streams import codecs, datasets
+from streamrec.streams.producer import bulk_producer, flush
+from streamrec.streams.replay import ReplayOptions, replay
+from streamrec.streams.sources.base import RowError
+from streamrec.streams.sources.movielens import MovieLensInteractions
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import EVENTS_INTERACTIONS
 
 
 def bare_produce(settings: Settings, payloads: list[tuple[bytes | None, bytes]]) -> float:

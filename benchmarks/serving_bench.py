@@ -41,25 +41,25 @@ from pathlib import Path
 import psutil
 
 from benchmarks.common import bench_stack, machine, percentiles, thread_times
-from infra.processes import free_port
-from infra.settings import Settings
-from models.features import UserFeatures
-from serving.process import ServeProcess
-from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
-from streams.catalog import publish_items
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.models.features import UserFeatures
+from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from streamrec.serving.process import ServeProcess
+from streamrec.streams.catalog import publish_items
 
 VEGETA = shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta")
 
 
 def trained_ranker(settings: Settings) -> Path:
-    from models.train import train
+    from streamrec.models.train import train
 
     cache = settings.with_overrides(stack={"state_dir": settings.data.cache_dir / "test-ranker"})
     return train(cache, retriever_epochs=1, ranker_epochs=1).ranker.path
 
 
 def promote(settings: Settings, source: Path) -> str:
-    from models.registry import ModelRegistry
+    from streamrec.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings)
     shutil.copytree(source, registry.kind_dir("ranker") / source.name)
@@ -82,8 +82,8 @@ def bare_ranker_rate(
     carries the user's last `history_len` items, as serving gives the ranker."""
     import torch
 
-    from models.ranker import RankerModel
-    from serving.seed import candidate_list
+    from streamrec.models.ranker import RankerModel
+    from streamrec.scenarios.seed import candidate_list
 
     torch.set_num_threads(os.cpu_count() or 2)
     # The model exactly as serving loads it (TorchScript unless serving.ranker_compiled is off).
@@ -259,7 +259,7 @@ def attack(
 
 
 def topic_round_trip(settings: Settings, users: list[str], n: int) -> dict[str, float]:
-    from serving.topic_client import RequestTopicClient
+    from streamrec.serving.topic_client import RequestTopicClient
 
     client = RequestTopicClient(settings, "bench")
     try:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from aiolimiter import AsyncLimiter
 
-from candidates.builder import CandidateBuilder
-from candidates.content import ContentSource
-from candidates.loader import RetrieverHolder
-from candidates.state import CandidateState
-from infra.settings import Settings
-from streams.producer import bulk_producer, flush, produce_event
-from topics import CANDIDATES
+from streamrec.candidates.builder import CandidateBuilder
+from streamrec.candidates.content import ContentSource
+from streamrec.candidates.loader import RetrieverHolder
+from streamrec.candidates.state import CandidateState
+from streamrec.infra.settings import Settings
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.topics import CANDIDATES
 
 BATCH = 20
 

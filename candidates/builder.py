@@ -23,13 +23,19 @@ from collections.abc import Sequence
 import numpy as np
 import redis.asyncio as aioredis
 
-from candidates.content import ContentSource
-from candidates.state import CandidateState
-from infra.settings import CandidateSettings
-from models.features import UserFeatures
-from models.retriever import Hit, RetrieverModel
-from topics import CandidatesUpdated, candidate_codec
-from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, Candidate, CandidateList
+from streamrec.candidates.content import ContentSource
+from streamrec.candidates.state import CandidateState
+from streamrec.infra.settings import CandidateSettings
+from streamrec.models.features import UserFeatures
+from streamrec.models.retriever import Hit, RetrieverModel
+from streamrec.topics import CandidatesUpdated, candidate_codec
+from streamrec.topics.stores import (
+    POPULAR,
+    REMOVED_ITEMS,
+    USER_CANDIDATES,
+    Candidate,
+    CandidateList,
+)
 
 RRF_K = 60.0
 NO_MODEL = "none"

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from infra.settings import Settings
-from models.retriever import Hit, RetrieverModel
 from streamrec.errors import StreamRecError
-from vectors import IndexReader, LoadedSnapshot
+from streamrec.infra.settings import Settings
+from streamrec.models.retriever import Hit, RetrieverModel
+from streamrec.vectors import IndexReader, LoadedSnapshot
 
 log = logging.getLogger(__name__)
 DECAY = 0.8  # per step back in the session, as the co-visitation source

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from infra.settings import Settings
-from models.registry import ModelRegistry
-from models.retriever import RetrieverModel
 from streamrec.errors import StreamRecError
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.retriever import RetrieverModel
 
 log = logging.getLogger(__name__)
 KIND = "retriever"

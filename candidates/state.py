@@ -22,9 +22,9 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
-from models.features import UserFeatures
-from topics import Interaction
-from topics.stores import USER_HISTORY
+from streamrec.models.features import UserFeatures
+from streamrec.topics import Interaction
+from streamrec.topics.stores import USER_HISTORY
 
 # Internal state (no other part reads it), so plain key patterns rather than store contracts.
 HISTORY = USER_HISTORY.pattern  # list, newest first (a contract: serving reads it)

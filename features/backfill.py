@@ -32,18 +32,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import CatalogGenres
-from features.errors import BackfillError
-from features.log_reader import read_topic
-from features.online_writer import OnlineWriter, frame
-from features.session import GENRE_INDEX, Outcome, SessionState, apply_event, ts_ms
-from infra.feast_store import offline_dir
-from infra.feature_repo.definitions import TIMESTAMP_FIELD
-from infra.settings import FeatureSettings, Settings
-from streams import codecs
-from streams.sources.movielens import GENRES
-from topics import EVENTS_INTERACTIONS, Interaction
-from topics.errors import SchemaError
+from streamrec.features.catalog import CatalogGenres
+from streamrec.features.errors import BackfillError
+from streamrec.features.feast_store import offline_dir
+from streamrec.features.feature_repo.definitions import TIMESTAMP_FIELD
+from streamrec.features.log_reader import read_topic
+from streamrec.features.online_writer import OnlineWriter, frame
+from streamrec.features.session import GENRE_INDEX, Outcome, SessionState, apply_event, ts_ms
+from streamrec.infra.settings import FeatureSettings, Settings
+from streamrec.streams import codecs
+from streamrec.streams.sources.movielens import GENRES
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
+from streamrec.topics.errors import SchemaError
 
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000

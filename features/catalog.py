@@ -20,11 +20,11 @@ import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from features.errors import FeatureError
-from infra.settings import Settings
-from streams import codecs
-from topics import CATALOG_ITEMS, CatalogItem
-from topics.errors import SchemaError
+from streamrec.features.errors import FeatureError
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs
+from streamrec.topics import CATALOG_ITEMS, CatalogItem
+from streamrec.topics.errors import SchemaError
 
 
 class CatalogGenres:

@@ -32,11 +32,11 @@ import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import BaseModel
 
-from features.session import ts_ms
-from infra import feast_store
-from infra.settings import Settings
-from streams.producer import flush, latency_producer, produce_event
-from topics import EVENTS_INTERACTIONS, Interaction
+from streamrec.features import feast_store
+from streamrec.features.session import ts_ms
+from streamrec.infra.settings import Settings
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 USERS = 5000
 PROBE_EVERY = 10

@@ -21,10 +21,10 @@ import warnings
 
 import pandas as pd
 
-from features.errors import FeatureStoreError
-from infra.feast_store import feature_store
-from infra.feature_repo.definitions import TIMESTAMP_FIELD
-from infra.settings import Settings
+from streamrec.features.errors import FeatureStoreError
+from streamrec.features.feast_store import feature_store
+from streamrec.features.feature_repo.definitions import TIMESTAMP_FIELD
+from streamrec.infra.settings import Settings
 
 ROW = "__row"
 

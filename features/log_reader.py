@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from features.errors import BackfillError
-from infra.settings import Settings
+from streamrec.features.errors import BackfillError
+from streamrec.infra.settings import Settings
 
 
 def read_topic(

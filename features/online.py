@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.errors import FeatureStoreError
-from infra.feast_store import feature_store
-from infra.settings import Settings
+from streamrec.features.errors import FeatureStoreError
+from streamrec.features.feast_store import feature_store
+from streamrec.infra.settings import Settings
 
 USER_SERVICE = "user_features_v1"
 ITEM_SERVICE = "item_features_v1"

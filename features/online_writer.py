@@ -33,11 +33,11 @@ from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList
 from feast.types import Array, Float64, Int64, String
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from features.errors import FeatureStoreError
-from features.redis_layout import ViewLayout, entity_key
-from infra.feast_store import feature_store
-from infra.feature_repo.definitions import FEATURE_VIEWS, TIMESTAMP_FIELD
-from infra.settings import Settings
+from streamrec.features.errors import FeatureStoreError
+from streamrec.features.feast_store import feature_store
+from streamrec.features.feature_repo.definitions import FEATURE_VIEWS, TIMESTAMP_FIELD
+from streamrec.features.redis_layout import ViewLayout, entity_key
+from streamrec.infra.settings import Settings
 
 _SCALARS: dict[object, Callable[[Any], Value]] = {
     String: lambda v: Value(string_val=v),

@@ -17,7 +17,7 @@ from feast.infra.online_stores.redis import _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from features.errors import FeatureStoreError
+from streamrec.features.errors import FeatureStoreError
 
 
 def entity_key(config: Any, join_key: str, value: Any) -> bytes:

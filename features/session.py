@@ -28,8 +28,8 @@ from enum import StrEnum
 
 import orjson
 
-from infra.settings import FeatureSettings
-from streams.sources.movielens import GENRES
+from streamrec.infra.settings import FeatureSettings
+from streamrec.streams.sources.movielens import GENRES
 
 GENRE_INDEX = {g: i for i, g in enumerate(GENRES)}
 N_GENRES = len(GENRES)

@@ -24,11 +24,11 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type
 from redis.exceptions import RedisError
 
-from features.errors import FeatureStoreError
-from features.online import USER_SERVICE, UserFeatures
-from features.redis_layout import ViewLayout, entity_key
-from infra.feast_store import feature_store
-from infra.settings import Settings
+from streamrec.features.errors import FeatureStoreError
+from streamrec.features.feast_store import feature_store
+from streamrec.features.online import USER_SERVICE, UserFeatures
+from streamrec.features.redis_layout import ViewLayout, entity_key
+from streamrec.infra.settings import Settings
 
 
 class UserFeatureReader:

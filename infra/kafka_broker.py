@@ -18,9 +18,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from infra import processes, programs
-from infra.errors import StackError
-from infra.settings import Settings
+from streamrec.infra import processes, programs
+from streamrec.infra.errors import StackError
+from streamrec.infra.settings import Settings
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J_TEMPLATE = Path(__file__).parent / "kafka" / "log4j2.yaml"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from infra.errors import PortInUseError, StartTimeoutError
+from streamrec.infra.errors import PortInUseError, StartTimeoutError
 
 
 def read_pid(pid_file: Path, marker: str) -> int | None:

@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 
-from infra.errors import MissingProgramError
+from streamrec.infra.errors import MissingProgramError
 
 INSTALL_HINTS = {
     "java": "Java 17 or newer: apt-get install -y openjdk-17-jre-headless",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from infra import processes, programs
-from infra.settings import Settings
+from streamrec.infra import processes, programs
+from streamrec.infra.settings import Settings
 
 PROCESS_MARKER = "redis-server"
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-from infra import clickhouse
-from infra.kafka_broker import KafkaBroker
-from infra.redis_server import RedisServer
-from infra.settings import Settings
+from streamrec.infra import clickhouse
+from streamrec.infra.kafka_broker import KafkaBroker
+from streamrec.infra.redis_server import RedisServer
+from streamrec.infra.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 import faiss
 import numpy as np
 
-from infra.settings import InvalidationSettings
-from invalidation.errors import InvalidationError
+from streamrec.infra.settings import InvalidationSettings
+from streamrec.invalidation.errors import InvalidationError
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

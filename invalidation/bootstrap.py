@@ -21,9 +21,9 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
-from infra.settings import Settings
-from streams import codecs
-from topics import (
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs
+from streamrec.topics import (
     CANDIDATES,
     CATALOG_ITEMS,
     CATALOG_VECTORS,
@@ -31,8 +31,8 @@ from topics import (
     REGISTRY_CHANGES,
     TopicSpec,
 )
-from topics.base import Event
-from topics.errors import SchemaError
+from streamrec.topics.base import Event
+from streamrec.topics.errors import SchemaError
 
 # Topics whose messages are changes (they cause refreshes); the others only feed state.
 CHANGE_TOPICS = (CATALOG_ITEMS, CATALOG_VECTORS, REGISTRY_CHANGES)

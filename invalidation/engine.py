@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from infra.settings import InvalidationSettings
-from invalidation.affected import TasteModel
-from invalidation.coalescer import REASON_ORDER, Coalescer, PendingRefresh
-from invalidation.reverse_index import ReverseIndex
-from topics import (
+from streamrec.infra.settings import InvalidationSettings
+from streamrec.invalidation.affected import TasteModel
+from streamrec.invalidation.coalescer import REASON_ORDER, Coalescer, PendingRefresh
+from streamrec.invalidation.reverse_index import ReverseIndex
+from streamrec.topics import (
     CandidatesUpdated,
     CatalogItem,
     Interaction,
@@ -43,7 +43,7 @@ from topics import (
     RefreshCommand,
     RegistryChange,
 )
-from topics.stores import CandidateList
+from streamrec.topics.stores import CandidateList
 
 PROMOTION_KINDS = ("ranker", "retriever")
 

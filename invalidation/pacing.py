@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiolimiter import AsyncLimiter
 
-from infra.settings import InvalidationSettings
+from streamrec.infra.settings import InvalidationSettings
 
 
 def refresh_limiter(cfg: InvalidationSettings) -> AsyncLimiter:

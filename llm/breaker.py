@@ -7,9 +7,9 @@ as `neutral()`.
 
 from __future__ import annotations
 
-from llm.errors import LLMBreakerOpen
 from streamrec.breaker import BreakerState
 from streamrec.breaker import CircuitBreaker as _Breaker
+from streamrec.llm.errors import LLMBreakerOpen
 
 __all__ = ["BreakerState", "CircuitBreaker"]
 

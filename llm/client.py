@@ -40,10 +40,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from infra.settings import LLMSettings
-from llm.breaker import BreakerState, CircuitBreaker
-from llm.budget import RetryBudget
-from llm.errors import (
+from streamrec.infra.settings import LLMSettings
+from streamrec.llm.breaker import BreakerState, CircuitBreaker
+from streamrec.llm.budget import RetryBudget
+from streamrec.llm.errors import (
     LLMBreakerOpen,
     LLMDeadlineExceeded,
     LLMRateLimited,

@@ -36,8 +36,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra import processes
-from infra.settings import Settings
+from streamrec.infra import processes
+from streamrec.infra.settings import Settings
 
 Failure = Literal["none", "error", "hang"]
 GENRES = (

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from llm.client import ChatMessage
-from llm.keys import classification_key, description_key, explanation_key
-from topics import CatalogItem, EnrichRequest, EnrichResult
-from topics.base import utcnow
-from topics.llm_enrichment import EnrichKind
+from streamrec.llm.client import ChatMessage
+from streamrec.llm.keys import classification_key, description_key, explanation_key
+from streamrec.topics import CatalogItem, EnrichRequest, EnrichResult
+from streamrec.topics.base import utcnow
+from streamrec.topics.llm_enrichment import EnrichKind
 
 GENRE_VOCABULARY = (
     "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",

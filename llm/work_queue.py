@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from topics import EnrichRequest
-from topics.base import utcnow
+from streamrec.topics import EnrichRequest
+from streamrec.topics.base import utcnow
 
 PutOutcome = Literal["queued", "merged", "stale", "shed"]
 

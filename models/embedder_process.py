@@ -53,8 +53,8 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 from pydantic import BaseModel
 
-from infra.settings import Settings
-from models.embedder import Embedder, EmbedderError, _pick_device
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import Embedder, EmbedderError, _pick_device
 
 # The child's one model; set by `_load`, the first task the child runs.
 _model: Embedder | None = None

@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 from pydantic import BaseModel
 
-from models.features import UserFeatures
-from models.items import ItemTable
-from models.ranker import RankerModel
+from streamrec.models.features import UserFeatures
+from streamrec.models.items import ItemTable
+from streamrec.models.ranker import RankerModel
 
 K_RECALL = 20
 K_HR = 10

@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from infra.feature_repo.definitions import TIMESTAMP_FIELD
-from infra.settings import Settings
-from models.features import LogFeatureSource
+from streamrec.features.feature_repo.definitions import TIMESTAMP_FIELD
+from streamrec.infra.settings import Settings
+from streamrec.models.features import LogFeatureSource
 
 USER_SERVICE = "user_features_v1"
 
@@ -32,7 +32,7 @@ class FeastFeatureSource:
         self.items = LogFeatureSource(events, settings.models.history_len)
 
     def features(self, labels: pd.DataFrame) -> pd.DataFrame:
-        from features.historical import get_historical_features
+        from streamrec.features.historical import get_historical_features
 
         entity = pd.DataFrame(
             {

@@ -21,12 +21,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from infra.settings import ModelSettings
-from models.errors import TrainingError
-from models.features import FeatureSource
-from models.items import ItemTable
-from models.ranker import DCNRanker, RankerConfig, RankerInputs
-from models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
+from streamrec.infra.settings import ModelSettings
+from streamrec.models.errors import TrainingError
+from streamrec.models.features import FeatureSource
+from streamrec.models.items import ItemTable
+from streamrec.models.ranker import DCNRanker, RankerConfig, RankerInputs
+from streamrec.models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
 
 
 def seed_everything(seed: int, threads: int) -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import ModelLoadError
-from streams.sources.movielens import GENRES
-from topics import CatalogItem
+from streamrec.models.errors import ModelLoadError
+from streamrec.streams.sources.movielens import GENRES
+from streamrec.topics import CatalogItem
 
 GENRE_INDEX = {g: i for i, g in enumerate(GENRES)}
 N_GENRES = len(GENRES)

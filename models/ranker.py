@@ -35,10 +35,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from models.errors import ModelLoadError
-from models.features import UserFeatures
-from models.items import N_GENRES, ItemTable
-from models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
+from streamrec.models.errors import ModelLoadError
+from streamrec.models.features import UserFeatures
+from streamrec.models.items import N_GENRES, ItemTable
+from streamrec.models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
 
 UNKNOWN_SCORE = -1e9
 N_DENSE = 11

@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.settings import Settings
 from streamrec.errors import StreamRecError
-from topics import RegistryChange
-from topics.base import utcnow
+from streamrec.infra.settings import Settings
+from streamrec.topics import RegistryChange
+from streamrec.topics.base import utcnow
 
 
 class RegistryError(StreamRecError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from models.evaluate import Metrics
+from streamrec.models.evaluate import Metrics
 
 
 def metric_table(metrics: dict[str, Metrics], cold_start: dict[str, dict[str, float]]) -> Table:

@@ -17,11 +17,11 @@ import faiss
 import numpy as np
 import torch
 
-from models.errors import ModelLoadError
-from models.features import UserFeatures
-from models.items import ItemTable
-from models.ranker import RankerModel, load_two_tower, pick_device
-from models.two_tower import aggregates, encode_histories
+from streamrec.models.errors import ModelLoadError
+from streamrec.models.features import UserFeatures
+from streamrec.models.items import ItemTable
+from streamrec.models.ranker import RankerModel, load_two_tower, pick_device
+from streamrec.models.two_tower import aggregates, encode_histories
 
 Hit = tuple[str, float]
 
@@ -34,7 +34,7 @@ def _flat_index(vectors: np.ndarray) -> faiss.Index:
 
 
 def save_retriever(model: RankerModel, directory: Path) -> None:
-    from models.ranker import save_two_tower
+    from streamrec.models.ranker import save_two_tower
 
     model.table.save(directory)
     two_tower = model.net.inputs.two_tower

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from infra.settings import Settings
-from models.content import content_vectors
-from models.dataset import Split, data_hash, load_catalog, load_events, time_split
-from models.errors import TrainingError
-from models.evaluate import (
+from streamrec.infra.settings import Settings
+from streamrec.models.content import content_vectors
+from streamrec.models.dataset import Split, data_hash, load_catalog, load_events, time_split
+from streamrec.models.errors import TrainingError
+from streamrec.models.evaluate import (
     COLD_START_KS,
     COLD_START_TARGETS,
     CoVisitationScorer,
@@ -33,12 +33,12 @@ from models.evaluate import (
     TwoTowerScorer,
     evaluate,
 )
-from models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
-from models.fit import deterministic, fit_ranker, fit_two_tower, seed_everything
-from models.items import ItemTable, build_item_table
-from models.ranker import RankerModel, pick_device
-from models.registry import Manifest, ModelRegistry, ModelVersion
-from models.retriever import save_retriever
+from streamrec.models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
+from streamrec.models.fit import deterministic, fit_ranker, fit_two_tower, seed_everything
+from streamrec.models.items import ItemTable, build_item_table
+from streamrec.models.ranker import RankerModel, pick_device
+from streamrec.models.registry import Manifest, ModelRegistry, ModelVersion
+from streamrec.models.retriever import save_retriever
 
 RETRIEVER = "retriever"
 RANKER = "ranker"
@@ -61,7 +61,7 @@ def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") 
     from `events`; "feast" reads the user features through Feast's historical retrieval
     (issue 4's backfill Parquet, which must cover the same log)."""
     if kind == "feast":
-        from models.feast_features import FeastFeatureSource
+        from streamrec.models.feast_features import FeastFeatureSource
 
         return FeastFeatureSource(settings, events)
     if kind != "log":

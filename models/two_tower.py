@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import nn
 
-from models.items import N_GENRES, ItemTable
+from streamrec.models.items import N_GENRES, ItemTable
 
 
 class TwoTowerConfig(BaseModel):

@@ -33,16 +33,22 @@ from typing import Any
 import faust
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from analytics import schema
-from analytics.errors import QueryError
-from analytics.store import open_store
-from infra.settings import Settings
-from streams import codecs, metrics
-from streams.app import create_app
-from streams.dead_letters import dead_letter
-from streams.producer import DeliveryTracker, latency_producer, produce_event
-from topics import CATALOG_ITEMS, DEAD_LETTERS, EVENTS_INTERACTIONS, RECS_SERVED, TopicSpec
-from topics.errors import SchemaError
+from streamrec.analytics import schema
+from streamrec.analytics.errors import QueryError
+from streamrec.analytics.store import open_store
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app
+from streamrec.streams.dead_letters import dead_letter
+from streamrec.streams.producer import DeliveryTracker, latency_producer, produce_event
+from streamrec.topics import (
+    CATALOG_ITEMS,
+    DEAD_LETTERS,
+    EVENTS_INTERACTIONS,
+    RECS_SERVED,
+    TopicSpec,
+)
+from streamrec.topics.errors import SchemaError
 
 NAME = "analytics-sink"
 log = logging.getLogger(__name__)

@@ -34,16 +34,16 @@ import faust
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from candidates.builder import CandidateBuilder
-from candidates.content import ContentSource
-from candidates.debounce import Debouncer
-from candidates.loader import RetrieverHolder
-from candidates.state import CandidateState
-from infra.settings import Settings
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from topics import (
+from streamrec.candidates.builder import CandidateBuilder
+from streamrec.candidates.content import ContentSource
+from streamrec.candidates.debounce import Debouncer
+from streamrec.candidates.loader import RetrieverHolder
+from streamrec.candidates.state import CandidateState
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
     EVENTS_INTERACTIONS,
@@ -52,7 +52,7 @@ from topics import (
     Interaction,
     TopicSpec,
 )
-from topics.errors import SchemaError
+from streamrec.topics.errors import SchemaError
 
 NAME = "candidates"
 POINTER_CHECK_S = 2.0

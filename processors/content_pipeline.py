@@ -83,16 +83,22 @@ import numpy as np
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
-from infra.settings import Settings
-from models.embedder import EmbedderError, content_hash, item_text
-from models.embedder_process import EmbedderProcess
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from streams.producer import DeliveryTracker, flush, latency_producer, produce, produce_event
-from topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
-from topics.errors import SchemaError
-from topics.stores import CONTENT_HASHES, REMOVED_ITEMS
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import EmbedderError, content_hash, item_text
+from streamrec.models.embedder_process import EmbedderProcess
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.streams.producer import (
+    DeliveryTracker,
+    flush,
+    latency_producer,
+    produce,
+    produce_event,
+)
+from streamrec.topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import CONTENT_HASHES, REMOVED_ITEMS
 
 NAME = "content-pipeline"
 log = logging.getLogger(__name__)

@@ -14,12 +14,12 @@ import time
 import faust
 import redis.asyncio as aioredis
 
-from infra.settings import Settings
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from topics import EVENTS_INTERACTIONS
-from topics.errors import SchemaError
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.topics import EVENTS_INTERACTIONS
+from streamrec.topics.errors import SchemaError
 
 NAME = "interaction-counter"
 

@@ -40,14 +40,14 @@ import faust
 import redis
 import redis.asyncio as aioredis
 
-from infra.settings import Settings
-from invalidation import bootstrap
-from invalidation.engine import Effects, Invalidator
-from invalidation.pacing import refresh_limiter
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from topics import (
+from streamrec.infra.settings import Settings
+from streamrec.invalidation import bootstrap
+from streamrec.invalidation.engine import Effects, Invalidator
+from streamrec.invalidation.pacing import refresh_limiter
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
     CATALOG_ITEMS,
@@ -63,9 +63,9 @@ from topics import (
     TopicSpec,
     candidate_codec,
 )
-from topics.base import utcnow
-from topics.errors import SchemaError
-from topics.stores import REMOVED_ITEMS, USER_CANDIDATES, CandidateList
+from streamrec.topics.base import utcnow
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import REMOVED_ITEMS, USER_CANDIDATES, CandidateList
 
 NAME = "invalidation"
 

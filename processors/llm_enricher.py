@@ -39,19 +39,19 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from infra.settings import Settings
-from llm.breaker import BreakerState
-from llm.client import LLMClient
-from llm.errors import LLMBreakerOpen, LLMRequestError, LLMUnavailable
-from llm.requests import prompt_for, requests_for_item, result_for
-from llm.work_queue import EnrichQueue
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from topics import CATALOG_ITEMS, LLM_ENRICH_REQUESTS, LLM_ENRICH_RESULTS, EnrichRequest
-from topics.errors import SchemaError
-from topics.llm_enrichment import EnrichResult
-from topics.stores import LLM_RESULT
+from streamrec.infra.settings import Settings
+from streamrec.llm.breaker import BreakerState
+from streamrec.llm.client import LLMClient
+from streamrec.llm.errors import LLMBreakerOpen, LLMRequestError, LLMUnavailable
+from streamrec.llm.requests import prompt_for, requests_for_item, result_for
+from streamrec.llm.work_queue import EnrichQueue
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.topics import CATALOG_ITEMS, LLM_ENRICH_REQUESTS, LLM_ENRICH_RESULTS, EnrichRequest
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.llm_enrichment import EnrichResult
+from streamrec.topics.stores import LLM_RESULT
 
 NAME = "llm-enricher"
 log = logging.getLogger(__name__)

@@ -38,18 +38,18 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
-from features.catalog import CatalogGenres
-from features.online_writer import OnlineWriter
-from features.session import Outcome, SessionState, apply_event, ts_ms
-from infra.settings import Settings
-from processors.batch_context import as_current, durable_table
-from processors.state_cache import StateCache
-from streams import codecs, metrics, rebalance_guard
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from streams.producer import flush, latency_producer, produce_event
-from topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
-from topics.errors import SchemaError
+from streamrec.features.catalog import CatalogGenres
+from streamrec.features.online_writer import OnlineWriter
+from streamrec.features.session import Outcome, SessionState, apply_event, ts_ms
+from streamrec.infra.settings import Settings
+from streamrec.processors.batch_context import as_current, durable_table
+from streamrec.processors.state_cache import StateCache
+from streamrec.streams import codecs, metrics, rebalance_guard
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
+from streamrec.topics.errors import SchemaError
 
 NAME = "session-features"
 VIEW = "user_session_fv"

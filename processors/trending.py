@@ -29,17 +29,17 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
-from features.online_writer import OnlineWriter
-from features.session import ts_ms
-from features.trending import WINDOWS, TrendingState
-from infra.settings import Settings
-from processors.batch_context import as_current
-from streams import codecs, metrics
-from streams.app import create_app, faust_topic
-from streams.dead_letters import FaustDeadLetters
-from topics import EVENTS_INTERACTIONS, Interaction
-from topics.errors import SchemaError
-from topics.stores import POPULAR
+from streamrec.features.online_writer import OnlineWriter
+from streamrec.features.session import ts_ms
+from streamrec.features.trending import WINDOWS, TrendingState
+from streamrec.infra.settings import Settings
+from streamrec.processors.batch_context import as_current
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import POPULAR
 
 NAME = "trending"
 VIEW = "item_popularity_fv"

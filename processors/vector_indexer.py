@@ -29,14 +29,20 @@ import faust
 import redis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from infra.settings import Settings
-from streams import codecs, metrics
-from streams.app import create_app
-from streams.dead_letters import dead_letter
-from streams.producer import latency_producer, produce_event
-from topics import CATALOG_VECTORS, DEAD_LETTERS, REGISTRY_CHANGES, RegistryChange
-from topics.errors import SchemaError
-from vectors import SnapshotInfo, SnapshotRejected, SnapshotStore, VectorIndexError, VectorTable
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs, metrics
+from streamrec.streams.app import create_app
+from streamrec.streams.dead_letters import dead_letter
+from streamrec.streams.producer import latency_producer, produce_event
+from streamrec.topics import CATALOG_VECTORS, DEAD_LETTERS, REGISTRY_CHANGES, RegistryChange
+from streamrec.topics.errors import SchemaError
+from streamrec.vectors import (
+    SnapshotInfo,
+    SnapshotRejected,
+    SnapshotStore,
+    VectorIndexError,
+    VectorTable,
+)
 
 NAME = "vector-indexer"
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 
-from serving.errors import Overloaded
+from streamrec.serving.errors import Overloaded
 
 PRIORITIES: tuple[str, ...] = ("interactive", "prefetch", "background")
 

@@ -29,13 +29,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from infra.settings import Settings
-from serving.body_limit import BodyLimit
-from serving.errors import Overloaded
-from serving.fast_path import FastPath
-from serving.front_door import FrontDoor
-from serving.ids import new_id
-from serving.schemas import (
+from streamrec.infra.settings import Settings
+from streamrec.serving.body_limit import BodyLimit
+from streamrec.serving.errors import Overloaded
+from streamrec.serving.fast_path import FastPath
+from streamrec.serving.front_door import FrontDoor
+from streamrec.serving.ids import new_id
+from streamrec.serving.schemas import (
     REQUEST_ID_MAX_LENGTH,
     USER_ID_MAX_LENGTH,
     USER_ID_PATTERN,
@@ -44,9 +44,9 @@ from serving.schemas import (
     RecQuery,
     SessionContext,
 )
-from serving.worker import ServingWorker
-from topics import RecResponse
-from topics.recs_requests import Priority
+from streamrec.serving.worker import ServingWorker
+from streamrec.topics import RecResponse
+from streamrec.topics.recs_requests import Priority
 
 UserId = Annotated[
     str,
@@ -93,7 +93,7 @@ def create_app(
         await worker.start()
         server = None
         if topic:
-            from serving.topic_server import TopicServer
+            from streamrec.serving.topic_server import TopicServer
 
             server = TopicServer(settings, worker)
             server.start()

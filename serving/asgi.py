@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from infra.settings import Settings
-from serving.app import create_app
-from serving.worker import set_ranker_threads
+from streamrec.infra.settings import Settings
+from streamrec.serving.app import create_app
+from streamrec.serving.worker import set_ranker_threads
 
 
 def create() -> FastAPI:

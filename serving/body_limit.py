@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.raw_response import send_json
+from streamrec.serving.raw_response import send_json
 
 
 class BodyTooLarge(Exception):

@@ -12,9 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from serving.errors import BreakerOpen, DependencyError
 from streamrec.breaker import BreakerState
 from streamrec.breaker import CircuitBreaker as _Breaker
+from streamrec.serving.errors import BreakerOpen, DependencyError
 
 T = TypeVar("T")
 State = BreakerState  # the name the serving modules use

@@ -32,18 +32,18 @@ from typing import TypeVar
 
 import numpy as np
 
-from infra.settings import ServingSettings
-from models.features import UserFeatures
-from serving.admission import AdmissionController
-from serving.batcher import MicroBatcher
-from serving.breakers import CircuitBreaker, State
-from serving.deadlines import Deadline, within
-from serving.errors import BreakerOpen, DependencyError, DependencyTimeout
-from serving.fallback import PopularRanking, simple_scores, worst
-from serving.impressions import ImpressionPublisher
-from serving.item_catalog import ItemCatalog
-from serving.metrics import ServingMetrics
-from serving.ports import (
+from streamrec.infra.settings import ServingSettings
+from streamrec.models.features import UserFeatures
+from streamrec.serving.admission import AdmissionController
+from streamrec.serving.batcher import MicroBatcher
+from streamrec.serving.breakers import CircuitBreaker, State
+from streamrec.serving.deadlines import Deadline, within
+from streamrec.serving.errors import BreakerOpen, DependencyError, DependencyTimeout
+from streamrec.serving.fallback import PopularRanking, simple_scores, worst
+from streamrec.serving.impressions import ImpressionPublisher
+from streamrec.serving.item_catalog import ItemCatalog
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.ports import (
     Candidates,
     CandidateStore,
     FeatureRead,
@@ -53,12 +53,12 @@ from serving.ports import (
     RequestReads,
     UserFeatureStore,
 )
-from serving.rerank import rerank_arrays
-from serving.schemas import RecQuery
-from serving.xfetch import XFetchCache
-from streams import metrics as shared_metrics
-from topics import RecommendedItem, RecResponse
-from topics.recs_responses import Level
+from streamrec.serving.rerank import rerank_arrays
+from streamrec.serving.schemas import RecQuery
+from streamrec.serving.xfetch import XFetchCache
+from streamrec.streams import metrics as shared_metrics
+from streamrec.topics import RecommendedItem, RecResponse
+from streamrec.topics.recs_responses import Level
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

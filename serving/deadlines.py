@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from serving.errors import DependencyTimeout
+from streamrec.serving.errors import DependencyTimeout
 
 T = TypeVar("T")
 

@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from llm.keys import explanation_key
-from streams import metrics
-from topics.stores import LLM_RESULT
+from streamrec.llm.keys import explanation_key
+from streamrec.streams import metrics
+from streamrec.topics.stores import LLM_RESULT
 
 Source = Literal["llm", "template"]
 _DEFAULT_TIMEOUT_S = 0.02

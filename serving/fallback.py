@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from serving.ports import Candidates, ItemInfo
-from topics.recs_responses import Level
+from streamrec.serving.ports import Candidates, ItemInfo
+from streamrec.topics.recs_responses import Level
 
 LEVELS: tuple[Level, ...] = ("FULL", "STALE_FEATURES", "SIMPLE_RANKING", "POPULAR")
 

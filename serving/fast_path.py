@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.schemas import REQUEST_ID_MAX_LENGTH, USER_ID_MAX_LENGTH, USER_ID_PATTERN
+from streamrec.serving.schemas import REQUEST_ID_MAX_LENGTH, USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
 PARAMS = frozenset({"k", "priority", "budget_ms"})
 # The route's path with the user id's own pattern (serving.schemas), anchored at both ends.

@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
-from features.errors import FeatureError
-from features.online import UserFeatures as OnlineUserFeatures
-from features.user_reader import UserFeatureReader
-from infra.settings import Settings
-from models.features import UserFeatures
-from serving.errors import DependencyError
-from serving.ports import FeatureRead
+from streamrec.features.errors import FeatureError
+from streamrec.features.online import UserFeatures as OnlineUserFeatures
+from streamrec.features.user_reader import UserFeatureReader
+from streamrec.infra.settings import Settings
+from streamrec.models.features import UserFeatures
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.ports import FeatureRead
 
 
 class FeastUserFeatures:

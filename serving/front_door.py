@@ -25,9 +25,9 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.admission import PRIORITIES, AdmissionController
-from serving.loop_lag import LoopLag
-from serving.raw_response import send_json
+from streamrec.serving.admission import PRIORITIES, AdmissionController
+from streamrec.serving.loop_lag import LoopLag
+from streamrec.serving.raw_response import send_json
 
 # The share of the interactive threshold at which each class is refused: lower classes first.
 CLASS_SHARE = {"interactive": 1.0, "prefetch": 0.5, "background": 0.25}

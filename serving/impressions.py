@@ -14,15 +14,15 @@ import threading
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from analytics.experiments import variant_for
-from infra.settings import Settings
-from serving.ids import new_id
-from serving.metrics import ServingMetrics
+from streamrec.analytics.experiments import variant_for
 from streamrec.errors import ConfigError
-from streams import codecs
-from streams.producer import latency_producer
-from topics import RECS_SERVED, Impression, RecResponse
-from topics.base import utcnow
+from streamrec.infra.settings import Settings
+from streamrec.serving.ids import new_id
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.streams import codecs
+from streamrec.streams.producer import latency_producer
+from streamrec.topics import RECS_SERVED, Impression, RecResponse
+from streamrec.topics.base import utcnow
 
 
 class ImpressionPublisher:

@@ -19,11 +19,11 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from infra.settings import Settings
-from serving.ports import ItemInfo
-from streams import codecs
-from topics import CATALOG_ITEMS, CatalogItem
-from topics.errors import SchemaError
+from streamrec.infra.settings import Settings
+from streamrec.serving.ports import ItemInfo
+from streamrec.streams import codecs
+from streamrec.topics import CATALOG_ITEMS, CatalogItem
+from streamrec.topics.errors import SchemaError
 
 
 class ItemCatalog:

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from serving.errors import DependencyError
-from serving.ports import Candidates, FeatureRead, RankInput
-from topics.stores import CandidateList
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.ports import Candidates, FeatureRead, RankInput
+from streamrec.topics.stores import CandidateList
 
 
 class _Faulty:

@@ -26,16 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from confluent_kafka import Consumer, KafkaException
 
-from infra.settings import Settings
-from models.features import UserFeatures
-from models.registry import ModelRegistry, ModelVersion, RegistryError
-from serving.errors import DependencyError, ModelUnavailable
-from serving.metrics import ServingMetrics
-from serving.ports import Ranker, RankInput
-from serving.ranker_adapter import RANKER_KIND, RegistryRanker, pick_device
-from streams import codecs
-from topics import REGISTRY_CHANGES, RegistryChange
-from topics.errors import SchemaError
+from streamrec.infra.settings import Settings
+from streamrec.models.features import UserFeatures
+from streamrec.models.registry import ModelRegistry, ModelVersion, RegistryError
+from streamrec.serving.errors import DependencyError, ModelUnavailable
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.ports import Ranker, RankInput
+from streamrec.serving.ranker_adapter import RANKER_KIND, RegistryRanker, pick_device
+from streamrec.streams import codecs
+from streamrec.topics import REGISTRY_CHANGES, RegistryChange
+from streamrec.topics.errors import SchemaError
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.features import UserFeatures
-from topics.stores import CandidateList
+from streamrec.models.features import UserFeatures
+from streamrec.topics.stores import CandidateList
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import time
 
 import httpx
 
-from infra import processes
-from infra.settings import Settings
-from serving.errors import ServingError
+from streamrec.infra import processes
+from streamrec.infra.settings import Settings
+from streamrec.serving.errors import ServingError
 
 _FEAST_PROMETHEUS_ENV = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 _FEAST_PROMETHEUS_PREFIX = os.path.join(tempfile.gettempdir(), "feast_metrics_")

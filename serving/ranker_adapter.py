@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.registry import ModelVersion
-from serving.errors import DependencyError
-from serving.ports import RankInput
+from streamrec.models.registry import ModelVersion
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.ports import RankInput
 
 RANKER_KIND = "ranker"
 
@@ -30,7 +30,7 @@ class RegistryRanker:
     """One loaded registry version of the ranker."""
 
     def __init__(self, version: ModelVersion, device: str, compiled: bool = True) -> None:
-        from models.ranker import RankerModel
+        from streamrec.models.ranker import RankerModel
 
         self.model_version = version
         self.device = device

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from serving.errors import DependencyError
-from serving.ports import Candidates
-from topics import candidate_codec
-from topics.errors import SchemaError
-from topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, USER_HISTORY
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.ports import Candidates
+from streamrec.topics import candidate_codec
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import POPULAR, REMOVED_ITEMS, USER_CANDIDATES, USER_HISTORY
 
 if TYPE_CHECKING:
-    from serving.feature_store import FeastUserFeatures
+    from streamrec.serving.feature_store import FeastUserFeatures
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:

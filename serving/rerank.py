@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from serving.ports import ItemInfo
+from streamrec.serving.ports import ItemInfo
 
 ItemInfoFn = Callable[[str], ItemInfo | None]
 

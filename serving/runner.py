@@ -13,9 +13,9 @@ import contextlib
 import os
 import signal
 
-from infra.settings import Settings
-from serving.errors import ServingError
-from streams import metrics as shared_metrics
+from streamrec.infra.settings import Settings
+from streamrec.serving.errors import ServingError
+from streamrec.streams import metrics as shared_metrics
 
 
 def run(settings: Settings, http: bool = True, topic: bool = True, log_level: str = "warning"):
@@ -44,14 +44,14 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
                 # and rebuild these settings from the environment (`serving.asgi`).
                 os.environ.update(settings.to_env())
                 uvicorn.run(
-                    "serving.asgi:create",
+                    "streamrec.serving.asgi:create",
                     factory=True,
                     workers=settings.serving.workers,
                     **options,  # type: ignore[arg-type]
                 )
             else:
-                from serving.app import create_app
-                from serving.worker import set_ranker_threads
+                from streamrec.serving.app import create_app
+                from streamrec.serving.worker import set_ranker_threads
 
                 set_ranker_threads(settings)
                 uvicorn.run(create_app(settings, topic=topic), **options)  # type: ignore[arg-type]
@@ -62,8 +62,8 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
 
 
 async def _topic_only(settings: Settings) -> None:
-    from serving.topic_server import TopicServer
-    from serving.worker import ServingWorker, set_ranker_threads
+    from streamrec.serving.topic_server import TopicServer
+    from streamrec.serving.worker import ServingWorker, set_ranker_threads
 
     set_ranker_threads(settings)
     worker = ServingWorker(settings)

@@ -12,8 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from topics.recs_requests import Priority
-from topics.recs_responses import Level
+from streamrec.topics.recs_requests import Priority
+from streamrec.topics.recs_responses import Level
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"  # the HTTP route's user ids (serving.app, fast_path)
 USER_ID_MAX_LENGTH = 128

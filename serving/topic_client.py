@@ -14,10 +14,10 @@ import uuid
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.settings import Settings
-from streams import codecs
-from streams.producer import latency_producer
-from topics import RECS_REQUESTS, RecRequest, RecResponse
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs
+from streamrec.streams.producer import latency_producer
+from streamrec.topics import RECS_REQUESTS, RecRequest, RecResponse
 
 
 class RequestTopicClient:

@@ -25,15 +25,15 @@ from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from infra.settings import Settings
-from serving.errors import Overloaded
-from serving.schemas import RecQuery
-from serving.worker import ServingWorker
-from streams import codecs
-from streams.dead_letters import dead_letter
-from streams.producer import latency_producer
-from topics import DEAD_LETTERS, RECS_REQUESTS, RECS_RESPONSES, RecRequest, RecResponse
-from topics.errors import SchemaError
+from streamrec.infra.settings import Settings
+from streamrec.serving.errors import Overloaded
+from streamrec.serving.schemas import RecQuery
+from streamrec.serving.worker import ServingWorker
+from streamrec.streams import codecs
+from streamrec.streams.dead_letters import dead_letter
+from streamrec.streams.producer import latency_producer
+from streamrec.topics import DEAD_LETTERS, RECS_REQUESTS, RECS_RESPONSES, RecRequest, RecResponse
+from streamrec.topics.errors import SchemaError
 
 log = logging.getLogger(__name__)
 PROCESSOR = "serving"

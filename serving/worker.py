@@ -16,15 +16,15 @@ import logging
 import os
 from typing import Any
 
-from infra.settings import Settings
-from serving.core import Recommender
-from serving.item_catalog import CatalogFollower, ItemCatalog
-from serving.loop_lag import LoopLag
-from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager
-from serving.ports import CandidateStore, PopularStore, UserFeatureStore
-from topics import RecommendedItem
-from topics.stores import REMOVED_ITEMS
+from streamrec.infra.settings import Settings
+from streamrec.serving.core import Recommender
+from streamrec.serving.item_catalog import CatalogFollower, ItemCatalog
+from streamrec.serving.loop_lag import LoopLag
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.model_manager import ModelManager
+from streamrec.serving.ports import CandidateStore, PopularStore, UserFeatureStore
+from streamrec.topics import RecommendedItem
+from streamrec.topics.stores import REMOVED_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Explainer:
         cap_s: float = 0.02,
         check_removed: bool = False,
     ):
-        from serving.explanations import CHECKED_LUA
+        from streamrec.serving.explanations import CHECKED_LUA
 
         self.client = client
         self.catalog = catalog
@@ -55,7 +55,12 @@ class Explainer:
     ) -> tuple[list[RecommendedItem], set[str] | None]:
         """The items with explanations, and which of them are removed now (None: not
         checked here; the core checks them itself)."""
-        from serving.explanations import ItemFacts, WatchedItem, explain_and_check, explain_items
+        from streamrec.serving.explanations import (
+            ItemFacts,
+            WatchedItem,
+            explain_and_check,
+            explain_items,
+        )
 
         watched = []
         for item_id in reversed(recent[-5:]):  # most recent first
@@ -145,8 +150,8 @@ class ServingWorker:
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> Recommender:
-        from serving.impressions import ImpressionPublisher
-        from serving.redis_stores import (
+        from streamrec.serving.impressions import ImpressionPublisher
+        from streamrec.serving.redis_stores import (
             RedisCandidates,
             RedisHistory,
             RedisPopular,
@@ -167,7 +172,7 @@ class ServingWorker:
         popular = popular or RedisPopular(client)
         reads = None
         if features is None:
-            from serving.feature_store import FeastUserFeatures
+            from streamrec.serving.feature_store import FeastUserFeatures
 
             features = FeastUserFeatures(s, client)  # on the worker's Redis client
             if merged:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TypeVar
 
-from serving.cache import CoalescingCache
+from streamrec.serving.cache import CoalescingCache
 
 V = TypeVar("V")
 

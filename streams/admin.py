@@ -15,9 +15,9 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from infra.settings import Settings
-from topics import ALL_TOPICS, TopicSpec
-from topics.errors import TopicError
+from streamrec.infra.settings import Settings
+from streamrec.topics import ALL_TOPICS, TopicSpec
+from streamrec.topics.errors import TopicError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The one composition root for stream processors: a Faust app built from the settings.
 
 Processors receive the app and declare their agents on it; `streamrec worker NAME` imports a
-known module list (streams.workers) rather than autodiscovering. Messages travel as raw
+known module list (processors.registry) rather than autodiscovering. Messages travel as raw
 bytes and are decoded by `streams.codecs` inside the agent, so a malformed message becomes a
 dead letter with its reason instead of an exception in Faust's deserializer.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import faust
 
-from infra.settings import Settings
-from streams import rebalance_guard
-from topics import TopicSpec
+from streamrec.infra.settings import Settings
+from streamrec.streams import rebalance_guard
+from streamrec.topics import TopicSpec
 
 
 def _store_url() -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from infra.settings import Settings
-from streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
-from topics import CATALOG_ITEMS, CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.topics import CATALOG_ITEMS, CatalogItem
 
 
 def publish_items(settings: Settings, items: Iterable[CatalogItem]) -> int:

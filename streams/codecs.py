@@ -17,9 +17,9 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from topics import ItemVector, TopicSpec
-from topics.base import Event
-from topics.errors import SchemaError
+from streamrec.topics import ItemVector, TopicSpec
+from streamrec.topics.base import Event
+from streamrec.topics.errors import SchemaError
 
 E = TypeVar("E", bound=Event)
 

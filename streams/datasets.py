@@ -11,8 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-from infra.settings import Settings
-from streams.errors import DataError
+from streamrec.infra.settings import Settings
+from streamrec.streams.errors import DataError
 
 ML100K_FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
 DATASETS = ("ml-100k",)

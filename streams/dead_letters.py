@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from streams import codecs
-from topics import DEAD_LETTERS, DeadLetter
+from streamrec.streams import codecs
+from streamrec.topics import DEAD_LETTERS, DeadLetter
 
 
 def original_value(value: bytes | None) -> str:
@@ -47,7 +47,7 @@ class FaustDeadLetters:
     """Sends dead letters from inside a Faust agent, through the app's producer."""
 
     def __init__(self, app: Any, processor: str) -> None:
-        from streams.app import faust_topic
+        from streamrec.streams.app import faust_topic
 
         self.processor = processor
         self.topic = faust_topic(app, DEAD_LETTERS)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from infra.settings import Settings
-from streams.errors import LagError
+from streamrec.infra.settings import Settings
+from streamrec.streams.errors import LagError
 
 Lags = dict[str, dict[str, int]]
 

@@ -15,7 +15,7 @@ Responsibilities:
 
 Usage (a Faust processor; see processors/interaction_counter.py)::
 
-    from streams import metrics
+    from streamrec.streams import metrics
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     ...
@@ -55,8 +55,8 @@ import redis
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from pydantic import BaseModel, ConfigDict
 
-from infra.settings import Settings
-from topics.stores import WORKER_HEARTBEAT
+from streamrec.infra.settings import Settings
+from streamrec.topics.stores import WORKER_HEARTBEAT
 
 EVENTS_PROCESSED = Counter(
     "streamrec_events_processed", "Messages handled successfully.", ["processor", "topic"]
@@ -156,8 +156,11 @@ class MetricsHandle:
 
     def report_lag(self) -> None:
         """Set `streamrec_consumer_lag` for this worker's group (committed vs end offsets)."""
-        from streams.errors import LagError
-        from streams.lag import admin_client, consumer_lags  # confluent-kafka: only when used
+        from streamrec.streams.errors import LagError
+        from streamrec.streams.lag import (  # confluent-kafka: only when used
+            admin_client,
+            consumer_lags,
+        )
 
         if self._admin is None:
             self._admin = admin_client(self._settings)

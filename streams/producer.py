@@ -13,11 +13,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from infra.settings import Settings
-from streams import codecs
-from streams.errors import DeliveryError
-from topics import TopicSpec
-from topics.base import Event
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs
+from streamrec.streams.errors import DeliveryError
+from streamrec.topics import TopicSpec
+from streamrec.topics.base import Event
 
 
 def bulk_producer(settings: Settings, **overrides: Any) -> Producer:

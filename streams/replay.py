@@ -19,11 +19,11 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm import tqdm
 
-from infra.settings import Settings
-from streams.errors import ReplayError
-from streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
-from streams.sources.base import RowError
-from topics import EVENTS_INTERACTIONS, Interaction, TopicSpec
+from streamrec.infra.settings import Settings
+from streamrec.streams.errors import ReplayError
+from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.streams.sources.base import RowError
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction, TopicSpec
 
 
 class ReplayOptions(BaseModel):

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from infra import processes
-from infra.settings import Settings
+from streamrec.infra import processes
+from streamrec.infra.settings import Settings
 
 
 class WorkerProcess:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.processes import free_port
-from infra.settings import Settings
-from infra.stack import StackManager
-from streams.admin import TopicManager
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.infra.stack import StackManager
+from streamrec.streams.admin import TopicManager
 
 
 def make_settings(state_dir: Path, **sections: dict[str, object]) -> Settings:
@@ -83,6 +83,6 @@ def unique() -> str:
 @pytest.fixture(scope="session")
 def ml100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The ML-100K files, fetched into the user's data cache once (pip download of recbole)."""
-    from streams import datasets
+    from streamrec.streams import datasets
 
     return datasets.fetch(Settings())

@@ -8,17 +8,17 @@ from pathlib import Path
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from features.online import OnlineFeatures
-from features.session import ts_ms
-from infra import feast_store
-from infra.settings import Settings
-from processors.session_features import stats_key
-from streams.catalog import publish_items
-from streams.replay import ReplayOptions, replay
-from streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.features import feast_store
+from streamrec.features.online import OnlineFeatures
+from streamrec.features.session import ts_ms
+from streamrec.infra.settings import Settings
+from streamrec.processors.session_features import stats_key
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.replay import ReplayOptions, replay
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 from tests.features_reference import assert_features_equal, recompute
 from tests.kafka_helpers import end_offsets, wait_for
-from topics import EVENTS_INTERACTIONS, Interaction
 
 UserEvents = dict[str, list[tuple[int, str, float | None]]]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from infra.settings import FeatureSettings
-from streams.sources.movielens import GENRES
+from streamrec.infra.settings import FeatureSettings
+from streamrec.streams.sources.movielens import GENRES
 
 
 def recompute(

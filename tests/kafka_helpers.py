@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:

@@ -3,24 +3,24 @@
 Import specs and schemas from here rather than spelling topic names as strings.
 """
 
-from topics.base import Event, TopicSpec
-from topics.cache_invalidations import CACHE_INVALIDATIONS, RefreshCommand
-from topics.candidates import CANDIDATES, CandidatesUpdated
-from topics.catalog_items import CATALOG_ITEMS, CatalogItem
-from topics.catalog_vectors import CATALOG_VECTORS, ItemVector
-from topics.dead_letters import DEAD_LETTERS, DeadLetter
-from topics.events_interactions import EVENTS_INTERACTIONS, Interaction
-from topics.features_changed import FEATURES_CHANGED, FeaturesChanged
-from topics.llm_enrichment import (
+from streamrec.topics.base import Event, TopicSpec
+from streamrec.topics.cache_invalidations import CACHE_INVALIDATIONS, RefreshCommand
+from streamrec.topics.candidates import CANDIDATES, CandidatesUpdated
+from streamrec.topics.catalog_items import CATALOG_ITEMS, CatalogItem
+from streamrec.topics.catalog_vectors import CATALOG_VECTORS, ItemVector
+from streamrec.topics.dead_letters import DEAD_LETTERS, DeadLetter
+from streamrec.topics.events_interactions import EVENTS_INTERACTIONS, Interaction
+from streamrec.topics.features_changed import FEATURES_CHANGED, FeaturesChanged
+from streamrec.topics.llm_enrichment import (
     LLM_ENRICH_REQUESTS,
     LLM_ENRICH_RESULTS,
     EnrichRequest,
     EnrichResult,
 )
-from topics.recs_requests import RECS_REQUESTS, RecRequest
-from topics.recs_responses import RECS_RESPONSES, RecommendedItem, RecResponse
-from topics.recs_served import RECS_SERVED, Impression
-from topics.registry_changes import REGISTRY_CHANGES, RegistryChange
+from streamrec.topics.recs_requests import RECS_REQUESTS, RecRequest
+from streamrec.topics.recs_responses import RECS_RESPONSES, RecommendedItem, RecResponse
+from streamrec.topics.recs_served import RECS_SERVED, Impression
+from streamrec.topics.registry_changes import REGISTRY_CHANGES, RegistryChange
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     CATALOG_ITEMS,

@@ -36,8 +36,8 @@ import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from topics.errors import SchemaError
-from topics.stores import MAX_CANDIDATES, Candidate, CandidateList
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import MAX_CANDIDATES, Candidate, CandidateList
 
 MAGIC = b"CL\x01\x00"
 SEP = "\x1f"

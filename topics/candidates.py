@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
 
 
 class CandidatesUpdated(Event):

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import FOREVER, Event, TopicSpec
+from streamrec.topics.base import FOREVER, Event, TopicSpec
 
 
 class ItemVector(Event):

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import Event, TopicSpec, utcnow
+from streamrec.topics.base import Event, TopicSpec, utcnow
 
 
 class DeadLetter(Event):

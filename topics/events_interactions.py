@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import FOREVER, Event, TopicSpec
+from streamrec.topics.base import FOREVER, Event, TopicSpec
 
 InteractionKind = Literal["view", "click", "watch", "rating", "like", "skip", "purchase"]
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import DAY_MS, FOREVER, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, FOREVER, Event, TopicSpec, utcnow
 
 EnrichKind = Literal["item_description", "item_classification", "explanation"]
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
 
 Priority = Literal["interactive", "prefetch", "background"]
 

@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from topics.base import Event, TopicSpec, utcnow
-from topics.recs_responses import Level
+from streamrec.topics.base import Event, TopicSpec, utcnow
+from streamrec.topics.recs_responses import Level
 
 
 class Impression(Event):

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from topics.base import Event, utcnow
+from streamrec.topics.base import Event, utcnow
 
 
 class StoreKey(BaseModel):

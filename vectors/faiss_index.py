@@ -17,8 +17,8 @@ import math
 import faiss
 import numpy as np
 
-from infra.settings import IndexSettings
-from vectors.errors import VectorIndexError
+from streamrec.infra.settings import IndexSettings
+from streamrec.vectors.errors import VectorIndexError
 
 
 def configure(cfg: IndexSettings) -> None:

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from infra.settings import Settings
-from models.registry import ModelVersion, RegistryError
-from vectors import faiss_index
-from vectors.errors import NoSnapshot, SnapshotRejected
-from vectors.snapshots import INDEX_FILE, ITEMS_FILE, SnapshotInfo, SnapshotStore, info
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import ModelVersion, RegistryError
+from streamrec.vectors import faiss_index
+from streamrec.vectors.errors import NoSnapshot, SnapshotRejected
+from streamrec.vectors.snapshots import INDEX_FILE, ITEMS_FILE, SnapshotInfo, SnapshotStore, info
 
 log = logging.getLogger(__name__)
 

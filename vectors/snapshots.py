@@ -26,13 +26,13 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from infra.settings import Settings
-from models.registry import Manifest, ModelRegistry, ModelVersion, RegistryError
-from topics import RegistryChange
-from vectors import faiss_index
-from vectors.errors import SnapshotRejected
-from vectors.ids import faiss_id
-from vectors.table import VectorTable
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import Manifest, ModelRegistry, ModelVersion, RegistryError
+from streamrec.topics import RegistryChange
+from streamrec.vectors import faiss_index
+from streamrec.vectors.errors import SnapshotRejected
+from streamrec.vectors.ids import faiss_id
+from streamrec.vectors.table import VectorTable
 
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.json"

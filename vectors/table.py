@@ -11,8 +11,8 @@ import hashlib
 
 import numpy as np
 
-from vectors.errors import VectorIndexError
-from vectors.ids import faiss_id
+from streamrec.vectors.errors import VectorIndexError
+from streamrec.vectors.ids import faiss_id
 
 
 class VectorTable:

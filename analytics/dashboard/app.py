@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from analytics.dashboard.collector import Collector
-from infra.settings import Settings
+from streamrec.analytics.dashboard.collector import Collector
+from streamrec.infra.settings import Settings
 
 PAGE = Path(__file__).with_name("page.html")
 

@@ -27,12 +27,18 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from analytics.dashboard.health import EdgeState, NodeState, Observation, WorkerObs, assess
-from analytics.dashboard.topology import WORKER_NAMES, consumer_group
-from infra.settings import Settings
-from streams import metrics
-from streams.errors import LagError
-from streams.lag import admin_client, consumer_lags
+from streamrec.analytics.dashboard.health import (
+    EdgeState,
+    NodeState,
+    Observation,
+    WorkerObs,
+    assess,
+)
+from streamrec.analytics.dashboard.topology import WORKER_NAMES, consumer_group
+from streamrec.infra.settings import Settings
+from streamrec.streams import metrics
+from streamrec.streams.errors import LagError
+from streamrec.streams.lag import admin_client, consumer_lags
 
 Samples = list[tuple[str, dict[str, str], float]]
 RATE_WINDOW_S = 10.0
@@ -263,7 +269,7 @@ class Collector:
                 )
             )
         else:
-            from infra.clickhouse import ping
+            from streamrec.infra.clickhouse import ping
 
             ok, detail = ping(dsn)
             ch = ("ok" if ok else "down", detail)

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from analytics.dashboard.topology import EDGES, NODES, consumer_group
-from infra.settings import AnalyticsSettings
+from streamrec.analytics.dashboard.topology import EDGES, NODES, consumer_group
+from streamrec.infra.settings import AnalyticsSettings
 
 Status = Literal["ok", "warn", "down", "idle"]
 _RANK: dict[str, int] = {"idle": 0, "ok": 1, "warn": 2, "down": 3}

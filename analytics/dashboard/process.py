@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 
-from analytics.errors import AnalyticsError
-from infra import processes
-from infra.settings import Settings
+from streamrec.analytics.errors import AnalyticsError
+from streamrec.infra import processes
+from streamrec.infra.settings import Settings
 
 
 def url_of(settings: Settings) -> str:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from topics import (
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
     CATALOG_ITEMS,
@@ -134,5 +134,5 @@ WORKER_NAMES: tuple[str, ...] = tuple(n.name for n in NODES if n.kind == "worker
 
 
 def consumer_group(worker: str) -> str:
-    """The default consumer group of a worker (streams.workers' convention)."""
+    """The default consumer group of a worker (processors.registry's convention)."""
     return f"streamrec-{worker}"

@@ -14,7 +14,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infra.settings import Settings
 from streamrec.cli import analytics as analytics_cmd
 from streamrec.cli import catalog as catalog_cmd
 from streamrec.cli import data, demo, stack, topics, worker
@@ -25,6 +24,7 @@ from streamrec.cli import models as models_cmd
 from streamrec.cli import replay as replay_cmd
 from streamrec.cli import serve as serve_cmd
 from streamrec.errors import StreamRecError
+from streamrec.infra.settings import Settings
 
 app = typer.Typer(
     name="streamrec",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -17,8 +17,8 @@ def report(
     minutes: int = typer.Option(15, min=1, help="per-minute rows: the last N minutes"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    from analytics.report import ReportBuilder, render
-    from analytics.store import store_session
+    from streamrec.analytics.report import ReportBuilder, render
+    from streamrec.analytics.store import store_session
 
     settings: Settings = ctx.obj
     with store_session(settings) as client:
@@ -33,7 +33,7 @@ def dashboard(
     detach: bool = typer.Option(False, help="run in the background (stop with --stop)"),
     stop: bool = typer.Option(False, help="stop a dashboard started with --detach"),
 ) -> None:
-    from analytics.dashboard import process
+    from streamrec.analytics.dashboard import process
 
     settings: Settings = ctx.obj
     overrides = {k: v for k, v in (("dashboard_host", host), ("dashboard_port", port)) if v}
@@ -49,7 +49,7 @@ def dashboard(
 
     import uvicorn
 
-    from analytics.dashboard.app import create_app
+    from streamrec.analytics.dashboard.app import create_app
 
     typer.echo(f"dashboard: {process.url_of(settings)}")
     a = settings.analytics

@@ -9,10 +9,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from infra.settings import Settings
 from streamrec.cli.data import catalog_app
-from streams.catalog import publish_items
-from topics import CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.streams.catalog import publish_items
+from streamrec.topics import CatalogItem
 
 out = Console()
 

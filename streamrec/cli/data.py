@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from infra.settings import Settings
-from streams import datasets
-from streams.catalog import publish_items
-from streams.sources.movielens import load_items
+from streamrec.infra.settings import Settings
+from streamrec.streams import datasets
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.sources.movielens import load_items
 
 out = Console()
 data_app = typer.Typer(help="Datasets (cached outside the repository).", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 
 def register(app: typer.Typer) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 out = Console()
-features_app = typer.Typer(help="The Feast repo (infra/feature_repo).", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast repo (features/feature_repo).", no_args_is_help=True)
 backfill_app = typer.Typer(help="Recompute derived state from the whole log.", no_args_is_help=True)
 
 
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 @features_app.command("apply", help="Register entities, views and services (idempotent).")
 def apply(ctx: typer.Context) -> None:
-    from infra import feast_store
+    from streamrec.features import feast_store
 
     settings: Settings = ctx.obj
     names = feast_store.apply(settings)
@@ -30,7 +30,7 @@ def apply(ctx: typer.Context) -> None:
 
 @features_app.command("show", help="Print the online features of some users.")
 def show(ctx: typer.Context, user_ids: list[str] = typer.Argument(..., help="user ids")) -> None:
-    from features.online import OnlineFeatures
+    from streamrec.features.online import OnlineFeatures
 
     settings: Settings = ctx.obj
     for user_id, feats in OnlineFeatures(settings).get_user_features(user_ids).items():
@@ -46,7 +46,7 @@ def backfill_features(
     ctx: typer.Context,
     online: bool = typer.Option(True, help="also write the latest values to the online store"),
 ) -> None:
-    from features.backfill import run_backfill
+    from streamrec.features.backfill import run_backfill
 
     settings: Settings = ctx.obj
     report = run_backfill(settings, write_online=online)

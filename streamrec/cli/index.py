@@ -6,10 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.settings import Settings
-from streams.producer import flush, latency_producer, produce_event
-from topics import REGISTRY_CHANGES
-from vectors import IndexReader, SnapshotStore
+from streamrec.infra.settings import Settings
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.topics import REGISTRY_CHANGES
+from streamrec.vectors import IndexReader, SnapshotStore
 
 out = Console()
 index_app = typer.Typer(help="Vector index snapshots (FAISS).", no_args_is_help=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 llm_app = typer.Typer(help="LLM enrichment: the local provider, enrichment requests.")
 
@@ -24,7 +24,7 @@ def serve_local(
     failure: str | None = typer.Option(None, help="none | error | hang [LOCAL_FAILURE]"),
 ) -> None:
     """Run the deterministic OpenAI-compatible provider (429 + Retry-After past its limit)."""
-    from llm.local_provider import serve
+    from streamrec.llm.local_provider import serve
 
     settings: Settings = ctx.obj
     overrides = {

@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.settings import Settings
 from streamrec.cli.features import backfill_app
+from streamrec.infra.settings import Settings
 
 out = Console()
 models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
@@ -32,8 +32,8 @@ def train(
     device: str | None = typer.Option(None, help="cpu | cuda (default: settings.models.device)"),
     features: str = typer.Option("log", help="log (point in time from the log) | feast"),
 ) -> None:
-    from models.report import metric_table
-    from models.train import train as run_training
+    from streamrec.models.report import metric_table
+    from streamrec.models.train import train as run_training
 
     settings: Settings = ctx.obj
     result = run_training(
@@ -56,9 +56,9 @@ def train(
 
 
 def _publish_change(settings: Settings, kind: str, version: str | None, rollback: bool) -> None:
-    from models.registry import ModelRegistry
-    from streams.producer import flush, latency_producer, produce_event
-    from topics import REGISTRY_CHANGES
+    from streamrec.models.registry import ModelRegistry
+    from streamrec.streams.producer import flush, latency_producer, produce_event
+    from streamrec.topics import REGISTRY_CHANGES
 
     registry = ModelRegistry(settings)
     change = registry.rollback(kind) if rollback else registry.promote(kind, version or "")
@@ -70,7 +70,7 @@ def _publish_change(settings: Settings, kind: str, version: str | None, rollback
 
 @models_app.command("list")
 def list_models(ctx: typer.Context, kind: str | None = typer.Option(None)) -> None:
-    from models.registry import ModelRegistry
+    from streamrec.models.registry import ModelRegistry
 
     registry = ModelRegistry(ctx.obj)
     table = Table("kind", "version", "created", "NDCG@20", "promoted")
@@ -113,7 +113,7 @@ def backfill_candidates(
 ) -> None:
     import asyncio
 
-    from candidates.backfill import backfill
+    from streamrec.candidates.backfill import backfill
 
     report = asyncio.run(backfill(ctx.obj, rate))
     out.print(

@@ -8,11 +8,11 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from infra.settings import Settings
-from streams import datasets
-from streams.replay import ReplayOptions, ReplayReport, replay
-from streams.sources.eventlog import open_event_log
-from streams.sources.movielens import MovieLensInteractions
+from streamrec.infra.settings import Settings
+from streamrec.streams import datasets
+from streamrec.streams.replay import ReplayOptions, ReplayReport, replay
+from streamrec.streams.sources.eventlog import open_event_log
+from streamrec.streams.sources.movielens import MovieLensInteractions
 
 out = Console()
 

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def serve(
     port: int | None = typer.Option(None, help="[env STREAMREC_SERVING__PORT]"),
     loglevel: str = typer.Option("warning", help="log level"),
 ) -> None:
-    from serving.runner import run
+    from streamrec.serving.runner import run
 
     settings: Settings = ctx.obj
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}

@@ -6,9 +6,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.programs import missing_programs
-from infra.settings import Settings
-from infra.stack import StackManager
+from streamrec.infra.programs import missing_programs
+from streamrec.infra.settings import Settings
+from streamrec.infra.stack import StackManager
 
 out = Console()
 

@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from infra.settings import Settings
-from streams.admin import TopicManager
+from streamrec.infra.settings import Settings
+from streamrec.streams.admin import TopicManager
 
 out = Console()
 topics_app = typer.Typer(help="The contract topics of topics/.", no_args_is_help=True)

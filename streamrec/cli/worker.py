@@ -6,8 +6,8 @@ import logging
 
 import typer
 
-from infra.settings import Settings
-from streams.workers import WORKERS, build_worker
+from streamrec.infra.settings import Settings
+from streamrec.processors.registry import WORKERS, build_worker
 
 
 def register(app: typer.Typer) -> None:

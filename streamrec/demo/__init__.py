@@ -15,7 +15,6 @@ from typing import Any
 from rich.console import Console
 from rich.rule import Rule
 
-from infra.settings import Settings
 from streamrec.demo import analytics as analytics_demo
 from streamrec.demo import backbone
 from streamrec.demo import content as content_demo
@@ -24,7 +23,8 @@ from streamrec.demo import invalidation as invalidation_demo
 from streamrec.demo import llm as llm_demo
 from streamrec.demo import models as models_demo
 from streamrec.demo import serving as serving_demo
-from streams.worker_process import WorkerProcess
+from streamrec.infra.settings import Settings
+from streamrec.streams.worker_process import WorkerProcess
 
 
 @dataclass

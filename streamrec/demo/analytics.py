@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from analytics.dashboard import process as dashboard_process
-from analytics.errors import AnalyticsError
-from analytics.report import ReportBuilder, render
-from analytics.store import store_session
-from processors.analytics_sink import NAME, SOURCES
-from streams.lag import admin_client, consumer_lags
+from streamrec.analytics.dashboard import process as dashboard_process
+from streamrec.analytics.errors import AnalyticsError
+from streamrec.analytics.report import ReportBuilder, render
+from streamrec.analytics.store import store_session
+from streamrec.processors.analytics_sink import NAME, SOURCES
+from streamrec.streams.lag import admin_client, consumer_lags
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

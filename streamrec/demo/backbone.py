@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from infra.stack import StackManager
-from processors.interaction_counter import counter_key
-from streams import datasets
-from streams.admin import TopicManager
-from streams.catalog import publish_items
-from streams.errors import ReplayError
-from streams.replay import ReplayOptions, replay
-from streams.sources.movielens import MovieLensInteractions, load_items
-from topics import EVENTS_INTERACTIONS
+from streamrec.infra.stack import StackManager
+from streamrec.processors.interaction_counter import counter_key
+from streamrec.streams import datasets
+from streamrec.streams.admin import TopicManager
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.errors import ReplayError
+from streamrec.streams.replay import ReplayOptions, replay
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.topics import EVENTS_INTERACTIONS
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from processors.content_pipeline import stats_key
-from processors.vector_indexer import status_key
-from streams import datasets
-from streams.admin import TopicManager
-from streams.errors import ReplayError
-from streams.sources.movielens import load_items
-from topics import CATALOG_ITEMS
-from vectors import IndexReader
+from streamrec.processors.content_pipeline import stats_key
+from streamrec.processors.vector_indexer import status_key
+from streamrec.streams import datasets
+from streamrec.streams.admin import TopicManager
+from streamrec.streams.errors import ReplayError
+from streamrec.streams.sources.movielens import load_items
+from streamrec.topics import CATALOG_ITEMS
+from streamrec.vectors import IndexReader
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

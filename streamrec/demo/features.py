@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from features.errors import FeatureError
-from features.freshness import group_lag, measure_freshness
-from features.online import OnlineFeatures
-from infra import feast_store
-from processors import session_features, trending
-from streams.sources.movielens import GENRES
-from topics.stores import POPULAR
+from streamrec.features import feast_store
+from streamrec.features.errors import FeatureError
+from streamrec.features.freshness import group_lag, measure_freshness
+from streamrec.features.online import OnlineFeatures
+from streamrec.processors import session_features, trending
+from streamrec.streams.sources.movielens import GENRES
+from streamrec.topics.stores import POPULAR
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

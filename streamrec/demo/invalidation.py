@@ -2,7 +2,7 @@
 
 The invalidation worker runs in its default (coalescing) mode while a steady request load
 reads a response cache in front of the users' precomputed candidates
-(`invalidation.load_scenario`). A "viral" new film is published; the report shows how the
+(`scenarios.invalidation_load`). A "viral" new film is published; the report shows how the
 cache hit ratio held, how many computations it cost, and how fast the film reached the
 candidates of the users it suits. The scenario's users and their tastes come from
 events.interactions, the log the processor reads (ML-100K plus the live users of earlier
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from invalidation.load_scenario import POPULAR_TEMPLATE, World, run_mode
-from streams import datasets
-from streams.admin import TopicManager
-from streams.worker_process import WorkerProcess
-from topics import CATALOG_VECTORS, EVENTS_INTERACTIONS
-from topics.stores import USER_CANDIDATES
+from streamrec.scenarios.invalidation_load import POPULAR_TEMPLATE, World, run_mode
+from streamrec.streams import datasets
+from streamrec.streams.admin import TopicManager
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import CATALOG_VECTORS, EVENTS_INTERACTIONS
+from streamrec.topics.stores import USER_CANDIDATES
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

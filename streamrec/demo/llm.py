@@ -21,18 +21,18 @@ import httpx
 import redis
 from rich.table import Table
 
-from infra.processes import free_port
-from llm.keys import description_key, explanation_key
-from llm.local_provider import LocalProvider
-from llm.requests import explanation_request
-from processors.llm_enricher import stats_key
-from serving.explanations import ItemFacts, WatchedItem, explain_items_sync
-from streams import datasets
-from streams.producer import bulk_producer, flush, produce_event
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
-from topics import LLM_ENRICH_REQUESTS, EnrichResult
-from topics.stores import LLM_RESULT
+from streamrec.infra.processes import free_port
+from streamrec.llm.keys import description_key, explanation_key
+from streamrec.llm.local_provider import LocalProvider
+from streamrec.llm.requests import explanation_request
+from streamrec.processors.llm_enricher import stats_key
+from streamrec.serving.explanations import ItemFacts, WatchedItem, explain_items_sync
+from streamrec.streams import datasets
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import LLM_ENRICH_REQUESTS, EnrichResult
+from streamrec.topics.stores import LLM_RESULT
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

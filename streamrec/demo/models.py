@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
-from models.registry import ModelRegistry
-from models.report import metric_table
-from models.train import train
-from streams import datasets
-from streams.producer import flush, latency_producer, produce_event
-from streams.sources.movielens import load_items
-from topics import EVENTS_INTERACTIONS, REGISTRY_CHANGES, Interaction, candidate_codec
-from topics.stores import USER_CANDIDATES
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.report import metric_table
+from streamrec.models.train import train
+from streamrec.streams import datasets
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.topics import EVENTS_INTERACTIONS, REGISTRY_CHANGES, Interaction, candidate_codec
+from streamrec.topics.stores import USER_CANDIDATES
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext

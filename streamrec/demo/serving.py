@@ -2,7 +2,7 @@
 
 What earlier steps produced is used as it is (the promoted ranker, candidates, trending
 lists, user features); whatever is missing for the demo's users is written per the stores'
-contracts (`serving.seed`) and the report says so.
+contracts (`scenarios.seed`) and the report says so.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import httpx
 import redis
 from rich.table import Table
 
-from models.registry import ModelRegistry
-from serving.process import ServeProcess
-from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
-from topics.stores import POPULAR, USER_CANDIDATES
+from streamrec.models.registry import ModelRegistry
+from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from streamrec.serving.process import ServeProcess
+from streamrec.topics.stores import POPULAR, USER_CANDIDATES
 
 if TYPE_CHECKING:
     from streamrec.demo import DemoContext
@@ -33,7 +33,7 @@ def _prepare(ctx: DemoContext, ml: MovieLens) -> list[str]:
     s = ctx.settings
     done = []
     if ModelRegistry(s).promoted("ranker") is None:
-        from models.train import train
+        from streamrec.models.train import train
 
         result = train(s, retriever_epochs=1, ranker_epochs=1)
         ModelRegistry(s).promote("ranker", result.ranker.version)
@@ -89,7 +89,7 @@ def serve_and_ask(ctx: DemoContext) -> None:
 
 
 def _ask_over_topic(ctx: DemoContext, user_id: str) -> dict:
-    from serving.topic_client import RequestTopicClient
+    from streamrec.serving.topic_client import RequestTopicClient
 
     client = RequestTopicClient(ctx.settings, "demo")
     try:

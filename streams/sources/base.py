@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from topics import Interaction
+from streamrec.topics import Interaction
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
-from streams.codecs import validation_reason
-from streams.sources.base import RowError, event_id_for
-from topics import Interaction
+from streamrec.streams.codecs import validation_reason
+from streamrec.streams.sources.base import RowError, event_id_for
+from streamrec.topics import Interaction
 
 
 def _validate(obj: object, name: str, line: int, raw: str) -> Interaction | RowError:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from streams.codecs import validation_reason
-from streams.sources.base import RowError, event_id_for
-from topics import CatalogItem, Interaction
+from streamrec.streams.codecs import validation_reason
+from streamrec.streams.sources.base import RowError, event_id_for
+from streamrec.topics import CatalogItem, Interaction
 
 SOURCE = "ml-100k"
 

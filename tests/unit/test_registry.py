@@ -1,7 +1,7 @@
 import pytest
 
-from infra.settings import Settings
-from models.registry import Manifest, ModelRegistry, RegistryError
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import Manifest, ModelRegistry, RegistryError
 
 
 @pytest.fixture

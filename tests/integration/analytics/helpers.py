@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, TopicPartition
 
-from analytics.store import store_session
-from infra.settings import Settings
-from streams.lag import admin_client, consumer_lags
-from streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.analytics.store import store_session
+from streamrec.infra.settings import Settings
+from streamrec.streams.lag import admin_client, consumer_lags
+from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.topics import EVENTS_INTERACTIONS, RECS_SERVED, Impression, Interaction
 from tests.kafka_helpers import wait_for
-from topics import EVENTS_INTERACTIONS, RECS_SERVED, Impression, Interaction
 
 SINK_TOPICS = [EVENTS_INTERACTIONS.name, RECS_SERVED.name]
 

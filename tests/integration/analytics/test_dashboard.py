@@ -12,10 +12,10 @@ from html.parser import HTMLParser
 import httpx
 import pytest
 
-from analytics.dashboard.topology import EDGES, NODES
-from infra import processes
-from infra.processes import free_port
-from streams.worker_process import WorkerProcess
+from streamrec.analytics.dashboard.topology import EDGES, NODES
+from streamrec.infra import processes
+from streamrec.infra.processes import free_port
+from streamrec.streams.worker_process import WorkerProcess
 from tests.integration.analytics import browser
 from tests.kafka_helpers import wait_for
 

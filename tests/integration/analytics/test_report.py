@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from analytics import schema
-from analytics.experiments import assign_variant
-from analytics.report import CLICK_KINDS, LEVELS, ReportBuilder, render
-from analytics.store import store_session
-from infra.settings import Settings
-from topics import CatalogItem, Impression, Interaction
+from streamrec.analytics import schema
+from streamrec.analytics.experiments import assign_variant
+from streamrec.analytics.report import CLICK_KINDS, LEVELS, ReportBuilder, render
+from streamrec.analytics.store import store_session
+from streamrec.infra.settings import Settings
+from streamrec.topics import CatalogItem, Impression, Interaction
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ import json
 
 import pytest
 
-from processors.analytics_sink import NAME
-from streams.worker_process import WorkerProcess
+from streamrec.processors.analytics_sink import NAME
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import DEAD_LETTERS
 from tests.integration.analytics import helpers
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

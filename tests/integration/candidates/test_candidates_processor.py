@@ -13,18 +13,24 @@ import orjson
 import pytest
 import redis
 
-from candidates.state import HISTORY
-from models.dataset import load_events
-from models.ranker import RankerModel
-from models.registry import Manifest, ModelRegistry
-from models.train import train
-from streams import codecs
-from streams.producer import flush, latency_producer, produce_event
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
+from streamrec.candidates.state import HISTORY
+from streamrec.models.dataset import load_events
+from streamrec.models.ranker import RankerModel
+from streamrec.models.registry import Manifest, ModelRegistry
+from streamrec.models.train import train
+from streamrec.streams import codecs
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
+    DEAD_LETTERS,
+    EVENTS_INTERACTIONS,
+    DeadLetter,
+    Interaction,
+    candidate_codec,
+)
+from streamrec.topics.stores import USER_CANDIDATES, CandidateList
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction, candidate_codec
-from topics.stores import USER_CANDIDATES, CandidateList
 
 # The module trains a model first: more than the default 600 s on a busy 2-core machine.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]

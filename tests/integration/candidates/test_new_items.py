@@ -23,18 +23,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from candidates.state import HISTORY
-from infra.settings import Settings
-from models.content import content_vectors
-from models.embedder import Embedder, content_hash, item_text
-from models.registry import ModelRegistry
-from models.retriever import RetrieverModel
-from streams import codecs
-from streams.producer import bulk_producer, flush, latency_producer, produce_event
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
-from tests.kafka_helpers import wait_for
-from topics import (
+from streamrec.candidates.state import HISTORY
+from streamrec.infra.settings import Settings
+from streamrec.models.content import content_vectors
+from streamrec.models.embedder import Embedder, content_hash, item_text
+from streamrec.models.registry import ModelRegistry
+from streamrec.models.retriever import RetrieverModel
+from streamrec.streams import codecs
+from streamrec.streams.producer import bulk_producer, flush, latency_producer, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CATALOG_ITEMS,
     CATALOG_VECTORS,
@@ -45,8 +44,9 @@ from topics import (
     RefreshCommand,
     candidate_codec,
 )
-from topics.stores import USER_CANDIDATES, CandidateList
-from vectors import IndexReader
+from streamrec.topics.stores import USER_CANDIDATES, CandidateList
+from streamrec.vectors import IndexReader
+from tests.kafka_helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,7 +72,7 @@ class World:
 
 def _retriever(settings: Settings) -> Path:
     """The cached test model's retriever (trained on first use, reused afterwards)."""
-    from models.train import train
+    from streamrec.models.train import train
 
     base = Settings()
     cache = base.with_overrides(stack={"state_dir": base.data.cache_dir / "test-ranker"})

@@ -6,9 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from streamrec.cli import app
-from streams import codecs
+from streamrec.streams import codecs
+from streamrec.topics import CATALOG_ITEMS, CatalogItem
 from tests.kafka_helpers import end_offsets, read_range
-from topics import CATALOG_ITEMS, CatalogItem
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from features import online_writer
-from features.online import OnlineFeatures
-from features.online_writer import OnlineWriter
-from infra import feast_store
+from streamrec.features import feast_store, online_writer
+from streamrec.features.online import OnlineFeatures
+from streamrec.features.online_writer import OnlineWriter
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +110,7 @@ async def test_the_serving_reader_reads_what_feast_reads(writer, unique):
     # on the same rows: both views, only the session view, only the long-term view, nothing.
     import redis.asyncio as aioredis
 
-    from features.user_reader import UserFeatureReader
+    from streamrec.features.user_reader import UserFeatureReader
 
     settings, w = writer
     both, session_only, longterm_only, unknown = (f"{unique}-r{i}" for i in range(4))

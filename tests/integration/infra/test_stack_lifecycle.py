@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from infra import processes
-from infra.errors import MissingProgramError, PortInUseError
+from streamrec.infra import processes
+from streamrec.infra.errors import MissingProgramError, PortInUseError
 
 pytestmark = pytest.mark.integration
 

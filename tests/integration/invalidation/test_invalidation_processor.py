@@ -24,19 +24,18 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.settings import Settings
-from invalidation.pacing import max_commands, max_in_any_window
-from models.embedder import Embedder, content_hash, item_text
-from processors.invalidation import stats_key
-from serving.ports import ItemInfo
-from serving.redis_stores import RedisPopular
-from serving.rerank import rerank
-from streams import codecs
-from streams.producer import bulk_producer, flush, produce_event
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
-from tests.kafka_helpers import end_offsets, wait_for
-from topics import (
+from streamrec.infra.settings import Settings
+from streamrec.invalidation.pacing import max_commands, max_in_any_window
+from streamrec.models.embedder import Embedder, content_hash, item_text
+from streamrec.processors.invalidation import stats_key
+from streamrec.serving.ports import ItemInfo
+from streamrec.serving.redis_stores import RedisPopular
+from streamrec.serving.rerank import rerank
+from streamrec.streams import codecs
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
     CATALOG_ITEMS,
@@ -53,7 +52,8 @@ from topics import (
     RegistryChange,
     candidate_codec,
 )
-from topics.stores import REMOVED_ITEMS, USER_CANDIDATES, Candidate, CandidateList
+from streamrec.topics.stores import REMOVED_ITEMS, USER_CANDIDATES, Candidate, CandidateList
+from tests.kafka_helpers import end_offsets, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from infra.processes import free_port
-from infra.settings import Settings
-from llm.local_provider import LocalProvider
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.llm.local_provider import LocalProvider
 
 SECRET = "sk-streamrec-test-7f3a9c1e5b"
 

@@ -14,18 +14,18 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from infra.processes import free_port
-from infra.settings import LLMSettings
-from llm.breaker import BreakerState
-from llm.client import ChatMessage, LLMClient
-from llm.errors import (
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import LLMSettings
+from streamrec.llm.breaker import BreakerState
+from streamrec.llm.client import ChatMessage, LLMClient
+from streamrec.llm.errors import (
     LLMBreakerOpen,
     LLMError,
     LLMRequestError,
     LLMServerError,
     LLMTimeout,
 )
-from llm.local_provider import LocalProvider, max_in_window
+from streamrec.llm.local_provider import LocalProvider, max_in_window
 from tests.integration.llm.conftest import SECRET
 from tests.kafka_helpers import wait_for
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from infra.settings import Settings
-from models.embedder import Embedder, EmbedderError
-from models.embedder_process import EmbedderProcess, cores
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import Embedder, EmbedderError
+from streamrec.models.embedder_process import EmbedderProcess, cores
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 import torch
 
-from infra.settings import Settings
-from models.dataset import load_events
-from models.train import train
+from streamrec.infra.settings import Settings
+from streamrec.models.dataset import load_events
+from streamrec.models.train import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 

@@ -16,18 +16,18 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from infra.settings import Settings
-from models.embedder_process import cores
-from processors.content_pipeline import stats_key
-from processors.vector_indexer import status_key
-from streams import codecs
-from streams.catalog import publish_items
-from streams.sources.movielens import load_items
-from streams.worker_process import WorkerProcess
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder_process import cores
+from streamrec.processors.content_pipeline import stats_key
+from streamrec.processors.vector_indexer import status_key
+from streamrec.streams import codecs
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.sources.movielens import load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import CATALOG_ITEMS, CATALOG_VECTORS, DEAD_LETTERS, CatalogItem, DeadLetter
+from streamrec.topics.stores import REMOVED_ITEMS
+from streamrec.vectors import IndexReader, SnapshotStore
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import CATALOG_ITEMS, CATALOG_VECTORS, DEAD_LETTERS, CatalogItem, DeadLetter
-from topics.stores import REMOVED_ITEMS
-from vectors import IndexReader, SnapshotStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -16,20 +16,26 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from infra.processes import free_port
-from infra.settings import Settings
-from llm.keys import classification_key, description_key, explanation_key
-from llm.local_provider import LocalProvider, max_in_window
-from llm.requests import GENRE_VOCABULARY, explanation_request
-from processors.llm_enricher import stats_key
-from serving.explanations import ItemFacts, WatchedItem, explain_items_sync
-from streams import codecs
-from streams.catalog import publish_items
-from streams.producer import bulk_producer, flush, produce_event
-from streams.worker_process import WorkerProcess
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.llm.keys import classification_key, description_key, explanation_key
+from streamrec.llm.local_provider import LocalProvider, max_in_window
+from streamrec.llm.requests import GENRE_VOCABULARY, explanation_request
+from streamrec.processors.llm_enricher import stats_key
+from streamrec.serving.explanations import ItemFacts, WatchedItem, explain_items_sync
+from streamrec.streams import codecs
+from streamrec.streams.catalog import publish_items
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
+    DEAD_LETTERS,
+    LLM_ENRICH_REQUESTS,
+    CatalogItem,
+    EnrichRequest,
+    EnrichResult,
+)
+from streamrec.topics.stores import LLM_RESULT
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS, LLM_ENRICH_REQUESTS, CatalogItem, EnrichRequest, EnrichResult
-from topics.stores import LLM_RESULT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

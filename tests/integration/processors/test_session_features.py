@@ -11,13 +11,21 @@ from datetime import UTC, datetime
 
 import pytest
 
-from features.online import OnlineFeatures
-from features.session import SessionState
-from infra.feast_store import feature_store
-from processors.session_features import TABLE
-from streams import codecs
-from streams.producer import bulk_producer, flush, produce_event
-from streams.worker_process import WorkerProcess
+from streamrec.features.feast_store import feature_store
+from streamrec.features.online import OnlineFeatures
+from streamrec.features.session import SessionState
+from streamrec.processors.session_features import TABLE
+from streamrec.streams import codecs
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
+    DEAD_LETTERS,
+    EVENTS_INTERACTIONS,
+    FEATURES_CHANGED,
+    DeadLetter,
+    FeaturesChanged,
+    Interaction,
+)
 from tests.feature_helpers import (
     compare_users,
     prepare,
@@ -27,14 +35,6 @@ from tests.feature_helpers import (
 )
 from tests.features_reference import assert_features_equal, recompute
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import (
-    DEAD_LETTERS,
-    EVENTS_INTERACTIONS,
-    FEATURES_CHANGED,
-    DeadLetter,
-    FeaturesChanged,
-    Interaction,
-)
 
 pytestmark = pytest.mark.integration
 

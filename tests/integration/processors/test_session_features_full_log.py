@@ -15,19 +15,19 @@ import pandas as pd
 import pytest
 import redis
 
-from features.backfill import DAY_MS, run_backfill
-from features.historical import get_historical_features
-from features.log_reader import read_topic
-from features.session import ts_ms
-from features.trending import WINDOWS
-from infra.feast_store import offline_dir
-from processors.trending import all_key
-from streams import codecs
-from streams.worker_process import WorkerProcess
+from streamrec.features.backfill import DAY_MS, run_backfill
+from streamrec.features.feast_store import offline_dir
+from streamrec.features.historical import get_historical_features
+from streamrec.features.log_reader import read_topic
+from streamrec.features.session import ts_ms
+from streamrec.features.trending import WINDOWS
+from streamrec.processors.trending import all_key
+from streamrec.streams import codecs
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import EVENTS_INTERACTIONS
+from streamrec.topics.stores import POPULAR
 from tests.feature_helpers import compare_users, prepare, replay_ml100k, wait_caught_up
 from tests.features_reference import assert_features_equal, recompute
-from topics import EVENTS_INTERACTIONS
-from topics.stores import POPULAR
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

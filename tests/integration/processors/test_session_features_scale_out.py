@@ -8,10 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from streams.worker_process import WorkerProcess
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import EVENTS_INTERACTIONS
 from tests.feature_helpers import compare_users, prepare, replay_ml100k, stats, wait_caught_up
 from tests.kafka_helpers import wait_for
-from topics import EVENTS_INTERACTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

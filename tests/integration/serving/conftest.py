@@ -6,7 +6,7 @@
 - `install_ranker`: copy that version into a stack's registry (optionally under a new name,
   for promotion tests) and promote it;
 - `serving_stack`: a module's own stack with the catalog, trending lists, candidates and user
-  features seeded (`serving.seed`, the stores' contracts) and the ranker promoted;
+  features seeded (`scenarios.seed`, the stores' contracts) and the ranker promoted;
 - `ServerThread`: uvicorn serving the real app on a free port, in a thread.
 """
 
@@ -24,13 +24,13 @@ import httpx
 import pytest
 import uvicorn
 
-from infra.processes import free_port
-from infra.settings import Settings
-from models.registry import ModelRegistry
-from serving.app import create_app
-from serving.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
-from serving.worker import ServingWorker
-from streams.catalog import publish_items
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import ModelRegistry
+from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
+from streamrec.serving.app import create_app
+from streamrec.serving.worker import ServingWorker
+from streamrec.streams.catalog import publish_items
 from tests.kafka_helpers import wait_for
 
 RANKER = "ranker"
@@ -45,7 +45,7 @@ def movielens(ml100k: Path) -> MovieLens:
 
 @pytest.fixture(scope="session")
 def trained_ranker(ml100k: Path) -> Path:
-    from models.train import train
+    from streamrec.models.train import train
 
     base = Settings()
     settings = base.with_overrides(stack={"state_dir": base.data.cache_dir / "test-ranker"})

@@ -12,11 +12,13 @@ import httpx
 import pytest
 import redis
 
-from analytics.experiments import variant_for
-from infra.settings import Settings
-from serving.seed import MovieLens
-from streams import codecs
-from streams.producer import flush, latency_producer, produce_event
+from streamrec.analytics.experiments import variant_for
+from streamrec.infra.settings import Settings
+from streamrec.scenarios.seed import MovieLens
+from streamrec.streams import codecs
+from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.topics import RECS_SERVED, REGISTRY_CHANGES, Impression, RegistryChange
+from streamrec.topics.stores import REMOVED_ITEMS, USER_CANDIDATES
 from tests.integration.serving.conftest import (
     USERS_WITH_FEATURES,
     USERS_WITHOUT_FEATURES,
@@ -24,8 +26,6 @@ from tests.integration.serving.conftest import (
     serve,
 )
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import RECS_SERVED, REGISTRY_CHANGES, Impression, RegistryChange
-from topics.stores import REMOVED_ITEMS, USER_CANDIDATES
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from infra.settings import Settings
-from llm.keys import explanation_key
-from serving.explanations import ItemFacts, WatchedItem, explain_items, explain_items_sync
-from streams import codecs
-from topics import LLM_ENRICH_RESULTS, EnrichResult
-from topics.stores import LLM_RESULT
+from streamrec.infra.settings import Settings
+from streamrec.llm.keys import explanation_key
+from streamrec.serving.explanations import ItemFacts, WatchedItem, explain_items, explain_items_sync
+from streamrec.streams import codecs
+from streamrec.topics import LLM_ENRICH_RESULTS, EnrichResult
+from streamrec.topics.stores import LLM_RESULT
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.seed import MovieLens, seed_candidates, seed_popular
-from streams.admin import TopicManager
-from streams.catalog import publish_items
+from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular
+from streamrec.streams.admin import TopicManager
+from streamrec.streams.catalog import publish_items
 from tests.integration.serving.conftest import install_ranker, serve
 from tests.kafka_helpers import wait_for
 

@@ -11,16 +11,22 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from features.online import UserFeatures as OnlineUserFeatures
-from infra.settings import Settings
-from llm.keys import explanation_key
-from serving.errors import DependencyError
-from serving.explanations import CHECKED_LUA, ItemFacts, explain_and_check
-from serving.feature_store import FeastUserFeatures
-from serving.ports import Candidates, FeatureRead
-from serving.redis_stores import RedisCandidates, RedisHistory, RedisRequestReads
-from topics import candidate_codec
-from topics.stores import LLM_RESULT, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
+from streamrec.features.online import UserFeatures as OnlineUserFeatures
+from streamrec.infra.settings import Settings
+from streamrec.llm.keys import explanation_key
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.explanations import CHECKED_LUA, ItemFacts, explain_and_check
+from streamrec.serving.feature_store import FeastUserFeatures
+from streamrec.serving.ports import Candidates, FeatureRead
+from streamrec.serving.redis_stores import RedisCandidates, RedisHistory, RedisRequestReads
+from streamrec.topics import candidate_codec
+from streamrec.topics.stores import (
+    LLM_RESULT,
+    USER_CANDIDATES,
+    USER_HISTORY,
+    Candidate,
+    CandidateList,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from infra.settings import Settings
-from streams import codecs
+from streamrec.infra.settings import Settings
+from streamrec.streams import codecs
+from streamrec.topics import DEAD_LETTERS, RECS_REQUESTS, DeadLetter, RecRequest, RecResponse
 from tests.integration.serving.conftest import USERS_WITH_FEATURES, serve
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS, RECS_REQUESTS, DeadLetter, RecRequest, RecResponse
 
 pytestmark = pytest.mark.integration
 
@@ -144,7 +144,7 @@ def test_malformed_requests_go_to_dead_letters_and_serving_continues(server, rep
 
 
 def test_the_projects_topic_client_gets_an_answer_with_its_round_trip(server):
-    from serving.topic_client import RequestTopicClient
+    from streamrec.serving.topic_client import RequestTopicClient
 
     client = RequestTopicClient(server.settings, "t-client")
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.processes import free_port
-from infra.settings import Settings
-from serving.process import ServeProcess
+from streamrec.infra.processes import free_port
+from streamrec.infra.settings import Settings
+from streamrec.serving.process import ServeProcess
 from tests.integration.serving.conftest import USERS_WITH_FEATURES
 from tests.kafka_helpers import wait_for
 

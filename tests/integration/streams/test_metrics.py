@@ -8,10 +8,10 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from streams import metrics
+from streamrec.streams import metrics
+from streamrec.topics import EVENTS_INTERACTIONS
 from tests.integration.analytics.helpers import interactions, produce
 from tests.kafka_helpers import end_offsets, wait_for
-from topics import EVENTS_INTERACTIONS
 
 pytestmark = pytest.mark.integration
 

@@ -1,12 +1,12 @@
 import orjson
 import pytest
 
-from streams import codecs
-from streams.replay import ReplayOptions, replay
-from streams.sources.eventlog import JsonLinesSource
-from streams.sources.movielens import MovieLensInteractions
+from streamrec.streams import codecs
+from streamrec.streams.replay import ReplayOptions, replay
+from streamrec.streams.sources.eventlog import JsonLinesSource
+from streamrec.streams.sources.movielens import MovieLensInteractions
+from streamrec.topics import EVENTS_INTERACTIONS
 from tests.kafka_helpers import end_offsets, read_range
-from topics import EVENTS_INTERACTIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ def test_a_malformed_log_is_reported_by_line_and_loses_no_valid_event(stack, tmp
 
 
 def test_strict_stops_at_the_first_malformed_row(stack, tmp_path):
-    from streams.errors import ReplayError
+    from streamrec.streams.errors import ReplayError
 
     log = tmp_path / "bad.jsonl"
     log.write_text('{"user_id": "1", "item_id": "2", "ts": "2024-01-01T00:00:00Z"}\nnope\n')

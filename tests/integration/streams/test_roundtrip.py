@@ -9,12 +9,12 @@ import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from processors.interaction_counter import counter_key
-from streams import codecs
-from streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
-from streams.worker_process import WorkerProcess
+from streamrec.processors.interaction_counter import counter_key
+from streamrec.streams import codecs
+from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction
 from tests.kafka_helpers import end_offsets, read_range, wait_for
-from topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction
 
 pytestmark = pytest.mark.integration
 

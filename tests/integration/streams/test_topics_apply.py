@@ -1,7 +1,7 @@
 import pytest
 
-from streams.admin import TopicManager
-from topics import ALL_TOPICS
+from streamrec.streams.admin import TopicManager
+from streamrec.topics import ALL_TOPICS
 
 pytestmark = pytest.mark.integration
 

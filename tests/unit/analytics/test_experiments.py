@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from analytics.experiments import assign_variant, bucket, variant_for, variants_of
-from infra.settings import Settings
+from streamrec.analytics.experiments import assign_variant, bucket, variant_for, variants_of
 from streamrec.errors import ConfigError
+from streamrec.infra.settings import Settings
 
 VARIANTS = ("control", "treatment")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from analytics.dashboard.collector import histogram_p95, parse
-from analytics.dashboard.health import Observation, WorkerObs, assess
-from analytics.dashboard.topology import BY_ID, EDGES, NODES
-from infra.settings import AnalyticsSettings
+from streamrec.analytics.dashboard.collector import histogram_p95, parse
+from streamrec.analytics.dashboard.health import Observation, WorkerObs, assess
+from streamrec.analytics.dashboard.topology import BY_ID, EDGES, NODES
+from streamrec.infra.settings import AnalyticsSettings
 
 CFG = AnalyticsSettings(lag_warn=100, lag_alert=1000, latency_warn_s=0.5, error_warn_ratio=0.1)
 STORES = {"kafka": ("ok", ""), "redis": ("ok", ""), "clickhouse": ("ok", ""), "index": ("ok", "")}

@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from analytics.report import Coverage, MinuteStats, Report, VariantCTR, render, wilson_interval
+from streamrec.analytics.report import (
+    Coverage,
+    MinuteStats,
+    Report,
+    VariantCTR,
+    render,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_known_values_and_edges():

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candidates.content import ContentSource
-from infra.settings import Settings
-from vectors import SnapshotStore, VectorTable
+from streamrec.candidates.content import ContentSource
+from streamrec.infra.settings import Settings
+from streamrec.vectors import SnapshotStore, VectorTable
 
 DIM = 16
 

@@ -1,8 +1,8 @@
 """Candidate fusion and debouncing (pure logic)."""
 
-from candidates.builder import WEIGHTS, covisit_hits, fuse, summary
-from candidates.debounce import Debouncer
-from topics.stores import CandidateList
+from streamrec.candidates.builder import WEIGHTS, covisit_hits, fuse, summary
+from streamrec.candidates.debounce import Debouncer
+from streamrec.topics.stores import CandidateList
 
 
 def test_fusion_keeps_every_source_and_drops_excluded_items():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from typer.testing import CliRunner
 
-from infra.settings import Settings
 from streamrec.cli import app
-from vectors import SnapshotStore, VectorTable
+from streamrec.infra.settings import Settings
+from streamrec.vectors import SnapshotStore, VectorTable
 
 
 def _table(n: int) -> VectorTable:

@@ -2,8 +2,8 @@
 
 import random
 
-from features.session import Outcome, SessionState, apply_event
-from infra.settings import FeatureSettings
+from streamrec.features.session import Outcome, SessionState, apply_event
+from streamrec.infra.settings import FeatureSettings
 from tests.features_reference import assert_features_equal, recompute
 
 CFG = FeatureSettings()

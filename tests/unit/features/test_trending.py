@@ -1,6 +1,6 @@
 """Event-time hopping windows (no services)."""
 
-from features.trending import WINDOWS, TrendingState
+from streamrec.features.trending import WINDOWS, TrendingState
 
 H = 3_600_000
 ONE_H, DAY = WINDOWS

@@ -1,7 +1,7 @@
 import pytest
 
-from infra.errors import MissingProgramError
-from infra.programs import missing_programs, require, require_java
+from streamrec.infra.errors import MissingProgramError
+from streamrec.infra.programs import missing_programs, require, require_java
 
 
 def test_missing_program_names_the_package_to_install():

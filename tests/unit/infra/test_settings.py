@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from infra.settings import Settings
+from streamrec.infra.settings import Settings
 
 
 def test_environment_with_prefix_and_nested_sections(monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from invalidation.coalescer import MAX_CAUSES, SWEEP_EVERY, Coalescer
+from streamrec.invalidation.coalescer import MAX_CAUSES, SWEEP_EVERY, Coalescer
 
 
 def drain(c: Coalescer) -> list:

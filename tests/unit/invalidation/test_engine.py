@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from infra.settings import InvalidationSettings
-from invalidation.affected import TasteModel
-from invalidation.engine import Invalidator
-from invalidation.errors import InvalidationError
-from streams.codecs import vector_bytes
-from topics import CatalogItem, Interaction, ItemVector, RegistryChange
-from topics.stores import Candidate, CandidateList
+from streamrec.infra.settings import InvalidationSettings
+from streamrec.invalidation.affected import TasteModel
+from streamrec.invalidation.engine import Invalidator
+from streamrec.invalidation.errors import InvalidationError
+from streamrec.streams.codecs import vector_bytes
+from streamrec.topics import CatalogItem, Interaction, ItemVector, RegistryChange
+from streamrec.topics.stores import Candidate, CandidateList
 
 DIM = 16
 RNG = np.random.default_rng(7)

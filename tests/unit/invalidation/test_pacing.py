@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import time
 
-from infra.settings import InvalidationSettings
-from invalidation.pacing import max_commands, max_in_any_window, refresh_limiter
+from streamrec.infra.settings import InvalidationSettings
+from streamrec.invalidation.pacing import max_commands, max_in_any_window, refresh_limiter
 
 
 def test_max_in_any_window_counts_a_sliding_window() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llm.breaker import BreakerState, CircuitBreaker
-from llm.budget import RetryBudget
-from llm.errors import LLMBreakerOpen
+from streamrec.llm.breaker import BreakerState, CircuitBreaker
+from streamrec.llm.budget import RetryBudget
+from streamrec.llm.errors import LLMBreakerOpen
 
 
 class Clock:

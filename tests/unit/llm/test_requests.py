@@ -3,16 +3,16 @@ deterministic answers (pure functions)."""
 
 from __future__ import annotations
 
-from llm.keys import classification_key, description_key, explanation_key
-from llm.local_provider import ChatRequest, answer_for, max_in_window
-from llm.requests import (
+from streamrec.llm.keys import classification_key, description_key, explanation_key
+from streamrec.llm.local_provider import ChatRequest, answer_for, max_in_window
+from streamrec.llm.requests import (
     explanation_request,
     parse_genres,
     prompt_for,
     requests_for_item,
     result_for,
 )
-from topics import CatalogItem
+from streamrec.topics import CatalogItem
 
 
 def test_an_item_without_description_or_genres_asks_for_both() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from llm.work_queue import EnrichQueue
-from topics import EnrichRequest
+from streamrec.llm.work_queue import EnrichQueue
+from streamrec.topics import EnrichRequest
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infra.settings import Settings
-from models.embedder import Embedder, content_hash, item_text
-from topics import CatalogItem
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder import Embedder, content_hash, item_text
+from streamrec.topics import CatalogItem
 
 
 def test_item_text_uses_title_year_genres_and_description():

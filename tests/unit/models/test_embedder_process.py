@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from infra.settings import Settings
-from models.embedder_process import cores, cpu_processes, split
+from streamrec.infra.settings import Settings
+from streamrec.models.embedder_process import cores, cpu_processes, split
 
 
 def texts_of(n: int, seed: int = 0) -> list[str]:

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from models.features import LogFeatureSource
-from models.train import feature_source
+from streamrec.models.features import LogFeatureSource
+from streamrec.models.train import feature_source
 
 
 def _log(rows):
@@ -43,7 +43,7 @@ def test_the_label_event_itself_is_not_a_feature():
 
 
 def test_training_uses_the_point_in_time_source():
-    from infra.settings import Settings
+    from streamrec.infra.settings import Settings
 
     source = feature_source(Settings(), _log(BASE))
     assert isinstance(source, LogFeatureSource)

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from models.dataset import time_split
-from models.evaluate import ranking_metrics
+from streamrec.models.dataset import time_split
+from streamrec.models.evaluate import ranking_metrics
 
 
 def test_each_users_events_split_80_10_10_in_time_order():

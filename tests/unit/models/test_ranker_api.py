@@ -4,12 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from models.errors import ModelLoadError
-from models.features import UserFeatures
-from models.items import N_GENRES, ItemTable
-from models.ranker import UNKNOWN_SCORE, DCNRanker, RankerConfig, RankerInputs, RankerModel
-from models.retriever import RetrieverModel, save_retriever
-from models.two_tower import TwoTower, TwoTowerConfig
+from streamrec.models.errors import ModelLoadError
+from streamrec.models.features import UserFeatures
+from streamrec.models.items import N_GENRES, ItemTable
+from streamrec.models.ranker import (
+    UNKNOWN_SCORE,
+    DCNRanker,
+    RankerConfig,
+    RankerInputs,
+    RankerModel,
+)
+from streamrec.models.retriever import RetrieverModel, save_retriever
+from streamrec.models.two_tower import TwoTower, TwoTowerConfig
 
 
 @pytest.fixture

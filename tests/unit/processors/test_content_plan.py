@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from processors.content_pipeline import InFlight, plan
-from streams import codecs
-from topics import CATALOG_ITEMS, CatalogItem
+from streamrec.processors.content_pipeline import InFlight, plan
+from streamrec.streams import codecs
+from streamrec.topics import CATALOG_ITEMS, CatalogItem
 
 
 def _msg(item: CatalogItem) -> tuple[str, bytes]:

@@ -7,7 +7,7 @@ import asyncio
 
 import faust
 
-from processors.state_cache import StateCache
+from streamrec.processors.state_cache import StateCache
 
 
 def test_get_returns_what_put_many_stored_and_counts_hits():

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from infra.settings import Settings
-from processors.vector_indexer import VectorIndexer
-from streams import codecs
-from topics import ItemVector
-from vectors import IndexReader
+from streamrec.infra.settings import Settings
+from streamrec.processors.vector_indexer import VectorIndexer
+from streamrec.streams import codecs
+from streamrec.topics import ItemVector
+from streamrec.vectors import IndexReader
 
 
 def _vector(item_id: str, values: np.ndarray, model: str = "m@1") -> bytes:

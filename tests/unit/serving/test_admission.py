@@ -2,8 +2,8 @@ import asyncio
 
 import pytest
 
-from serving.admission import AdmissionController
-from serving.errors import Overloaded
+from streamrec.serving.admission import AdmissionController
+from streamrec.serving.errors import Overloaded
 
 
 def controller(in_flight=1, rooms=(2, 2, 2), shed=None):

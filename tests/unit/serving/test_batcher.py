@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from serving.batcher import MicroBatcher
+from streamrec.serving.batcher import MicroBatcher
 
 
 async def test_concurrent_submissions_share_batches_and_get_their_own_results():

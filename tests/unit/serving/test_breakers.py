@@ -1,7 +1,7 @@
 import pytest
 
-from serving.breakers import CircuitBreaker, State
-from serving.errors import BreakerOpen, DependencyError
+from streamrec.serving.breakers import CircuitBreaker, State
+from streamrec.serving.errors import BreakerOpen, DependencyError
 
 
 class Clock:

@@ -1,6 +1,6 @@
 import asyncio
 
-from serving.cache import CoalescingCache
+from streamrec.serving.cache import CoalescingCache
 
 
 class Clock:

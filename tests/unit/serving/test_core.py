@@ -5,12 +5,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from infra.settings import ServingSettings
-from models.features import UserFeatures
-from serving.core import Recommender
-from serving.errors import DependencyError
-from serving.item_catalog import ItemCatalog
-from serving.memory import (
+from streamrec.infra.settings import ServingSettings
+from streamrec.models.features import UserFeatures
+from streamrec.serving.core import Recommender
+from streamrec.serving.errors import DependencyError
+from streamrec.serving.item_catalog import ItemCatalog
+from streamrec.serving.memory import (
     MemoryCandidates,
     MemoryFeatures,
     MemoryHistory,
@@ -18,10 +18,10 @@ from serving.memory import (
     MemoryReads,
     TableRanker,
 )
-from serving.ports import FeatureRead
-from serving.schemas import RecQuery
-from topics import CatalogItem
-from topics.stores import Candidate, CandidateList
+from streamrec.serving.ports import FeatureRead
+from streamrec.serving.schemas import RecQuery
+from streamrec.topics import CatalogItem
+from streamrec.topics.stores import Candidate, CandidateList
 
 GENRES = ["Drama", "Comedy", "Action", "Thriller", "Romance"]
 
@@ -66,7 +66,7 @@ class Harness:
         def rank(batch):
             self.ranked.extend(batch)
             if not self.model_on:
-                from serving.errors import ModelUnavailable
+                from streamrec.serving.errors import ModelUnavailable
 
                 raise ModelUnavailable()
             return [(s, self.ranker.version) for s in self.ranker.score(batch)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.explanations import ItemFacts, WatchedItem, template_for
+from streamrec.serving.explanations import ItemFacts, WatchedItem, template_for
 
 RECENT = [
     WatchedItem("1", "Toy Story (1995)", ("Animation", "Comedy")),

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from serving.fallback import PopularRanking, simple_scores
-from serving.ports import Candidates, ItemInfo
+from streamrec.serving.fallback import PopularRanking, simple_scores
+from streamrec.serving.ports import Candidates, ItemInfo
 
 GENRES = ["Drama", "Comedy", "Action", "Horror", "Animation"]
 

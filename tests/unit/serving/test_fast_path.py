@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.fast_path import _parse
+from streamrec.serving.fast_path import _parse
 
 
 def scope(path: str, query: bytes = b"", headers: list | None = None) -> dict:

@@ -10,9 +10,9 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from serving.admission import AdmissionController
-from serving.front_door import FrontDoor
-from serving.loop_lag import LoopLag
+from streamrec.serving.admission import AdmissionController
+from streamrec.serving.front_door import FrontDoor
+from streamrec.serving.loop_lag import LoopLag
 
 
 async def ok(request):

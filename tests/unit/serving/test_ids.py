@@ -2,7 +2,7 @@
 
 import os
 
-from serving.ids import new_id
+from streamrec.serving.ids import new_id
 
 
 def test_ids_are_32_hex_characters_and_never_repeat():

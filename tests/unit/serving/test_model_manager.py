@@ -2,13 +2,13 @@
 
 import numpy as np
 
-from infra.settings import Settings
-from models.features import UserFeatures
-from models.registry import Manifest, ModelRegistry
-from serving.memory import TableRanker
-from serving.metrics import ServingMetrics
-from serving.model_manager import ModelManager
-from serving.ports import RankInput
+from streamrec.infra.settings import Settings
+from streamrec.models.features import UserFeatures
+from streamrec.models.registry import Manifest, ModelRegistry
+from streamrec.serving.memory import TableRanker
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.model_manager import ModelManager
+from streamrec.serving.ports import RankInput
 
 
 def publish(registry: ModelRegistry, version: str) -> None:

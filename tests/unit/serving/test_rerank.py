@@ -1,5 +1,5 @@
-from serving.ports import ItemInfo
-from serving.rerank import rerank
+from streamrec.serving.ports import ItemInfo
+from streamrec.serving.rerank import rerank
 
 GENRES = {"1": ["Drama"], "2": ["Drama"], "3": ["Drama"], "4": ["Comedy"], "5": ["Action"]}
 
@@ -35,7 +35,7 @@ def test_the_array_form_chooses_exactly_what_the_full_sort_chooses():
 
     import numpy as np
 
-    from serving.rerank import rerank_arrays
+    from streamrec.serving.rerank import rerank_arrays
 
     rng = random.Random(7)
     genres = ["Drama", "Comedy", "Action", "Horror"]

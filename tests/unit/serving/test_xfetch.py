@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 
-from serving.xfetch import XFetchCache, should_refresh_early
+from streamrec.serving.xfetch import XFetchCache, should_refresh_early
 
 
 class Clock:

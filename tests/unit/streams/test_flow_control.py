@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infra.settings import Settings
-from streams.app import create_app
-from streams.rebalance_guard import KeepDeliveredFlowControl
+from streamrec.infra.settings import Settings
+from streamrec.streams.app import create_app
+from streamrec.streams.rebalance_guard import KeepDeliveredFlowControl
 
 
 def _app_and_queue(tmp_path: Path):

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from streams.rebalance_guard import Resumed
+from streamrec.streams.rebalance_guard import Resumed
 
 
 async def _put(queue: asyncio.Queue[int], item: int, log: list[str]) -> int:

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from streams.replay import ReplayOptions
+from streamrec.streams.replay import ReplayOptions
 
 
 def test_pacing_needs_its_number():

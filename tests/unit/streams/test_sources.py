@@ -1,9 +1,9 @@
 import orjson
 import pytest
 
-from streams.sources.base import RowError
-from streams.sources.eventlog import JsonLinesSource
-from streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.streams.sources.base import RowError
+from streamrec.streams.sources.eventlog import JsonLinesSource
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 import pytest
 
-from topics import candidate_codec
-from topics.errors import SchemaError
-from topics.stores import Candidate, CandidateList
+from streamrec.topics import candidate_codec
+from streamrec.topics.errors import SchemaError
+from streamrec.topics.stores import Candidate, CandidateList
 
 
 def a_list(n: int = 500) -> CandidateList:

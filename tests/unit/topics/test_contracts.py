@@ -3,8 +3,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from streams import codecs
-from topics import (
+from streamrec.streams import codecs
+from streamrec.topics import (
     ALL_TOPICS,
     BY_NAME,
     CATALOG_ITEMS,
@@ -13,7 +13,7 @@ from topics import (
     Interaction,
     ItemVector,
 )
-from topics.errors import SchemaError
+from streamrec.topics.errors import SchemaError
 
 
 def test_topic_names_are_unique_and_every_design_topic_exists():

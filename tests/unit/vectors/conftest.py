@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from infra.settings import Settings
-from vectors import VectorTable
+from streamrec.infra.settings import Settings
+from streamrec.vectors import VectorTable
 
 
 def unit_rows(n: int, dim: int = 32, seed: int = 0, clusters: int = 8) -> np.ndarray:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.vectors import IndexReader, NoSnapshot, SnapshotRejected, SnapshotStore
+from streamrec.vectors.snapshots import INDEX_FILE
 from tests.unit.vectors.conftest import table_of, unit_rows
-from vectors import IndexReader, NoSnapshot, SnapshotRejected, SnapshotStore
-from vectors.snapshots import INDEX_FILE
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.vectors import VectorIndexError, VectorTable
+from streamrec.vectors.ids import faiss_id
 from tests.unit.vectors.conftest import table_of, unit_rows
-from vectors import VectorIndexError, VectorTable
-from vectors.ids import faiss_id
 
 
 def test_upsert_replaces_and_remove_keeps_rows_dense():

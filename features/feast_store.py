@@ -1,10 +1,10 @@
 """Feast, configured from our settings: the one place a `feast.FeatureStore` is built.
 
 Responsibilities:
-- read `infra/feature_repo/feature_store.yaml` (project, provider, store types) and fill in
+- read `features/feature_repo/feature_store.yaml` (project, provider, store types) and fill in
   what depends on the environment from `Settings`: the Redis connection string, the
   registry path and the repo path (`<state dir>/features/`, where offline Parquet lives);
-- `apply`: register the objects of `infra/feature_repo/definitions.py` (idempotent);
+- `apply`: register the objects of `features/feature_repo/definitions.py` (idempotent);
 - translate Feast and Redis errors into `features.errors.FeatureStoreError`.
 
 Readers and writers (`features.online`, processors, the backfill) get their store here.
@@ -19,8 +19,8 @@ from urllib.parse import urlparse
 import yaml
 from feast import FeatureStore, RepoConfig
 
-from features.errors import FeatureStoreError
-from infra.settings import Settings
+from streamrec.features.errors import FeatureStoreError
+from streamrec.infra.settings import Settings
 
 REPO_DIR = Path(__file__).parent / "feature_repo"
 YAML_FILE = REPO_DIR / "feature_store.yaml"
@@ -81,7 +81,7 @@ def feature_store(settings: Settings) -> FeatureStore:
 
 def apply(settings: Settings, store: FeatureStore | None = None) -> list[str]:
     """Register every entity, source, view and service; returns the names applied."""
-    from infra.feature_repo import definitions as d
+    from streamrec.features.feature_repo import definitions as d
 
     store = store or feature_store(settings)
     objects = [*d.ENTITIES, *d.DATA_SOURCES, *d.FEATURE_VIEWS, *d.FEATURE_SERVICES]

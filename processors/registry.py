@@ -10,19 +10,19 @@ import importlib
 
 import faust
 
-from infra.settings import Settings
 from streamrec.errors import ConfigError
+from streamrec.infra.settings import Settings
 
 WORKERS: dict[str, str] = {
-    "interaction-counter": "processors.interaction_counter",
-    "session-features": "processors.session_features",
-    "trending": "processors.trending",
-    "content-pipeline": "processors.content_pipeline",
-    "vector-indexer": "processors.vector_indexer",
-    "analytics-sink": "processors.analytics_sink",
-    "invalidation": "processors.invalidation",
-    "llm-enricher": "processors.llm_enricher",
-    "candidates": "processors.candidates",
+    "interaction-counter": "streamrec.processors.interaction_counter",
+    "session-features": "streamrec.processors.session_features",
+    "trending": "streamrec.processors.trending",
+    "content-pipeline": "streamrec.processors.content_pipeline",
+    "vector-indexer": "streamrec.processors.vector_indexer",
+    "analytics-sink": "streamrec.processors.analytics_sink",
+    "invalidation": "streamrec.processors.invalidation",
+    "llm-enricher": "streamrec.processors.llm_enricher",
+    "candidates": "streamrec.processors.candidates",
 }
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from infra.settings import Settings
-from streams import datasets
-from streams.sources.base import RowError
-from streams.sources.movielens import MovieLensInteractions, load_items
-from topics import CatalogItem, candidate_codec
-from topics.stores import POPULAR, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
+from streamrec.infra.settings import Settings
+from streamrec.streams import datasets
+from streamrec.streams.sources.base import RowError
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.topics import CatalogItem, candidate_codec
+from streamrec.topics.stores import POPULAR, USER_CANDIDATES, USER_HISTORY, Candidate, CandidateList
 
 
 @dataclass
@@ -93,8 +93,8 @@ def seed_popular(settings: Settings, ml: MovieLens, size: int = 500) -> None:
 
 def seed_user_features(settings: Settings, ml: MovieLens, users: list[str]) -> None:
     """Apply the Feast repo and write each user's session and long-term rows (now-stamped)."""
-    from features.online_writer import OnlineWriter
-    from infra import feast_store
+    from streamrec.features import feast_store
+    from streamrec.features.online_writer import OnlineWriter
 
     feast_store.apply(settings)
     genres = {i.item_id: i.genres for i in ml.items}

@@ -34,18 +34,18 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.settings import InvalidationSettings, Settings
-from invalidation.affected import TasteModel
-from invalidation.bootstrap import decode_or_none, end_offsets, read_until
-from invalidation.pacing import max_commands, max_in_any_window
-from models.embedder import Embedder, content_hash, item_text
-from processors.invalidation import stats_key
-from streams import codecs
-from streams.producer import bulk_producer, flush, produce_event
-from streams.sources.base import RowError
-from streams.sources.movielens import MovieLensInteractions, load_items
-from streams.worker_process import WorkerProcess
-from topics import (
+from streamrec.infra.settings import InvalidationSettings, Settings
+from streamrec.invalidation.affected import TasteModel
+from streamrec.invalidation.bootstrap import decode_or_none, end_offsets, read_until
+from streamrec.invalidation.pacing import max_commands, max_in_any_window
+from streamrec.models.embedder import Embedder, content_hash, item_text
+from streamrec.processors.invalidation import stats_key
+from streamrec.streams import codecs
+from streamrec.streams.producer import bulk_producer, flush, produce_event
+from streamrec.streams.sources.base import RowError
+from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.streams.worker_process import WorkerProcess
+from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
     CATALOG_ITEMS,
@@ -60,7 +60,7 @@ from topics import (
     TopicSpec,
     candidate_codec,
 )
-from topics.stores import USER_CANDIDATES, Candidate, CandidateList
+from streamrec.topics.stores import USER_CANDIDATES, Candidate, CandidateList
 
 SMOOTH_S = 3
 

@@ -3,7 +3,7 @@
 Flat declarations, named by kind (`user_session_fv`, `user_session_push_source`, ...). Each
 field list is declared once and shared by the view and the writers (`features.rows`). Offline
 sources are Parquet files with paths relative to the Feast repo path, which
-`infra.feast_store` sets to `<state dir>/features/`: the backfill writes them there.
+`features.feast_store` sets to `<state dir>/features/`: the backfill writes them there.
 
 | view | written by | online | offline |
 | --- | --- | --- | --- |

@@ -1,0 +1,1 @@
+"""Workloads and load scenarios that drive the platform: for the benchmarks, the demo and users."""
