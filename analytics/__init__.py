@@ -1,1 +1,1 @@
-"""Analytics: the ClickHouse tables, experiments, the report and the live dashboard (issue 7)."""
+"""Analytics: the ClickHouse tables, experiments, the report and the live dashboard."""

@@ -20,7 +20,7 @@ vegeta's open-loop constant rate:
   pause does not hide the other phases).
 
 For each phase: serving p50/p95/p99, errors (non-200 other than 503), shed (503), and the
-enricher's counts (enriched, 429s absorbed, timeouts, breaker trips). Goal (issue 9): serving
+enricher's counts (enriched, 429s absorbed, timeouts, breaker trips). Goal: serving
 p99 unchanged beyond noise (compare each phase with `no-llm` and with `healthy-again`, both
 measured in the same run) and zero serving errors. Explanations served from the LLM's cache vs
 templates are counted at the end.

@@ -1,4 +1,4 @@
-"""Models and candidates (issue 5): the metric table, training time, candidate refresh latency.
+"""Models and candidates: the metric table, training time, candidate refresh latency.
 
 1. Trains the two-tower and the ranker on ML-100K (`--device cpu|cuda`) in a fresh stack of
    its own and prints the evaluation table (all four scorers, cold start) and the training
@@ -39,7 +39,7 @@ from streamrec.streams.sources.movielens import MovieLensInteractions
 from streamrec.streams.worker_process import WorkerProcess
 from streamrec.topics import CANDIDATES, EVENTS_INTERACTIONS, Interaction
 
-SECTION = "## Models and candidates (issue 5)"
+SECTION = "## Models and candidates"
 
 
 class SummaryWatcher(threading.Thread):

@@ -1,32 +1,41 @@
 """Serving benchmark: the worker under an open-loop HTTP load, against the bare ranker.
 
     python -m benchmarks.serving_bench [--duration 10] [--device cpu|cuda] [--cache]
+                                       [--pin] [--scale] [--workers N]
 
 On a fresh stack of its own, with ML-100K loaded (catalog on catalog.items, trending lists,
 500 candidates for each of the 943 users, their features in Feast, a ranker trained through
-issue 5's API and promoted), it measures in one run:
+the models' training API and promoted), it measures in one run:
 - bare ranker: requests/s the model sustains scoring 500 candidates per request, in batches
-  of the serving batcher's size (the ranking-bound limit, NOTES.md: ~600-800 req/s);
+  of the serving batcher's size (the ranking-bound limit);
 - the serving worker (`streamrec serve`, a subprocess; `--workers` processes, one per core by
-  default) under vegeta's open-loop constant
-  rate (hey's -q per worker when vegeta is missing) at several rates: p50/p95/p99, the
-  highest rate with p99 < 50 ms and its ratio to the bare rate, the p99 at half the bare rate;
-- the request-topic round trip (a plain confluent-kafka client) p50/p99;
-- beyond capacity (2x the bare rate): goodput and the p99 of admitted (200) requests.
+  default) under an open-loop constant rate at several rates: p50/p95/p99 and the capacity,
+  the highest rate with p99 < 50 ms, as a ratio to the bare rate;
+- the worker's efficiency near capacity: the bare ranker's CPU per request over the worker's
+  CPU (every thread) per answered request;
+- the p99 at half the capacity, and at twice it the goodput (as a share of the capacity)
+  and the p99 of admitted (200) requests;
+- the request-topic round trip (a plain confluent-kafka client) p50/p99 at `--topic-rate`.
 The response cache is off unless `--cache` (each request ranks its 500 candidates).
-With one worker process, each rate also reports the server's CPU per request by thread
-(`/proc/PID/task`): the event loop (and its kernel share), librdkafka's threads, the rest
-(the ranker, torch), and the CPU per request of the broker, Redis and the load generator,
-which share the cores, and the bound they set: the rate a worker whose own request path cost
-no CPU would reach at 100% CPU (the model's batched CPU plus theirs). For A/B runs:
-`--rps 100,150` fixed rates, `--no-bare` skips the bare ranker, `--sweep-only` skips half
-rate, 2x and the request topic.
+
+`--pin` is the fair measurement on a shared 2-core machine: one serving process on core 0;
+the load generator, the broker and Redis on core 1; the bare ranker on one thread on core 0.
+Unpinned is what a user of one small box sees. `--scale` also sweeps 1 process and
+`--workers` processes unpinned and prints their capacity ratio.
+
+The load generator is vegeta, built on first use with `go install`, or Debian's hey when Go
+is missing (`benchmarks.load_tools`); the run says which. Each rate also reports the server's
+CPU per request by thread (`/proc/PID/task`): the event loop (and its kernel share),
+librdkafka's threads, the rest (the ranker, torch), and the CPU per request of the broker,
+Redis and the load generator. For A/B runs: `--rps 100,150` fixed rates, `--no-bare` skips
+the bare ranker, `--sweep-only` skips half rate, 2x and the request topic.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import random
@@ -36,19 +45,19 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
 from benchmarks.common import bench_stack, machine, percentiles, thread_times
+from benchmarks.load_tools import LoadTool, ensure_load_tool
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
 from streamrec.models.features import UserFeatures
 from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
 from streamrec.serving.process import ServeProcess
 from streamrec.streams.catalog import publish_items
-
-VEGETA = shutil.which("vegeta") or str(Path.home() / "go" / "bin" / "vegeta")
 
 
 def trained_ranker(settings: Settings) -> Path:
@@ -75,6 +84,7 @@ def bare_ranker_rate(
     seconds: float,
     history_len: int,
     compiled: bool = True,
+    threads: int | None = None,
 ) -> tuple[float, float, float, float]:
     """Requests/s of RankerModel.score_batch alone on all cores: batched as serving does, and
     one by one; and the CPU milliseconds one batched request costs on all cores and on one
@@ -85,7 +95,7 @@ def bare_ranker_rate(
     from streamrec.models.ranker import RankerModel
     from streamrec.scenarios.seed import candidate_list
 
-    torch.set_num_threads(os.cpu_count() or 2)
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
     # The model exactly as serving loads it (TorchScript unless serving.ranker_compiled is off).
     model = RankerModel.load(path, device=device, compiled=compiled)
     users = ml.users
@@ -179,6 +189,7 @@ def attack(
     rate: int,
     seconds: float,
     workdir: Path,
+    tool: LoadTool,
     pid: int | None = None,
     stack: dict[str, int] | None = None,
 ) -> dict:
@@ -195,10 +206,11 @@ def attack(
         "\n".join(f"GET {url}/v1/users/{rng.choice(users)}/recommendations" for _ in range(5000))
         + "\n"
     )
-    if Path(VEGETA).exists():
+    if tool.name == "vegeta":
+        vegeta = tool.path
         out = subprocess.run(
-            f"{VEGETA} attack -rate={rate}/s -duration={seconds}s -timeout=5s "
-            f"-targets={targets} -workers=64 -max-workers=2000 | {VEGETA} encode --to json",
+            f"{vegeta} attack -rate={rate}/s -duration={seconds}s -timeout=5s "
+            f"-targets={targets} -workers=64 -max-workers=2000 | {vegeta} encode --to json",
             shell=True,
             capture_output=True,
             check=True,
@@ -214,7 +226,7 @@ def attack(
         workers = max(1, rate // 10)
         out = subprocess.run(
             [
-                "hey",
+                tool.path,
                 "-z",
                 f"{seconds}s",
                 "-q",
@@ -258,17 +270,88 @@ def attack(
     }
 
 
-def topic_round_trip(settings: Settings, users: list[str], n: int) -> dict[str, float]:
+def topic_round_trip(settings: Settings, users: list[str], n: int, rate: float) -> dict:
+    """Round trips of `n` requests on the request topic, started `rate` a second (the next
+    one waits for the previous answer when that takes longer than 1/rate)."""
     from streamrec.serving.topic_client import RequestTopicClient
 
     client = RequestTopicClient(settings, "bench")
     try:
         client.ask_until_answered(users[0], 120)  # the server's group joins at 'latest'
-        answers = [client.ask(users[i % len(users)], 5.0) for i in range(n)]
+        times, t0 = [], time.perf_counter()
+        for i in range(n):
+            wait = t0 + i / rate - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)  # pacing the load generator, not waiting on a race
+            answer = client.ask(users[i % len(users)], 5.0)
+            if answer is not None:
+                times.append(answer[1])
     finally:
         client.close()
-    times = [a[1] for a in answers if a is not None]
-    return {**percentiles(times), "n": len(times)}
+    return {**percentiles(times), "n": len(times), "rate": rate}
+
+
+def pin_tree(pid: int, cores: set[int]) -> None:
+    """Every thread of a process and of its children onto `cores` (a thread created later
+    inherits its creator's mask; one made before keeps its own, hence each thread here)."""
+    proc = psutil.Process(pid)
+    for p in [proc, *proc.children(recursive=True)]:
+        for tid in (t.id for t in p.threads()):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, cores)
+
+
+@contextlib.contextmanager
+def affinity(cores: set[int]) -> Iterator[None]:
+    """This process on `cores` meanwhile: what it starts inherits them (the worker, vegeta)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cores)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def line(res: dict, bare: float) -> str:
+    a = res["all"]
+    return (
+        f"{res['tool']} {res['rate']:5d}/s ({res['rate'] / bare:.2f}x bare): p50 {a['p50']:.1f} "
+        f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
+        f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}; "
+        f"server CPU {res['cpu_ms_per_request']:.2f} ms per request ("
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["thread_cpu_ms"].items()))
+        + "); others "
+        + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["others_cpu_ms"].items()))
+        + f" ms; load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def good(res: dict) -> bool:
+    return res["all"]["p99"] < 50 and res["errors"] == 0 and res["shed"] == 0
+
+
+def sweep(
+    url: str,
+    users: list[str],
+    rates: list[int],
+    seconds: float,
+    workdir: Path,
+    pid: int,
+    stack: dict[str, int],
+    bare: float,
+    tool: LoadTool,
+) -> list[dict]:
+    out = []
+    for rate in rates:
+        res = attack(url, users, rate, seconds, workdir, tool, pid, stack)
+        out.append(res)
+        print(line(res, bare), flush=True)
+    return out
+
+
+def capacity(results: list[dict]) -> dict | None:
+    """The highest rate answered in full with p99 < 50 ms."""
+    return max((r for r in results if good(r)), key=lambda r: r["rate"], default=None)
 
 
 def main() -> None:
@@ -281,6 +364,7 @@ def main() -> None:
         "--rps", default="", help="fixed rates in req/s instead of --rates (for A/B runs)"
     )
     parser.add_argument("--topic-requests", type=int, default=300)
+    parser.add_argument("--topic-rate", type=float, default=100.0, help="request-topic req/s")
     parser.add_argument(
         "--no-bare", action="store_true", help="with --rps: skip the bare ranker (A/B runs)"
     )
@@ -290,7 +374,23 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="serving worker processes"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="one serving process on core 0; load generator, broker and Redis on core 1; "
+        "the bare ranker on one thread on core 0",
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also sweep with --workers processes and with 1, unpinned, and report the ratio",
+    )
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) < 2:
+        raise SystemExit("--pin needs 2 cores: one for the worker, one for the rest")
+    tool = ensure_load_tool()
+    workers = 1 if args.pin else args.workers
+    worker_core, other_core = {0}, {1}
 
     ml = MovieLens.load(Settings())
     source = trained_ranker(Settings())
@@ -300,7 +400,7 @@ def main() -> None:
                 "port": free_port(),
                 "device": args.device,
                 "cache_ttl_s": 2.0 if args.cache else 0.0,
-                "workers": args.workers,
+                "workers": workers,
             },
             analytics={"metrics_port": 0},
         )
@@ -310,108 +410,144 @@ def main() -> None:
         seed_user_features(settings, ml, ml.users)
         version = promote(settings, source)
         batch = settings.serving.batch_max_requests
-        bare, single, bare_cpu_ms, one_thread_cpu_ms = (
-            bare_ranker_rate(
-                source,
-                args.device,
-                ml,
-                batch,
-                args.duration,
-                settings.serving.history_len,
-                settings.serving.ranker_compiled,
+        stack = stack_pids(settings)
+        if args.pin:
+            for pid in stack.values():
+                pin_tree(pid, other_core)
+        bare_args = (source, args.device, ml, batch, args.duration, settings.serving.history_len)
+        if args.rps and args.no_bare:
+            bare = single = bare_cpu_ms = one_thread_cpu_ms = float("nan")
+        elif args.pin:
+            with affinity(worker_core):
+                bare, single, bare_cpu_ms, one_thread_cpu_ms = bare_ranker_rate(
+                    *bare_args, settings.serving.ranker_compiled, threads=1
+                )
+        else:
+            bare, single, bare_cpu_ms, one_thread_cpu_ms = bare_ranker_rate(
+                *bare_args, settings.serving.ranker_compiled
             )
-            if not (args.rps and args.no_bare)
-            else (float("nan"),) * 4
-        )
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        layout = (
+            "pinned: worker on core 0, load generator + broker + Redis on core 1"
+            if args.pin
+            else f"unpinned, {workers} serving process(es)"
+        )
         print(
             f"machine: {machine()}; load average {load}; device {args.device}; ranker {version}; "
-            f"{args.workers} serving worker process(es)"
+            f"{layout}"
         )
         print(
-            f"bare ranker: {bare:,.0f} req/s in batches of {batch}, {single:,.0f} req/s one "
-            f"by one; {bare_cpu_ms:.2f} CPU ms per request batched "
-            f"({one_thread_cpu_ms:.2f} on one torch thread)"
+            f"bare ranker{' (1 thread, core 0)' if args.pin else ''}: {bare:,.0f} req/s in "
+            f"batches of {batch}, {single:,.0f} req/s one by one; {bare_cpu_ms:.2f} CPU ms per "
+            f"request batched ({one_thread_cpu_ms:.2f} on one torch thread)"
         )
 
-        server = ServeProcess(settings).start()
+        if args.pin:
+            with affinity(worker_core):
+                server = ServeProcess(settings).start()
+            pin_tree(server.proc.pid, worker_core)
+            os.sched_setaffinity(0, other_core)  # vegeta and the topic client go here
+        else:
+            server = ServeProcess(settings).start()
         workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
         url = server.url
         try:
-            attack(url, ml.users, 50, 3, workdir)  # warm-up
-            sweep = []
+            attack(url, ml.users, 50, 3, workdir, tool)  # warm-up
             fixed = [int(x) for x in args.rps.split(",") if x]
             rates = fixed or [max(10, int(bare * float(x))) for x in args.rates.split(",")]
-            stack = stack_pids(settings)
-            for rate in rates:
-                share = rate / bare
-                res = attack(url, ml.users, rate, args.duration, workdir, server.proc.pid, stack)
-                sweep.append(res)
-                a = res["all"]
-                print(
-                    f"{res['tool']} {rate:5d}/s ({share:.1f}x bare): p50 {a['p50']:.1f} "
-                    f"p95 {a['p95']:.1f} p99 {a['p99']:.1f} ms; ok {res['ok']}/{res['sent']}, "
-                    f"shed {res['shed']}, errors {res['errors']}; levels {res['levels']}; "
-                    f"server CPU {res['cpu_ms_per_request']:.2f} ms per request ("
-                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["thread_cpu_ms"].items()))
-                    + "); others "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in sorted(res["others_cpu_ms"].items()))
-                    + f" ms; load average {os.getloadavg()[0]:.1f}"
-                )
-            # CPU per request is what a shared machine cannot distort much: the worker's
-            # CPU-bound capacity on this machine's cores, against the bare model's; and with
-            # what the load generator, the broker and Redis take beside it on the same cores.
-            light = sweep[0]["cpu_ms_per_request"]
-            beside = sum(sweep[0]["others_cpu_ms"].values())
-            cores = os.cpu_count() or 1
-            print(
-                f"CPU per answered request at {sweep[0]['rate']}/s: serving {light:.2f} ms "
-                f"(bare ranker {bare_cpu_ms:.2f} ms): CPU-bound capacity ~"
-                f"{cores * 1000 / light:,.0f} req/s on {cores} cores = "
-                f"{bare_cpu_ms / light:.2f} x the bare ranker's; with the load generator, "
-                f"broker and Redis ({beside:.2f} ms) ~{cores * 1000 / (light + beside):,.0f} "
-                f"req/s = {cores * 1000 / (light + beside) / bare:.2f} x bare at 100% CPU"
+            results = sweep(
+                url, ml.users, rates, args.duration, workdir, server.proc.pid, stack, bare, tool
             )
-            # The bound no worker code can pass on these cores: a request path that cost no
-            # CPU at all still leaves the model's batched CPU (on its cheaper layout) and
-            # what the load generator, the broker and Redis spend on each request (their
-            # idle costs spread over the most requests: the cheapest rate answered in full).
-            model_ms = min(bare_cpu_ms, one_thread_cpu_ms)
-            served = [r for r in sweep if r["shed"] == 0 and r["errors"] == 0] or sweep
-            at = min(served, key=lambda r: sum(r["others_cpu_ms"].values()))
-            others = sum(at["others_cpu_ms"].values())
-            floor = model_ms + others
-            print(
-                f"bound for any worker here: a request path costing 0 CPU leaves {floor:.2f} "
-                f"ms a request (model {model_ms:.2f} + others {others:.2f} at {at['rate']}/s): "
-                f"~{cores * 1000 / floor:,.0f} req/s = {cores * 1000 / floor / bare:.2f} x "
-                f"bare at 100% CPU"
-            )
-            good = [
-                r["rate"]
-                for r in sweep
-                if r["all"]["p99"] < 50 and r["errors"] == 0 and r["shed"] == 0
-            ]
-            best = max(good, default=0)
-            print(f"highest rate with p99 < 50 ms: {best}/s = {best / bare:.2f} x bare ranker")
-            if args.sweep_only:
+            report(results, bare, bare_cpu_ms, one_thread_cpu_ms, args.pin)
+            best = capacity(results)
+            cap = best["rate"] if best else 0
+            if args.sweep_only or not cap:
                 return
-            half = attack(url, ml.users, int(bare / 2), args.duration, workdir)
-            print(f"p99 at half the bare rate ({int(bare / 2)}/s): {half['all']['p99']:.1f} ms")
-            over = attack(url, ml.users, int(bare * 2), args.duration, workdir)
+            half = attack(url, ml.users, max(1, cap // 2), args.duration, workdir, tool)
+            print(f"p99 at half the capacity ({cap // 2}/s): {half['all']['p99']:.1f} ms")
+            over = attack(url, ml.users, cap * 2, args.duration, workdir, tool)
             print(
-                f"2x bare ({int(bare * 2)}/s): goodput {over['goodput']:.0f}/s, admitted p99 "
+                f"2x capacity ({cap * 2}/s): goodput {over['goodput']:.0f}/s = "
+                f"{over['goodput'] / cap:.2f} x capacity, admitted p99 "
                 f"{over['admitted'].get('p99', float('nan')):.1f} ms, shed {over['shed']}, "
                 f"errors {over['errors']} of {over['sent']}; levels {over['levels']}"
             )
-            rt = topic_round_trip(settings, ml.users, args.topic_requests)
+            rt = topic_round_trip(settings, ml.users, args.topic_requests, args.topic_rate)
             print(
-                f"request topic round trip ({rt['n']} requests): p50 {rt['p50']:.1f} "
-                f"p99 {rt['p99']:.1f} ms"
+                f"request topic round trip ({rt['n']} requests at {rt['rate']:.0f}/s): "
+                f"p50 {rt['p50']:.1f} p99 {rt['p99']:.1f} ms"
             )
         finally:
             server.stop()
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
             shutil.rmtree(workdir, ignore_errors=True)
+        if args.scale and not args.pin:
+            scale(settings, ml, rates, args.duration, stack, bare, tool, cap, args.workers)
+
+
+def report(
+    results: list[dict], bare: float, bare_cpu_ms: float, one_thread_cpu_ms: float, pin: bool
+) -> None:
+    """Capacity, and the worker's efficiency at it: the bare ranker's CPU per request over
+    the worker's (every thread) per answered request, near capacity; CPU per request is what
+    a shared machine distorts least."""
+    best = capacity(results)
+    near = best or results[0]
+    model_ms = one_thread_cpu_ms if pin else min(bare_cpu_ms, one_thread_cpu_ms)
+    worker_ms = near["cpu_ms_per_request"] * near["sent"] / max(1, near["ok"])
+    others = sum(near["others_cpu_ms"].values())
+    cores = os.cpu_count() or 1
+    print(
+        f"worker efficiency at {near['rate']}/s: bare ranker {model_ms:.2f} CPU ms a request "
+        f"/ worker {worker_ms:.2f} CPU ms an answer = {model_ms / worker_ms:.2f}; load "
+        f"generator, broker and Redis beside it {others:.2f} ms"
+    )
+    if not pin:
+        floor = model_ms + others
+        print(
+            f"bound for any worker here: a request path costing 0 CPU leaves {floor:.2f} ms a "
+            f"request: ~{cores * 1000 / floor:,.0f} req/s = {cores * 1000 / floor / bare:.2f} "
+            "x bare at 100% CPU"
+        )
+    cap = best["rate"] if best else 0
+    print(f"capacity (highest rate with p99 < 50 ms): {cap}/s = {cap / bare:.2f} x bare ranker")
+
+
+def scale(
+    settings: Settings,
+    ml: MovieLens,
+    rates: list[int],
+    seconds: float,
+    stack: dict[str, int],
+    bare: float,
+    tool: LoadTool,
+    first_cap: int,
+    workers: int,
+) -> None:
+    """Capacity with `workers` processes against one process, unpinned, on the same stack."""
+    caps = {}
+    for n in sorted({1, workers}):
+        if n == workers and first_cap:
+            caps[n] = first_cap
+            continue
+        s = settings.with_overrides(serving={"workers": n, "port": free_port()})
+        server = ServeProcess(s).start()
+        workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
+        try:
+            attack(server.url, ml.users, 50, 3, workdir, tool)
+            print(f"-- {n} serving process(es):")
+            res = sweep(
+                server.url, ml.users, rates, seconds, workdir, server.proc.pid, stack, bare, tool
+            )
+            best = capacity(res)
+            caps[n] = best["rate"] if best else 0
+        finally:
+            server.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(
+        f"{workers} processes / 1 process (unpinned, capacity at p99 < 50 ms): "
+        f"{caps[workers]}/s / {caps[1]}/s = {caps[workers] / max(1, caps[1]):.2f}"
+    )
 
 
 if __name__ == "__main__":

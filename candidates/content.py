@@ -1,7 +1,7 @@
 """The `content` source: items whose content is closest to a user's session, from the live index.
 
 Responsibilities:
-- read issue 3's vector index snapshots (`vectors.IndexReader`), created lazily and
+- read the vector index snapshots (`vectors.IndexReader`), created lazily and
   refreshed with one `stat` of the index pointer per call to `refresh` (the processor calls
   it, off the event loop, before each rebuild, so a refresh command sent after a new snapshot
   was promoted sees that snapshot): items added to the catalog after training are found;

@@ -16,15 +16,12 @@ Malformed catalog messages are skipped (the content pipeline dead-letters them).
 from __future__ import annotations
 
 import threading
-import time
-
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from streamrec.features.errors import FeatureError
 from streamrec.infra.settings import Settings
-from streamrec.streams import codecs
+from streamrec.streams.errors import TopicReadError
+from streamrec.streams.table_reader import Change, TopicReader
 from streamrec.topics import CATALOG_ITEMS, CatalogItem
-from streamrec.topics.errors import SchemaError
 
 
 class CatalogGenres:
@@ -36,81 +33,55 @@ class CatalogGenres:
         self.years: dict[str, int | None] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer: Consumer | None = None
+        self._reader: TopicReader | None = None
 
     def get(self, item_id: str) -> tuple[str, ...]:
         return self.genres.get(item_id, ())
 
-    def _apply(self, value: bytes | None, key: bytes | None) -> None:
-        if value is None:  # tombstone: the item's record was deleted
-            if key is not None:
-                self.genres.pop(key.decode(), None)
-            return
-        try:
-            item = codecs.decode(CATALOG_ITEMS, value)
-        except SchemaError:
-            return
-        assert isinstance(item, CatalogItem)
-        if item.op == "remove":
-            # Removed items keep their genres: past interactions with them still count.
-            return
-        self.genres[item.item_id] = tuple(item.genres)
-        self.years[item.item_id] = item.year
+    def _apply(self, changes: list[Change]) -> None:
+        for change in changes:
+            item = change.event
+            if item is None:  # tombstone: the item's record was deleted
+                if change.key is not None:
+                    self.genres.pop(change.key, None)
+                continue
+            assert isinstance(item, CatalogItem)
+            if item.op == "remove":
+                # Removed items keep their genres: past interactions with them still count.
+                continue
+            self.genres[item.item_id] = tuple(item.genres)
+            self.years[item.item_id] = item.year
 
     def load(self, timeout_s: float = 60.0) -> int:
         """Read catalog.items to its current end; returns the number of items known."""
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": "streamrec-catalog-genres",  # required by librdkafka; never committed
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
         try:
-            md = consumer.list_topics(CATALOG_ITEMS.name, timeout=10).topics[CATALOG_ITEMS.name]
-            if md.error is not None:
-                raise FeatureError(f"cannot read {CATALOG_ITEMS.name}: {md.error}")
-            parts = sorted(md.partitions)
-            ends = {}
-            for p in parts:
-                _low, high = consumer.get_watermark_offsets(
-                    TopicPartition(CATALOG_ITEMS.name, p), timeout=10
-                )
-                ends[p] = high
-            consumer.assign(
-                [TopicPartition(CATALOG_ITEMS.name, p, OFFSET_BEGINNING) for p in parts]
+            reader = TopicReader(
+                self.settings.kafka_bootstrap, CATALOG_ITEMS, group="streamrec-catalog-genres"
             )
-            pending = {p for p in parts if ends[p] > 0}
-            deadline = time.monotonic() + timeout_s
-            while pending:
-                if time.monotonic() > deadline:
-                    raise FeatureError(f"catalog.items not read to its end in {timeout_s:.0f} s")
-                for msg in consumer.consume(5000, timeout=0.5):
-                    if msg.error():
-                        continue
-                    self._apply(msg.value(), msg.key())
-                    if msg.offset() >= ends[msg.partition()] - 1:
-                        pending.discard(msg.partition())
-        except KafkaException as exc:
-            consumer.close()
-            raise FeatureError(f"cannot read {CATALOG_ITEMS.name}: {exc}") from exc
-        self._consumer = consumer
+        except TopicReadError as exc:
+            raise FeatureError(str(exc)) from exc
+        try:
+            for msgs in reader.catch_up(timeout_s):
+                self._apply(reader.decode(msgs))
+        except TopicReadError as exc:
+            reader.close()
+            raise FeatureError(str(exc)) from exc
+        self._reader = reader
         return len(self.genres)
 
     def start_following(self) -> None:
         """Apply later catalog changes in a daemon thread (after `load`)."""
-        if self._consumer is None or self._thread is not None:
+        if self._reader is None or self._thread is not None:
             return
 
         def follow() -> None:
-            consumer = self._consumer
-            assert consumer is not None
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.5):
-                    if not msg.error():
-                        self._apply(msg.value(), msg.key())
-            consumer.close()
+            reader = self._reader
+            assert reader is not None
+            try:
+                while not self._stop.is_set():
+                    self._apply(reader.decode(reader.poll(1000, timeout_s=0.5)))
+            finally:
+                reader.close()
 
         self._thread = threading.Thread(target=follow, name="catalog-genres", daemon=True)
         self._thread.start()
@@ -119,5 +90,5 @@ class CatalogGenres:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        elif self._consumer is not None:
-            self._consumer.close()
+        elif self._reader is not None:
+            self._reader.close()

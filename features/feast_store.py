@@ -20,7 +20,7 @@ import yaml
 from feast import FeatureStore, RepoConfig
 
 from streamrec.features.errors import FeatureStoreError
-from streamrec.infra.settings import Settings
+from streamrec.infra.settings import Settings, redact_url
 
 REPO_DIR = Path(__file__).parent / "feature_repo"
 YAML_FILE = REPO_DIR / "feature_store.yaml"
@@ -39,7 +39,7 @@ def redis_connection_string(redis_url: str) -> str:
     """`redis://host:port/db` (our settings) as Feast's `host:port,db=N[,password=..]`."""
     url = urlparse(redis_url)
     if url.scheme not in ("redis", "rediss") or not url.hostname:
-        raise FeatureStoreError(f"cannot use {redis_url!r} as Feast's online store")
+        raise FeatureStoreError(f"cannot use {redact_url(redis_url)!r} as Feast's online store")
     parts = [f"{url.hostname}:{url.port or 6379}"]
     db = (url.path or "/0").lstrip("/") or "0"
     parts.append(f"db={db}")

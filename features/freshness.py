@@ -36,6 +36,7 @@ from streamrec.features import feast_store
 from streamrec.features.session import ts_ms
 from streamrec.infra.settings import Settings
 from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.streams.table_reader import end_offsets
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 USERS = 5000
@@ -57,14 +58,10 @@ def group_lag(settings: Settings, group: str, topic: str = EVENTS_INTERACTIONS.n
     """Messages of `topic` not yet committed by consumer group `group` (all partitions)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
     try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in parts]
+        ends = end_offsets(consumer, topic)
+        tps = [TopicPartition(topic, p) for p in ends]
         committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        lag = 0
-        for p in parts:
-            end = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            lag += end - max(committed.get(p, 0), 0)
-        return lag
+        return sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())
     finally:
         consumer.close()
 

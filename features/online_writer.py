@@ -113,7 +113,6 @@ class OnlineWriter:
             ) from exc
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.skip_dedup = bool(getattr(config.online_store, "skip_dedup", False))
-        self.rows_written = 0
         self.rows_skipped = 0
         # Entity keys (a pure function of the store's config and the join key's value) are
         # kept between calls: a writer sees the same users again and again, and serializing
@@ -163,7 +162,6 @@ class OnlineWriter:
                     stored = pipe.execute()
             else:
                 stored = [[None] * len(items) for items in entities.values()]
-            written = 0
             with self.redis.pipeline(transaction=False) as pipe:
                 for (key, items), prev in zip(entities.items(), stored, strict=True):
                     mapping: dict[bytes, bytes] = {}
@@ -176,7 +174,6 @@ class OnlineWriter:
                         latest[enc.ts_field] = nanos
                         mapping[enc.ts_field] = ts
                         mapping.update(enc.values(row))
-                        written += 1
                     if mapping:
                         pipe.hset(key, mapping=mapping)
                 pipe.execute()
@@ -184,7 +181,6 @@ class OnlineWriter:
             raise FeatureStoreError(f"a row lacks the field {exc}") from exc
         except Exception as exc:
             raise FeatureStoreError(f"online write to {sorted(by_view)} failed: {exc}") from exc
-        self.rows_written += written
 
     async def write_async(self, view: str, rows: Sequence[dict[str, Any]]) -> None:
         await asyncio.to_thread(self.write, view, rows)

@@ -9,10 +9,10 @@ Responsibilities:
   without a row gives its defaults; `found` is whether the session view has one).
 
 Why not `FeatureStore.get_online_features` per request: measured in the serving worker
-(py-spy, issue 6), each call cost ~4-5 ms of GIL-holding CPU (typeguard checks on every
-call, a registry file stat, request-context building) for one entity: most of a request's
-CPU. Feast stays the source of truth for the layout and the values: the integration test
-compares this reader with `get_online_features` on the same rows.
+(py-spy under the serving benchmark), each call cost ~4-5 ms of GIL-holding CPU (typeguard
+checks on every call, a registry file stat, request-context building) for one entity: most
+of a request's CPU. Feast stays the source of truth for the layout and the values: the
+integration test compares this reader with `get_online_features` on the same rows.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamrec.errors import ConfigError
+from streamrec.infra.settings import redact_url
 
 
 def get_client(dsn: str) -> Any:
@@ -16,7 +17,7 @@ def get_client(dsn: str) -> Any:
 
     if not dsn.startswith(("chdb://", "http://", "https://", "clickhouse://", "clickhousedb://")):
         raise ConfigError(
-            f"unsupported ClickHouse DSN {dsn!r}: use chdb:///dir or http://host:8123"
+            f"unsupported ClickHouse DSN {redact_url(dsn)!r}: use chdb:///dir or http://host:8123"
         )
     return clickhouse_connect.get_client(dsn=dsn)
 

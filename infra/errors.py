@@ -1,6 +1,6 @@
-"""Errors of the local stack (`streamrec up | down | status`)."""
+"""Errors of the local stack (`streamrec up | down | status`) and of the settings."""
 
-from streamrec.errors import StreamRecError
+from streamrec.errors import ConfigError, StreamRecError
 
 
 class StackError(StreamRecError):
@@ -17,3 +17,8 @@ class PortInUseError(StackError):
 
 class StartTimeoutError(StackError):
     """A part did not answer within the start timeout; the message names its log."""
+
+
+class SettingsError(ConfigError):
+    """A setting is unknown or invalid; the message names it (an unknown one with the closest
+    valid name) and never its value, which may be a secret."""

@@ -96,6 +96,9 @@ class KafkaBroker:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
+            # Topics come from `streamrec topics apply` or their owner (a reply topic's client):
+            # a produce to any other name fails instead of creating it (a request's reply_to).
+            "auto.create.topics.enable": "false",
             # Single node: internal topics cannot be replicated; few partitions start faster.
             "offsets.topic.replication.factor": "1",
             "offsets.topic.num.partitions": "10",

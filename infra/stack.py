@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from streamrec.infra import clickhouse
 from streamrec.infra.kafka_broker import KafkaBroker
 from streamrec.infra.redis_server import RedisServer
-from streamrec.infra.settings import Settings
+from streamrec.infra.settings import Settings, redact_url
 
 
 @dataclass(frozen=True)
@@ -65,5 +65,5 @@ class StackManager:
                 self.redis.ping(),
                 f"pid {redis_pid}, log {self.redis.log_file}" if redis_pid else "",
             ),
-            PartStatus("clickhouse", dsn, ch_ok, ch_ok, ch_detail),
+            PartStatus("clickhouse", redact_url(dsn), ch_ok, ch_ok, ch_detail),
         ]

@@ -1,4 +1,4 @@
-"""Coalescing invalidation (issue 8): the pure logic behind `processors/invalidation.py`.
+"""Coalescing invalidation: the pure logic behind `processors/invalidation.py`.
 
 Modules, one job each (none does I/O, so all of it is testable without a broker):
 - `affected`: which users a changed item concerns (taste vectors against the item vectors);

@@ -16,13 +16,13 @@ applied once and neither a first start nor a restart streams the history again.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_INVALID, Consumer, Message, TopicPartition
 
 from streamrec.infra.settings import Settings
 from streamrec.streams import codecs
+from streamrec.streams.table_reader import TopicReader, end_offsets, topic_partitions
 from streamrec.topics import (
     CANDIDATES,
     CATALOG_ITEMS,
@@ -52,15 +52,7 @@ def _consumer(settings: Settings, group: str) -> Consumer:
 
 
 def _partitions(consumer: Consumer, spec: TopicSpec) -> list[TopicPartition]:
-    md = consumer.list_topics(spec.name, timeout=10).topics[spec.name]
-    return [TopicPartition(spec.name, p) for p in sorted(md.partitions)]
-
-
-def end_offsets(consumer: Consumer, spec: TopicSpec) -> dict[int, int]:
-    return {
-        tp.partition: consumer.get_watermark_offsets(tp, timeout=10)[1]
-        for tp in _partitions(consumer, spec)
-    }
+    return [TopicPartition(spec.name, p) for p in topic_partitions(consumer, spec.name)]
 
 
 def bounds(settings: Settings, group: str) -> Applied:
@@ -69,10 +61,10 @@ def bounds(settings: Settings, group: str) -> Applied:
     try:
         out: Applied = {}
         for spec in STATE_TOPICS:
-            for p, end in end_offsets(consumer, spec).items():
+            for p, end in end_offsets(consumer, spec.name).items():
                 out[(spec.name, p)] = end
         for spec in CHANGE_TOPICS:
-            ends = end_offsets(consumer, spec)
+            ends = end_offsets(consumer, spec.name)
             for tp in consumer.committed(_partitions(consumer, spec), timeout=10):
                 known = tp.offset != OFFSET_INVALID and tp.offset >= 0
                 out[(spec.name, tp.partition)] = tp.offset if known else ends[tp.partition]
@@ -101,41 +93,19 @@ def read_until(
     apply: Callable[[list[Message]], None],
     timeout_s: float = 120.0,
 ) -> int:
-    """Feed every message of `spec` below `until[(topic, partition)]` to `apply`, in batches."""
-    consumer = _consumer(settings, "streamrec-invalidation-bootstrap")
-    try:
-        want = {
-            tp.partition: until.get((spec.name, tp.partition), 0)
-            for tp in _partitions(consumer, spec)
-        }
-        want = {p: end for p, end in want.items() if end > 0}
-        if not want:
-            return 0
-        consumer.assign([TopicPartition(spec.name, p, 0) for p in want])
-        done: set[int] = set()
-        count = 0
-        deadline = time.monotonic() + timeout_s
-        while len(done) < len(want) and time.monotonic() < deadline:
-            batch = []
-            for msg in consumer.consume(5000, timeout=0.5):
-                if msg.error():
-                    continue
-                p = msg.partition()
-                if msg.offset() < want[p]:
-                    batch.append(msg)
-                if msg.offset() >= want[p] - 1:
-                    done.add(p)
-            # A compacted partition may have lost the offsets just below the bound.
-            for p in set(want) - done:
-                tp = TopicPartition(spec.name, p)
-                if consumer.position([tp])[0].offset >= want[p]:
-                    done.add(p)
-            if batch:
-                apply(batch)
-                count += len(batch)
-        return count
-    finally:
-        consumer.close()
+    """Feed every message of `spec` below `until[(topic, partition)]` to `apply`, in batches;
+    `TopicReadTimeout` when that is not done within `timeout_s`."""
+    want = {p: end for (topic, p), end in until.items() if topic == spec.name and end > 0}
+    if not want:
+        return 0
+    count = 0
+    with TopicReader(
+        settings.kafka_bootstrap, spec, group="streamrec-invalidation-bootstrap", until=want
+    ) as reader:
+        for batch in reader.read_to_end(timeout_s):
+            apply(batch)
+            count += len(batch)
+    return count
 
 
 def decode_or_none(spec: TopicSpec, value: bytes | None) -> Event | None:

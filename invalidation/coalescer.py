@@ -64,7 +64,6 @@ class CoalescerStats:
     changes: int = 0
     coalesced: int = 0
     dropped: int = 0
-    windows: int = 0
     emitted: int = 0
     swept: int = 0
 
@@ -112,8 +111,6 @@ class Coalescer:
             self._ready[user] = pending
             heapq.heappush(self._heap, (-pending.priority, next(self._seq), user))
         self._open = {}
-        if moved:
-            self.stats.windows += 1
         return moved
 
     def start_sweep(self, users_by_value: list[str], cause_id: str) -> None:
@@ -180,6 +177,3 @@ class Coalescer:
     @property
     def ready(self) -> int:
         return len(self._ready)
-
-    def is_pending(self, user_id: str) -> bool:
-        return user_id in self._open or user_id in self._ready

@@ -35,8 +35,5 @@ class ReverseIndex:
     def users_of(self, item_id: str) -> set[str]:
         return set(self._users_of.get(item_id, ()))
 
-    def items_of(self, user_id: str) -> frozenset[str]:
-        return self._items_of.get(user_id, frozenset())
-
     def __len__(self) -> int:
         return len(self._items_of)

@@ -1,7 +1,7 @@
 """A retry budget: retries are allowed only as a share of recent first attempts.
 
 Per-call retry limits alone let a fleet multiply its load by `max_attempts` exactly when the
-provider is struggling (the retry storm of DESIGN.md). The budget caps retries over a sliding
+provider is struggling (a retry storm). The budget caps retries over a sliding
 window at `min_retries + ratio * first attempts`, as Finagle's RetryBudget does; a retry
 beyond it fails at once with `LLMRetryBudgetExhausted`.
 """

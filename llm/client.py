@@ -12,7 +12,9 @@ Responsibilities, in the order a call meets them:
 - retries (tenacity) of timeouts, 5xx, transport errors and 429s, with full-jitter
   exponential backoff, at most `max_attempts`, and only inside the retry budget
   (`llm.budget`);
-- translation of httpx errors and HTTP statuses into `llm.errors`.
+- translation of httpx errors and HTTP statuses into `llm.errors`; a 401/403 (the key is
+  refused) opens the breaker at once and is logged as an error, since every call until the
+  key is fixed would be refused the same way.
 
 The API key is a `SecretStr`: it is put in the Authorization header and nowhere else, and
 neither this object's repr nor its log lines contain it.
@@ -44,6 +46,7 @@ from streamrec.infra.settings import LLMSettings
 from streamrec.llm.breaker import BreakerState, CircuitBreaker
 from streamrec.llm.budget import RetryBudget
 from streamrec.llm.errors import (
+    LLMAuthenticationError,
     LLMBreakerOpen,
     LLMDeadlineExceeded,
     LLMRateLimited,
@@ -88,12 +91,12 @@ class ClientStats:
 
     calls: int = 0
     attempts: int = 0
-    succeeded: int = 0
     rate_limited: int = 0  # 429 answers absorbed
     timeouts: int = 0
     server_errors: int = 0
     breaker_rejected: int = 0
     budget_exhausted: int = 0
+    auth_failures: int = 0  # 401/403: each one opened the breaker
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -145,7 +148,7 @@ class LLMClient:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._http = httpx.AsyncClient(
-            base_url=settings.base_url.rstrip("/") + "/",
+            base_url=settings.api_url + "/",
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_s),
             transport=transport,
@@ -155,7 +158,7 @@ class LLMClient:
     def __repr__(self) -> str:
         s = self.settings
         return (
-            f"LLMClient(base_url={s.base_url!r}, model={s.model!r}, "
+            f"LLMClient(base_url={s.api_url!r}, model={s.model!r}, "
             f"requests_per_minute={s.requests_per_minute}, breaker={self.breaker.state.name})"
         )
 
@@ -225,6 +228,19 @@ class LLMClient:
         except (LLMTimeout, LLMServerError):
             self.breaker.failure()
             raise
+        except LLMAuthenticationError as exc:
+            # Every call would be refused the same way: stop calling until a trial after
+            # breaker_reset_s, rather than spend the whole rate on refusals.
+            self.stats.auth_failures += 1
+            self.breaker.trip()
+            log.error(
+                "LLM provider at %s refused the key (%s): calls paused for %.0f s (breaker "
+                "open); check STREAMREC_LLM__API_KEY",
+                self.settings.api_url,
+                exc,
+                self.settings.breaker_reset_s,
+            )
+            raise
         except BaseException:  # 429, 4xx, cancellation: nothing learnt about its health
             self.breaker.neutral()
             raise
@@ -280,15 +296,16 @@ class LLMClient:
             self.stats.server_errors += 1
             log.warning("LLM provider answered %d", status)
             raise LLMServerError(f"provider answered {status}")
-        if status >= 400:
+        if status in (401, 403):
             # Never echo the body of a 401/403: some providers quote the key they refused.
+            raise LLMAuthenticationError(f"provider refused the key: {status}")
+        if status >= 400:
             raise LLMRequestError(f"provider refused the request: {status}")
         try:
             parsed = _ChatResponse.model_validate_json(response.content)
             text = parsed.choices[0].message.content
         except (ValidationError, IndexError) as exc:
             raise LLMRequestError(f"answer is not a chat completion: {exc}") from None
-        self.stats.succeeded += 1
         return text, parsed.model or self.settings.model
 
 

@@ -9,7 +9,8 @@ StreamRecError
     │   ├── LLMBreakerOpen    the breaker is open: the provider was not even called
     │   └── LLMRetryBudgetExhausted  retries would exceed the retry budget
     └── LLMRequestError       4xx other than 429, or an answer of the wrong shape: a bug or
-                              a bad setting (key, model), not worth retrying
+        │                     a bad setting (key, model), not worth retrying
+        └── LLMAuthenticationError  401/403: the key is refused; the breaker opens at once
 """
 
 from __future__ import annotations
@@ -59,3 +60,8 @@ class LLMRetryBudgetExhausted(LLMUnavailable):
 
 class LLMRequestError(LLMError):
     """A 4xx other than 429, or a malformed answer: not retried."""
+
+
+class LLMAuthenticationError(LLMRequestError):
+    """401 or 403: the provider refuses the key. No call can succeed until the key is fixed,
+    so the client opens its breaker at once instead of spending its rate on refusals."""

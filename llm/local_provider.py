@@ -22,10 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-import os
 import random
-import subprocess
-import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -37,6 +34,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamrec.infra import processes
+from streamrec.infra.processes import ChildProcess
 from streamrec.infra.settings import Settings
 
 Failure = Literal["none", "error", "hang"]
@@ -254,53 +252,32 @@ def max_in_window(times: list[float], window_s: float) -> int:
     return best
 
 
-class LocalProvider:
+class LocalProvider(ChildProcess):
     """The provider as a child process (`streamrec llm serve-local`), for tests and the demo."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
         s = settings.llm
+        super().__init__(
+            "local LLM provider",
+            log_file=settings.state_dir / "logs" / f"llm-provider-{s.local_port}.log",
+            pid_file=settings.state_dir / f"llm-provider-{s.local_port}.pid",
+            stop_timeout_s=5.0,
+        )
+        self.settings = settings
         self.root_url = f"http://{s.local_host}:{s.local_port}"
         self.base_url = f"{self.root_url}/v1"
         self.admin = ProviderAdmin(self.root_url)
-        self.log_file = settings.state_dir / "logs" / f"llm-provider-{s.local_port}.log"
-        self.pid_file = settings.state_dir / f"llm-provider-{s.local_port}.pid"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30.0) -> LocalProvider:
         s = self.settings.llm
         processes.ensure_ports_free(s.local_host, {"local LLM provider": s.local_port})
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.settings.to_env()}
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec", "llm", "serve-local"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(f"{self.proc.pid}\n")
-        proc = self.proc
-        processes.wait_until(
-            self.admin.answers,
-            what="local LLM provider",
+        self.launch(
+            processes.streamrec_argv("llm", "serve-local"),
+            env=self.settings.to_env(),
+            ready=self.admin.answers,
             timeout_s=timeout_s,
-            log_file=self.log_file,
-            alive=lambda: proc.poll() is None,
         )
         return self
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            processes.stop(self.proc.pid, self.pid_file, timeout_s=5)
-            self.proc.wait()
-        self.pid_file.unlink(missing_ok=True)
-
     def __enter__(self) -> LocalProvider:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

@@ -126,6 +126,3 @@ class Embedder:
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.maximum(norms, 1e-12, out=norms)
         return vectors / norms
-
-    def embed_items(self, items: list[CatalogItem]) -> np.ndarray:
-        return self.embed([item_text(i) for i in items])

@@ -1,4 +1,4 @@
-"""Errors of training, evaluation and model loading (issue 5).
+"""Errors of training, evaluation and model loading.
 
 StreamRecError
 └── ModelError                 anything about the ranking / retrieval models

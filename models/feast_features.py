@@ -1,4 +1,4 @@
-"""Training features through Feast's historical retrieval (issue 4's offline Parquet).
+"""Training features through Feast's historical retrieval (`features.backfill`'s offline Parquet).
 
 `FeastFeatureSource` answers the same `FeatureSource` protocol as `LogFeatureSource`, from
 `features.historical.get_historical_features` over the `user_features_v1` service, with

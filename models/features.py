@@ -105,16 +105,3 @@ class LogFeatureSource:
             with np.errstate(invalid="ignore", divide="ignore"):
                 mean[rows] = np.where(rated[js] > 0, summed[js] / rated[js], np.nan)
         return pop, mean
-
-
-def user_features_at(source: FeatureSource, user_id: str, ts: int) -> UserFeatures:
-    """One user's features as of `ts` (strictly before), through the feature source."""
-    row = source.features(pd.DataFrame({"user_id": [user_id], "item_id": [""], "ts": [ts]}))
-    r = row.iloc[0]
-    mean = r["mean_rating"]
-    return UserFeatures(
-        user_id=user_id,
-        recent_items=list(r["recent_items"]),
-        n_interactions=int(r["n_interactions"]),
-        mean_rating=None if pd.isna(mean) else float(mean),
-    )

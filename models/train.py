@@ -59,7 +59,7 @@ class TrainResult:
 def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") -> FeatureSource:
     """Where training features come from (the one switch): "log" computes them point in time
     from `events`; "feast" reads the user features through Feast's historical retrieval
-    (issue 4's backfill Parquet, which must cover the same log)."""
+    (the features backfill's Parquet, which must cover the same log)."""
     if kind == "feast":
         from streamrec.models.feast_features import FeastFeatureSource
 

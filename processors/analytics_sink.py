@@ -28,27 +28,21 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import faust
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamrec.analytics import schema
 from streamrec.analytics.errors import QueryError
 from streamrec.analytics.store import open_store
-from streamrec.infra.settings import Settings
-from streamrec.streams import codecs, metrics
+from streamrec.infra.settings import AnalyticsSettings, Settings
+from streamrec.streams import metrics
 from streamrec.streams.app import create_app
-from streamrec.streams.dead_letters import dead_letter
-from streamrec.streams.producer import DeliveryTracker, latency_producer, produce_event
-from streamrec.topics import (
-    CATALOG_ITEMS,
-    DEAD_LETTERS,
-    EVENTS_INTERACTIONS,
-    RECS_SERVED,
-    TopicSpec,
-)
-from streamrec.topics.errors import SchemaError
+from streamrec.streams.dead_letters import ProducerDeadLetters
+from streamrec.streams.decoding import Decoder
+from streamrec.streams.producer import DeliveryTracker, latency_producer
+from streamrec.topics import CATALOG_ITEMS, EVENTS_INTERACTIONS, RECS_SERVED, DeadLetter, TopicSpec
 
 NAME = "analytics-sink"
 log = logging.getLogger(__name__)
@@ -63,43 +57,119 @@ SOURCES: dict[str, tuple[TopicSpec, str, Callable[[Any], list[Any]]]] = {
 class _Batch:
     """Rows per table plus the next offset to commit per partition."""
 
-    def __init__(self) -> None:
+    def __init__(self, started: float = 0.0) -> None:
         self.rows: dict[str, list[list[Any]]] = {t: [] for _, t, _ in SOURCES.values()}
         self.offsets: dict[tuple[str, int], int] = {}
         self.size = 0
         self.dead = 0
-        self.started = 0.0
+        self.started = started
 
-    def note(self, topic: str, partition: int, offset: int) -> None:
+    def note(self, topic: str, partition: int, offset: int, now: Callable[[], float]) -> None:
         if not self.offsets:
-            self.started = time.monotonic()
+            self.started = now()
         self.offsets[(topic, partition)] = offset + 1
         self.size += 1
 
 
-class AnalyticsSink:
-    """The consume → insert → commit loop; `run()` until `stop()` (or `max_batches`)."""
+class Tables(Protocol):
+    """The ClickHouse tables rows are inserted into (`ChdbTables`)."""
 
-    def __init__(self, settings: Settings, group: str | None = None) -> None:
-        self.settings = settings
-        self.group = group or f"streamrec-{NAME}"
-        cfg = settings.analytics
+    def insert(self, table: str, rows: list[list[Any]]) -> None:
+        """Insert one block; raises QueryError when it fails (the batch is retried)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SinkConsumer(Protocol):
+    """The sink's consumer (confluent_kafka.Consumer, manual commits)."""
+
+    def subscribe(self, topics: list[str], *, on_revoke: Callable[..., None]) -> None: ...
+
+    def consume(self, num_messages: int, timeout: float) -> list[Any]: ...
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class DeadLetterOutbox(Protocol):
+    """Dead letters, sent as they are found and made durable before their offsets commit."""
+
+    def send(self, letter: DeadLetter) -> None: ...
+
+    def settle(self) -> None:
+        """Wait until every letter sent is delivered; raise when one was not."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ChdbTables:
+    """`Tables` over the analytics store's client (chDB or ClickHouse)."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.database = database
+
+    def insert(self, table: str, rows: list[list[Any]]) -> None:
+        try:
+            schema.insert(self.client, self.database, table, rows)
+        except Exception as exc:  # clickhouse-connect/chDB errors: translate at the boundary
+            raise QueryError(f"insert into {self.database}.{table} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.client.close()  # releases the embedded chDB directory for other processes
+
+
+class ProducerOutbox:
+    """`DeadLetterOutbox` over a librdkafka producer."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+        self.tracker = DeliveryTracker()
+        self._letters = ProducerDeadLetters(producer, self.tracker)
+
+    def send(self, letter: DeadLetter) -> None:
+        self._letters.send(letter)
+
+    def settle(self) -> None:
+        self.producer.flush(30)
+        self.tracker.raise_if_failed()
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+class AnalyticsSink:
+    """The consume → insert → commit loop; `run()` until `stop()`.
+
+    Ports: `tables` (the inserts), `consumer` (messages in, offsets committed), `dead_letters`.
+    `exit_after_insert` (fault injection, tests) kills the process between the insert and
+    the commit of that batch; `clock` and `sleep` time the batches and the retry backoff."""
+
+    def __init__(
+        self,
+        cfg: AnalyticsSettings,
+        tables: Tables,
+        consumer: SinkConsumer,
+        dead_letters: DeadLetterOutbox,
+        *,
+        exit_after_insert: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.batch_size = cfg.batch_size
         self.max_wait_s = cfg.batch_max_wait_s
-        self.client = open_store(settings)
-        self.database = settings.clickhouse.database
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": self.group,
-                "client.id": f"{settings.kafka.client_id}-{NAME}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "enable.partition.eof": False,
-            }
-        )
-        self.producer = latency_producer(settings)
-        self._dead_tracker = DeliveryTracker()
+        self.tables = tables
+        self.consumer = consumer
+        self.dead_letters = dead_letters
+        self.exit_after_insert = exit_after_insert
+        self.clock = clock
+        self.sleep = sleep
+        self._decoders = {
+            topic: Decoder(spec, NAME, dead_letters) for topic, (spec, _, _) in SOURCES.items()
+        }
         self._stop = threading.Event()
         self._batch = _Batch()
         self.inserted = 0  # rows inserted by this process (benchmarks read it)
@@ -112,45 +182,41 @@ class AnalyticsSink:
         self.consumer.subscribe(list(SOURCES), on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
-                room = max(1, self.batch_size - self._batch.size)
-                for msg in self.consumer.consume(num_messages=min(room, 10_000), timeout=0.2):
-                    self._take(msg)
-                b = self._batch
-                due = b.offsets and time.monotonic() - b.started >= self.max_wait_s
-                if b.size >= self.batch_size or due:
-                    self.flush()
+                self.poll()
             self.flush()
         finally:
             self.consumer.close()
-            self.producer.flush(10)
-            self.client.close()  # releases the embedded chDB directory for other processes
+            self.dead_letters.close()
+            self.tables.close()
 
-    def _take(self, msg: Any) -> None:
+    def poll(self) -> None:
+        """One consume call; then a flush if the batch is full or its time is up."""
+        room = max(1, self.batch_size - self._batch.size)
+        for msg in self.consumer.consume(num_messages=min(room, 10_000), timeout=0.2):
+            self.take(msg)
+        if self.due():
+            self.flush()
+
+    def due(self) -> bool:
+        b = self._batch
+        late = bool(b.offsets) and self.clock() - b.started >= self.max_wait_s
+        return b.size >= self.batch_size or late
+
+    def take(self, msg: Any) -> None:
+        """One message into the batch: its row, or a dead letter; its offset either way."""
         if msg.error():
             log.warning("consumer error: %s", msg.error())
             return
         topic = msg.topic()
-        spec, table, to_row = SOURCES[topic]
-        try:
-            event = codecs.decode(spec, msg.value())
-        except SchemaError as exc:
-            letter = dead_letter(
-                source_topic=topic,
-                processor=NAME,
-                reason=exc.reason,
-                value=msg.value(),
-                key=msg.key(),
-                partition=msg.partition(),
-                offset=msg.offset(),
-            )
-            produce_event(self.producer, DEAD_LETTERS, letter, self._dead_tracker)
-            metrics.EVENTS_FAILED.labels(NAME, topic, "schema").inc()
+        _spec, table, to_row = SOURCES[topic]
+        event = self._decoders[topic](msg)
+        if event is None:  # dead-lettered; its offset is committed with the batch
             self._batch.dead += 1
         else:
             self._batch.rows[table].append(to_row(event))
-        self._batch.note(topic, msg.partition(), msg.offset())
+        self._batch.note(topic, msg.partition(), msg.offset(), self.clock)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         # Hand over a clean cut: what we hold is inserted and committed before another
         # member takes the partitions (without it, it would be redelivered: harmless, slower).
         self.flush()
@@ -171,12 +237,11 @@ class AnalyticsSink:
                 if self._stop.is_set() and attempts >= 3:
                     raise  # stopping: the batch stays uncommitted and is redelivered on restart
                 log.error("insert failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)  # backoff before retrying the held batch
+                self.sleep(delay)  # backoff before retrying the held batch
                 delay = min(delay * 2, 10.0)
         if batch.dead:
-            self.producer.flush(30)  # dead letters are durable before their offsets commit
-            self._dead_tracker.raise_if_failed()
-        fault = self.settings.analytics.fault_exit_after_insert
+            self.dead_letters.settle()  # dead letters are durable before their offsets commit
+        fault = self.exit_after_insert
         if fault and self.batches + 1 >= fault:
             os._exit(99)  # fault injection (tests): a crash between the insert and the commit
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.offsets.items()]
@@ -197,12 +262,30 @@ class AnalyticsSink:
 
     def _insert(self, batch: _Batch) -> None:
         for table, rows in batch.rows.items():
-            if not rows:
-                continue
-            try:
-                schema.insert(self.client, self.database, table, rows)
-            except Exception as exc:  # clickhouse-connect/chDB errors: translate at the boundary
-                raise QueryError(f"insert into {self.database}.{table} failed: {exc}") from exc
+            if rows:
+                self.tables.insert(table, rows)
+
+
+def open_sink(settings: Settings, group: str | None = None) -> AnalyticsSink:
+    """The sink over the real ports: its own consumer, the analytics store, a producer."""
+    group = group or f"streamrec-{NAME}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group,
+            "client.id": f"{settings.kafka.client_id}-{NAME}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+        }
+    )
+    return AnalyticsSink(
+        settings.analytics,
+        ChdbTables(open_store(settings), settings.clickhouse.database),
+        consumer,
+        ProducerOutbox(latency_producer(settings)),
+        exit_after_insert=settings.faults.sink_exit_after_insert or 0,
+    )
 
 
 def build(settings: Settings, group: str | None = None) -> faust.App:
@@ -220,7 +303,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     async def _run_sink() -> None:
         import asyncio
 
-        sink = AnalyticsSink(settings, group=sink_group)
+        sink = open_sink(settings, group=sink_group)
         holder["sink"] = sink
         holder["done"] = asyncio.get_running_loop().run_in_executor(None, sink.run)
         await holder["done"]

@@ -75,8 +75,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import faust
 import numpy as np
@@ -85,17 +86,12 @@ from confluent_kafka import Producer
 
 from streamrec.infra.settings import Settings
 from streamrec.models.embedder import EmbedderError, content_hash, item_text
-from streamrec.models.embedder_process import EmbedderProcess
+from streamrec.models.embedder_process import EmbedderInfo, EmbedderProcess
 from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
-from streamrec.streams.dead_letters import FaustDeadLetters
-from streamrec.streams.producer import (
-    DeliveryTracker,
-    flush,
-    latency_producer,
-    produce,
-    produce_event,
-)
+from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
+from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.producer import DeliveryTracker, flush, latency_producer, produce
 from streamrec.topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
 from streamrec.topics.errors import SchemaError
 from streamrec.topics.stores import CONTENT_HASHES, REMOVED_ITEMS
@@ -181,31 +177,75 @@ class InFlight:
         return len(self._hashes)
 
 
-class ContentPipeline:
-    """The pipeline's state and steps; the Faust agent feeds it buffers."""
+class Model(Protocol):
+    """The embedding model (models.embedder_process.EmbedderProcess)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: aioredis.Redis,
-        producer: Producer,
-        stats: str,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.producer = producer
+    model_version: str
+    info: EmbedderInfo
+
+    def embed_timed(self, texts: list[str]) -> Awaitable[tuple[np.ndarray, float]]:
+        """One call's unit vectors (one row per text) and the seconds the model spent."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ContentStore(Protocol):
+    """The content hashes, the removed set and the running counts (Redis: `RedisContent`)."""
+
+    async def stored_hashes(self, item_ids: list[str]) -> list[str | None]: ...
+
+    async def removed(self, item_ids: list[str]) -> None:
+        """Mark the items removed (serving filters them) and forget their hashes."""
+        ...
+
+    async def published(self, hashes: Mapping[str, str], embed_s: float) -> None:
+        """Record the hashes of vectors the broker acknowledged (the items are live again)
+        and count one model call."""
+        ...
+
+    async def record_model(self, info: EmbedderInfo) -> None: ...
+
+    async def record_buffer(self, counts: Mapping[str, int], seconds: float) -> None:
+        """Add a finished buffer's counts (seen, skipped, removed, dead)."""
+        ...
+
+
+class VectorSink(Protocol):
+    """catalog.vectors: (key, value or None for a tombstone) produced, and acknowledged by
+    the broker before this returns (raises when any delivery failed)."""
+
+    async def send(self, messages: Sequence[tuple[bytes, bytes | None]]) -> None: ...
+
+
+class RedisContent:
+    """`ContentStore` over redis.asyncio: one round trip per call."""
+
+    def __init__(self, redis: aioredis.Redis, stats: str) -> None:
+        self.redis = redis
         self.stats = stats
-        self.embedder: EmbedderProcess | None = None
-        self.in_flight = InFlight()
 
-    async def load_model(self) -> EmbedderProcess:
-        if self.embedder is not None:  # an agent restarted by Faust keeps the process's model
-            return self.embedder
-        # Starting the children and loading the model takes seconds: off the event loop, so
-        # the consumer keeps heartbeating. Each child warms its model up before it answers.
-        self.embedder = await asyncio.to_thread(EmbedderProcess, self.settings)
-        info = self.embedder.info
-        await self.store.hset(
+    async def stored_hashes(self, item_ids: list[str]) -> list[str | None]:
+        stored = await self.redis.hmget(CONTENT_HASHES.key(), item_ids) if item_ids else []
+        return [old.decode() if old else None for old in stored]
+
+    async def removed(self, item_ids: list[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sadd(REMOVED_ITEMS.key(), *item_ids)
+            pipe.hdel(CONTENT_HASHES.key(), *item_ids)
+            await pipe.execute()
+
+    async def published(self, hashes: Mapping[str, str], embed_s: float) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(CONTENT_HASHES.key(), mapping=dict(hashes))
+            pipe.srem(REMOVED_ITEMS.key(), *hashes)  # an upsert brings a removed item back
+            pipe.hincrby(self.stats, "embedded", len(hashes))
+            pipe.hincrby(self.stats, "embed_calls", 1)
+            pipe.hincrbyfloat(self.stats, "embed_s", round(embed_s, 4))
+            await pipe.execute()
+
+    async def record_model(self, info: EmbedderInfo) -> None:
+        await self.redis.hset(
             self.stats,
             mapping={
                 "model_version": info.model_version,
@@ -215,28 +255,71 @@ class ContentPipeline:
                 "embed_pids": ",".join(str(p) for p in info.pids),
             },
         )
-        return self.embedder
 
-    async def _flushed(self, tracker: DeliveryTracker) -> None:
-        """Wait (off the event loop) until the broker acknowledged everything produced."""
+    async def record_buffer(self, counts: Mapping[str, int], seconds: float) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.stats, "last_buffer_s", f"{seconds:.4f}")
+            for name, n in counts.items():
+                pipe.hincrby(self.stats, name, n)
+            await pipe.execute()
+
+
+class KafkaVectors:
+    """`VectorSink` over a librdkafka producer; the flush runs off the event loop."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.producer = producer
+
+    async def send(self, messages: Sequence[tuple[bytes, bytes | None]]) -> None:
+        tracker = DeliveryTracker()
+        for key, value in messages:
+            produce(self.producer, CATALOG_VECTORS, key, value, tracker)
         self.producer.poll(0)
         await asyncio.to_thread(flush, self.producer, 60.0)
         tracker.raise_if_failed()
 
-    async def remove(self, item_ids: list[str]) -> None:
-        tracker = DeliveryTracker()
-        for item_id in item_ids:
-            produce(self.producer, CATALOG_VECTORS, item_id.encode(), None, tracker)
-        await self._flushed(tracker)
-        async with self.store.pipeline(transaction=False) as pipe:
-            pipe.sadd(REMOVED_ITEMS.key(), *item_ids)
-            pipe.hdel(CONTENT_HASHES.key(), *item_ids)
-            await pipe.execute()
+
+class ContentPipeline:
+    """The pipeline's state and steps; the Faust agent feeds it buffers.
+
+    `prepare` plans a buffer and hands its changed items to the model; `finish` does the
+    rest in buffer order (dead letters, removals, vectors, hashes, counts) and then acks the
+    buffer's events. `make_model` starts the model (seconds: it runs off the event loop)."""
+
+    def __init__(
+        self,
+        store: ContentStore,
+        vectors: VectorSink,
+        dead_letters: AsyncDeadLetterSink,
+        make_model: Callable[[], Model],
+    ) -> None:
+        self.store = store
+        self.vectors = vectors
+        self.make_model = make_model
+        # `plan` decodes (the rules of `decode_item`); this step dead-letters and counts.
+        self.rejects = AgentDecoder(CATALOG_ITEMS, NAME, dead_letters, decode=decode_item)
+        self.embedder: Model | None = None
+        self.in_flight = InFlight()
+        self._processed = metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_ITEMS.name)
+        self._latency = metrics.PROCESSING_SECONDS.labels(NAME)
+
+    async def load_model(self) -> Model:
+        if self.embedder is not None:  # an agent restarted by Faust keeps the process's model
+            return self.embedder
+        # Starting the children and loading the model takes seconds: off the event loop, so
+        # the consumer keeps heartbeating. Each child warms its model up before it answers.
+        self.embedder = await asyncio.to_thread(self.make_model)
+        await self.store.record_model(self.embedder.info)
+        return self.embedder
 
     def close_model(self) -> None:
         if self.embedder is not None:
             self.embedder.close()
             self.embedder = None
+
+    async def remove(self, item_ids: list[str]) -> None:
+        await self.vectors.send([(item_id.encode(), None) for item_id in item_ids])
+        await self.store.removed(item_ids)
 
     async def changed(self, items: list[CatalogItem], removals: Sequence[str] = ()) -> Todo:
         """(item, text, hash) of the items whose content hash differs from the stored one
@@ -246,12 +329,8 @@ class ContentPipeline:
         version = self.embedder.model_version
         texts = [item_text(i) for i in items]
         hashes = [content_hash(t, version) for t in texts]
-        ids = [i.item_id for i in items]
-        stored = await self.store.hmget(CONTENT_HASHES.key(), ids) if ids else []
-        todo = self.in_flight.changed(
-            list(zip(items, texts, hashes, strict=True)),
-            [old.decode() if old else None for old in stored],
-        )
+        stored = await self.store.stored_hashes([i.item_id for i in items])
+        todo = self.in_flight.changed(list(zip(items, texts, hashes, strict=True)), stored)
         self.in_flight.claim(removals, todo)
         return todo
 
@@ -276,24 +355,55 @@ class ContentPipeline:
         vectors, embed_s = await embedding
         if not todo:
             return
-        tracker = DeliveryTracker()
+        version = self.embedder.model_version
+        messages = []
         for (item, _, h), vec in zip(todo, vectors, strict=True):
             event = ItemVector(
                 item_id=item.item_id,
-                model_version=self.embedder.model_version,
+                model_version=version,
                 content_hash=h,
                 vector=codecs.vector_bytes(vec),
             )
-            produce_event(self.producer, CATALOG_VECTORS, event, on_delivery=tracker)
-        await self._flushed(tracker)  # acknowledged before hashes
-        ids = [item.item_id for item, _, _ in todo]
-        async with self.store.pipeline(transaction=False) as pipe:
-            pipe.hset(CONTENT_HASHES.key(), mapping={i.item_id: h for i, _, h in todo})
-            pipe.srem(REMOVED_ITEMS.key(), *ids)  # an upsert brings a removed item back
-            pipe.hincrby(self.stats, "embedded", len(todo))
-            pipe.hincrby(self.stats, "embed_calls", 1)
-            pipe.hincrbyfloat(self.stats, "embed_s", round(embed_s, 4))
-            await pipe.execute()
+            messages.append((item.item_id.encode(), codecs.encode(CATALOG_VECTORS, event)))
+        await self.vectors.send(messages)  # acknowledged before hashes
+        await self.store.published({i.item_id: h for i, _, h in todo}, embed_s)
+
+    async def prepare(
+        self, buffer: Sequence[Any]
+    ) -> tuple[Plan, Todo, asyncio.Future[tuple[np.ndarray, float]]]:
+        """Plan a buffer, find its changed items and start the model on them."""
+        work = plan((event, event.value) for event in buffer)
+        todo = await self.changed(work.upserts, work.removals)
+        return work, todo, self.start_embedding(todo)  # the model works from now on
+
+    async def finish(
+        self,
+        buffer: Sequence[Any],
+        work: Plan,
+        todo: Todo,
+        embedding: Awaitable[tuple[np.ndarray, float]],
+        started: float,
+    ) -> None:
+        """Everything a buffer does after planning, in buffer order; then its acks."""
+        try:
+            for event, reason in work.malformed:
+                await self.rejects.reject(event, reason)
+            if work.removals:
+                await self.remove(work.removals)
+            await self.publish(todo, embedding)
+        finally:  # written, or failed: later buffers compare with the store again
+            self.in_flight.settle(work.removals, todo)
+        counts = {
+            "seen": len(buffer),
+            "skipped": len(work.upserts) - len(todo),
+            "removed": len(work.removals),
+            "dead": len(work.malformed),
+        }
+        await self.store.record_buffer(counts, time.perf_counter() - started)
+        for event in buffer:
+            event.ack()  # the reference taken in the agent: now Faust may commit it
+        self._processed.inc(len(buffer) - len(work.malformed))
+        self._latency.observe(time.perf_counter() - started)
 
 
 def build(settings: Settings, group: str | None = None) -> faust.App:
@@ -301,52 +411,22 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, CATALOG_ITEMS)
-    dead_letters = FaustDeadLetters(app, NAME)
-    store = aioredis.from_url(settings.redis_url)
     # Vectors and tombstones go through librdkafka, not faust's producer: faust's send path
     # costs tens of microseconds of Python per message on the event loop, which on a GPU is
     # time the model waits for its next buffer (ADR 0082). murmur2 is the partitioner faust
     # (aiokafka) used for this compacted topic, so an item's key stays in its partition and
     # compaction keeps one vector per item.
     producer = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
-    pipeline = ContentPipeline(settings, store, producer, stats_key(group))
+    pipeline = ContentPipeline(
+        RedisContent(aioredis.from_url(settings.redis_url), stats_key(group)),
+        KafkaVectors(producer),
+        FaustDeadLetters(app),
+        lambda: EmbedderProcess(settings),
+    )
     cfg = settings.embedding
 
     @app.agent(source, name=NAME)
     async def embed(stream: faust.StreamT) -> None:
-        processed = metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_ITEMS.name)
-        failed = metrics.EVENTS_FAILED.labels(NAME, CATALOG_ITEMS.name, "schema")
-        latency = metrics.PROCESSING_SECONDS.labels(NAME)
-
-        async def finish(
-            buffer: Sequence[faust.EventT],
-            work: Plan,
-            todo: Todo,
-            embedding: asyncio.Future[tuple[np.ndarray, float]],
-            started: float,
-        ) -> None:
-            """Everything a buffer does after planning, in buffer order; then its acks."""
-            try:
-                for event, reason in work.malformed:
-                    await dead_letters.send(event, reason)
-                if work.removals:
-                    await pipeline.remove(work.removals)
-                await pipeline.publish(todo, embedding)
-            finally:  # written, or failed: later buffers compare with the store again
-                pipeline.in_flight.settle(work.removals, todo)
-            async with store.pipeline(transaction=False) as pipe:
-                pipe.hset(pipeline.stats, "last_buffer_s", f"{time.perf_counter() - started:.4f}")
-                pipe.hincrby(pipeline.stats, "seen", len(buffer))
-                pipe.hincrby(pipeline.stats, "skipped", len(work.upserts) - len(todo))
-                pipe.hincrby(pipeline.stats, "removed", len(work.removals))
-                pipe.hincrby(pipeline.stats, "dead", len(work.malformed))
-                await pipe.execute()
-            for event in buffer:
-                event.ack()  # the reference taken in the agent: now Faust may commit it
-            processed.inc(len(buffer) - len(work.malformed))
-            failed.inc(len(work.malformed))
-            latency.observe(time.perf_counter() - started)
-
         await pipeline.load_model()  # once per agent, before the first buffer
         previous: asyncio.Task[None] | None = None
         try:
@@ -356,12 +436,12 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 for event in buffer:
                     event.message.incref()
                 started = time.perf_counter()
-                work = plan((event, event.value) for event in buffer)
-                todo = await pipeline.changed(work.upserts, work.removals)
-                embedding = pipeline.start_embedding(todo)  # the model works from now on
+                work, todo, embedding = await pipeline.prepare(buffer)
                 if previous is not None:
                     await previous  # the last buffer was published meanwhile; or it raises
-                previous = asyncio.ensure_future(finish(buffer, work, todo, embedding, started))
+                previous = asyncio.ensure_future(
+                    pipeline.finish(buffer, work, todo, embedding, started)
+                )
                 previous.add_done_callback(_log_failure)
                 if not cfg.overlap_buffers:
                     await previous  # strictly one buffer at a time (raises its failure)

@@ -10,16 +10,18 @@ Failure policy: a malformed message goes to dead.letters with the reason; the ag
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import faust
 import redis.asyncio as aioredis
 
 from streamrec.infra.settings import Settings
-from streamrec.streams import codecs, metrics
+from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
-from streamrec.topics import EVENTS_INTERACTIONS
-from streamrec.topics.errors import SchemaError
+from streamrec.streams.decoding import AgentDecoder
+from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 NAME = "interaction-counter"
 
@@ -29,37 +31,45 @@ def counter_key(group: str, dead: bool = False) -> str:
     return f"streamrec:count:{group}" + (":dead" if dead else "")
 
 
+class InteractionCounter:
+    """Validates a batch; returns the increments of the group's two Redis counters."""
+
+    def __init__(self, group: str, decode: AgentDecoder[Interaction]) -> None:
+        self.key, self.dead_key = counter_key(group), counter_key(group, dead=True)
+        self.decode = decode
+
+    async def handle(self, batch: Sequence[Any]) -> dict[str, int]:
+        valid = dead = 0
+        for event in batch:
+            if await self.decode(event) is None:
+                dead += 1
+            else:
+                valid += 1
+        return {self.key: valid, self.dead_key: dead}
+
+
 def build(settings: Settings, group: str | None = None) -> faust.App:
     group = group or f"streamrec-{NAME}"
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)  # /metrics + heartbeat in Redis while the worker runs
     source = faust_topic(app, EVENTS_INTERACTIONS)
-    dead_letters = FaustDeadLetters(app, NAME)
+    counter = InteractionCounter(
+        group, AgentDecoder(EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app))
+    )
     store = aioredis.from_url(settings.redis_url)
-    key, dead_key = counter_key(group), counter_key(group, dead=True)
 
     @app.agent(source, name=NAME)
     async def count(stream: faust.StreamT) -> None:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
-        failed = metrics.EVENTS_FAILED.labels(NAME, EVENTS_INTERACTIONS.name, "schema")
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(2000, within=0.1):
             started = time.perf_counter()
-            valid = dead = 0
-            for event in batch:
-                try:
-                    codecs.decode(EVENTS_INTERACTIONS, event.value)
-                except SchemaError as exc:
-                    await dead_letters.send(event, exc.reason)
-                    dead += 1
-                else:
-                    valid += 1
+            increments = await counter.handle(batch)
             async with store.pipeline(transaction=False) as pipe:
-                pipe.incrby(key, valid)
-                pipe.incrby(dead_key, dead)
+                for key, n in increments.items():
+                    pipe.incrby(key, n)
                 await pipe.execute()
-            processed.inc(valid)
-            failed.inc(dead)
+            processed.inc(increments[counter.key])
             latency.observe(time.perf_counter() - started)
 
     return app

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import faust
 import redis
@@ -46,7 +48,8 @@ from streamrec.invalidation.engine import Effects, Invalidator
 from streamrec.invalidation.pacing import refresh_limiter
 from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
-from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
+from streamrec.streams.decoding import AgentDecoder
 from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
@@ -142,51 +145,90 @@ def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootst
     return applied
 
 
-def build(settings: Settings, group: str | None = None) -> faust.App:
-    group = group or f"streamrec-{NAME}"
-    cfg = settings.invalidation
-    app = create_app(settings, group)
-    metrics.attach(app, settings, NAME)
-    engine = Invalidator(cfg)
-    applied = rebuild_state(settings, group, engine)
-    dead_letters = FaustDeadLetters(app, NAME)
-    out = faust_topic(app, CACHE_INVALIDATIONS)
-    store = aioredis.from_url(settings.redis_url)
-    wake: dict[str, asyncio.Event] = {}
-    sending = {"n": 0}  # a command popped but not yet handed to the producer
-    pending_gauge = metrics.QUEUE_DEPTH.labels(NAME, "pending")
-    sweep_gauge = metrics.QUEUE_DEPTH.labels(NAME, "sweep")
+class Store(Protocol):
+    """The Redis commands the processor sends (redis.asyncio.Redis)."""
 
-    def unseen(batch: list[Any]) -> list[Any]:
+    def sadd(self, name: str, *values: str) -> Awaitable[Any]: ...
+
+    def srem(self, name: str, *values: str) -> Awaitable[Any]: ...
+
+    def delete(self, *names: str) -> Awaitable[Any]: ...
+
+    def mget(self, keys: list[str]) -> Awaitable[list[bytes | None]]: ...
+
+    def hset(self, name: str, *, mapping: Mapping[str, int]) -> Awaitable[Any]: ...
+
+
+class Limiter(Protocol):
+    """The refresh rate bound (`invalidation.pacing.refresh_limiter`)."""
+
+    async def acquire(self) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
+class InvalidationProcessor:
+    """What each input topic's batch does to the engine's state and to Redis, the tick that
+    closes windows, and the paced emission of the queued refreshes.
+
+    `applied` is where the start-up state stopped, per (topic, partition): events below it
+    are already in the engine and are skipped. `send` publishes a command to
+    cache.invalidations; `now` stamps each refresh as it leaves (the engine keeps its own
+    monotonic clock for windows)."""
+
+    def __init__(
+        self,
+        engine: Invalidator,
+        store: Store,
+        send: Callable[[RefreshCommand], Awaitable[None]],
+        limiter: Limiter,
+        dead_letters: AsyncDeadLetterSink,
+        stats_key: str,
+        applied: Mapping[tuple[str, int], int] | None = None,
+        now: Callable[[], datetime] = utcnow,
+        pending_gauge: Gauge | None = None,
+        sweep_gauge: Gauge | None = None,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.send = send
+        self.limiter = limiter
+        self.stats_key = stats_key
+        self.applied: Mapping[tuple[str, int], int] = {} if applied is None else applied
+        self.now = now
+        self.decoders: dict[str, AgentDecoder[Any]] = {
+            spec.name: AgentDecoder(spec, NAME, dead_letters)
+            for spec in (
+                CATALOG_ITEMS,
+                CATALOG_VECTORS,
+                EVENTS_INTERACTIONS,
+                CANDIDATES,
+                REGISTRY_CHANGES,
+            )
+        }
+        self.sending = 0  # a command popped but not yet handed to the producer
+        self.wake = asyncio.Event()  # set when refreshes were queued: the emitter looks now
+        self._pending_gauge = pending_gauge or metrics.QUEUE_DEPTH.labels(NAME, "pending")
+        self._sweep_gauge = sweep_gauge or metrics.QUEUE_DEPTH.labels(NAME, "sweep")
+
+    def unseen(self, batch: Sequence[Any]) -> list[Any]:
         """The events the start-up state does not hold yet (it holds everything below)."""
+        applied = self.applied
         return [
             e
             for e in batch
             if e.message.offset >= applied.get((e.message.topic, e.message.partition), 0)
         ]
 
-    def wake_emitter() -> None:
-        if "event" in wake:
-            wake["event"].set()
-
-    async def decode_batch(spec: TopicSpec, batch: list[Any]) -> list[tuple[Any, Any]]:
-        decoded = []
-        for event in unseen(batch):
-            try:
-                decoded.append((event, codecs.decode(spec, event.value)))
-            except SchemaError as exc:
-                await dead_letters.send(event, exc.reason)
-                metrics.EVENTS_FAILED.labels(NAME, spec.name, "schema").inc()
+    async def _decode(self, spec: TopicSpec, batch: Sequence[Any]) -> list[Any]:
+        decoded = await self.decoders[spec.name].decode_all(self.unseen(batch))
         metrics.EVENTS_PROCESSED.labels(NAME, spec.name).inc(len(decoded))
-        return decoded
+        return [event for _, event in decoded]
 
-    async def send(command: RefreshCommand) -> None:
-        await out.send(
-            key=CACHE_INVALIDATIONS.key_of(command),
-            value=codecs.encode(CACHE_INVALIDATIONS, command),
-        )
-
-    async def apply(effects: Effects) -> None:
+    async def apply(self, effects: Effects) -> None:
+        store = self.store
         # Removals first: from here on serving filters the item, whatever the refreshes do.
         if effects.removed_items:
             await store.sadd(REMOVED_ITEMS.key(), *effects.removed_items)
@@ -196,86 +238,139 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             keys = [USER_CANDIDATES.key(user_id=c.user_id) for c in effects.deletions]
             await store.delete(*keys)
             for command in effects.deletions:
-                await send(command)
+                await self.send(command)
         if effects.queued:
-            wake_emitter()
+            self.wake.set()
+
+    async def on_items(self, batch: Sequence[Any]) -> None:
+        items = await self._decode(CATALOG_ITEMS, batch)
+        await self.apply(self.engine.on_items(e for e in items if isinstance(e, CatalogItem)))
+
+    async def on_vectors(self, batch: Sequence[Any]) -> None:
+        vectors: list[tuple[ItemVector, Any]] = []
+        gone: list[str] = []
+        for event in self.unseen(batch):
+            if event.value is None:  # tombstone: the item is gone
+                if event.key is not None:
+                    gone.append(event.key.decode())
+                continue
+            vector = await self.decoders[CATALOG_VECTORS.name](event)
+            if vector is None:
+                continue
+            vectors.append((vector, codecs.vector_to_numpy(vector)))
+        metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_VECTORS.name).inc(len(vectors) + len(gone))
+        await self.apply(self.engine.on_vectors(vectors, tombstones=gone))
+
+    async def on_interactions(self, batch: Sequence[Any]) -> None:
+        events = await self._decode(EVENTS_INTERACTIONS, batch)
+        self.engine.on_interactions(e for e in events if isinstance(e, Interaction))
+
+    async def on_candidates(self, batch: Sequence[Any]) -> None:
+        notices = [
+            n for n in await self._decode(CANDIDATES, batch) if isinstance(n, CandidatesUpdated)
+        ]
+        if not notices:
+            return
+        keys = [USER_CANDIDATES.key(user_id=n.user_id) for n in notices]
+        lists = candidate_lists(await self.store.mget(keys))
+        self.engine.on_candidates(c for c in lists if c is not None)
+        self.engine.on_candidates_gone(n for n, c in zip(notices, lists, strict=True) if c is None)
+
+    async def on_registry(self, batch: Sequence[Any]) -> None:
+        for change in await self._decode(REGISTRY_CHANGES, batch):
+            if isinstance(change, RegistryChange):
+                await self.apply(self.engine.on_registry(change))
+
+    async def tick(self) -> int:
+        """Close the quiet items' windows (one pass), then publish the counters; returns
+        the keys queued."""
+        engine = self.engine
+        queued = engine.tick()
+        if queued:
+            self.wake.set()
+        self._pending_gauge.set(engine.coalescer.pending)
+        self._sweep_gauge.set(engine.coalescer.sweep_left)
+        await self.store.hset(self.stats_key, mapping=stats(engine, self.sending))
+        return queued
+
+    async def send_next(self) -> bool:
+        """Send the next queued refresh once the rate bound allows; False when none."""
+        command = self.engine.next_command()
+        if command is None:
+            return False
+        self.sending = 1
+        await self.limiter.acquire()
+        await self.send(command.model_copy(update={"issued_at": self.now()}))
+        self.sending = 0
+        return True
+
+    async def emit(self) -> None:
+        """Send refreshes until cancelled, waiting for a wake-up while none is queued."""
+        while True:
+            if await self.send_next():
+                continue
+            self.wake.clear()
+            # Woken by a closed window or a promotion; the timeout is a safety net.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=self.engine.cfg.window_s)
+
+
+def build(settings: Settings, group: str | None = None) -> faust.App:
+    group = group or f"streamrec-{NAME}"
+    cfg = settings.invalidation
+    app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)
+    engine = Invalidator(cfg)
+    applied = rebuild_state(settings, group, engine)
+    out = faust_topic(app, CACHE_INVALIDATIONS)
+
+    async def send(command: RefreshCommand) -> None:
+        await out.send(
+            key=CACHE_INVALIDATIONS.key_of(command),
+            value=codecs.encode(CACHE_INVALIDATIONS, command),
+        )
+
+    processor = InvalidationProcessor(
+        engine,
+        aioredis.from_url(settings.redis_url),
+        send,
+        refresh_limiter(cfg),
+        FaustDeadLetters(app),
+        stats_key(group),
+        applied,
+    )
 
     @app.agent(faust_topic(app, CATALOG_ITEMS), name=f"{NAME}-items")
     async def items(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            pairs = await decode_batch(CATALOG_ITEMS, batch)
-            await apply(engine.on_items(e for _, e in pairs if isinstance(e, CatalogItem)))
+            await processor.on_items(batch)
 
     @app.agent(faust_topic(app, CATALOG_VECTORS), name=f"{NAME}-vectors")
     async def vectors(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            vectors: list[tuple[ItemVector, Any]] = []
-            gone: list[str] = []
-            for event in unseen(batch):
-                if event.value is None:  # tombstone: the item is gone
-                    if event.key is not None:
-                        gone.append(event.key.decode())
-                    continue
-                try:
-                    vector = codecs.decode_vector(event.value)
-                except SchemaError as exc:
-                    await dead_letters.send(event, exc.reason)
-                    metrics.EVENTS_FAILED.labels(NAME, CATALOG_VECTORS.name, "schema").inc()
-                    continue
-                vectors.append((vector, codecs.vector_to_numpy(vector)))
-            metrics.EVENTS_PROCESSED.labels(NAME, CATALOG_VECTORS.name).inc(
-                len(vectors) + len(gone)
-            )
-            await apply(engine.on_vectors(vectors, tombstones=gone))
+            await processor.on_vectors(batch)
 
     @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(2000, within=0.1):
-            pairs = await decode_batch(EVENTS_INTERACTIONS, batch)
-            engine.on_interactions(e for _, e in pairs if isinstance(e, Interaction))
+            await processor.on_interactions(batch)
 
     @app.agent(faust_topic(app, CANDIDATES), name=f"{NAME}-candidates")
     async def candidates(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.1):
-            notices = [e for _, e in await decode_batch(CANDIDATES, batch)]
-            notices = [n for n in notices if isinstance(n, CandidatesUpdated)]
-            if not notices:
-                continue
-            keys = [USER_CANDIDATES.key(user_id=n.user_id) for n in notices]
-            lists = candidate_lists(await store.mget(keys))
-            engine.on_candidates(c for c in lists if c is not None)
-            engine.on_candidates_gone(n for n, c in zip(notices, lists, strict=True) if c is None)
+            await processor.on_candidates(batch)
 
     @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
     async def registry(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(100, within=0.1):
-            for _, change in await decode_batch(REGISTRY_CHANGES, batch):
-                if isinstance(change, RegistryChange):
-                    await apply(engine.on_registry(change))
+            await processor.on_registry(batch)
 
     @app.timer(min(0.25, cfg.window_s / 2))
     async def tick() -> None:
-        if engine.tick():
-            wake_emitter()
-        pending_gauge.set(engine.coalescer.pending)
-        sweep_gauge.set(engine.coalescer.sweep_left)
-        await store.hset(stats_key(group), mapping=stats(engine, sending["n"]))
+        await processor.tick()
 
     @app.task
     async def emitter() -> None:
-        event = wake["event"] = asyncio.Event()
-        limiter = refresh_limiter(cfg)
-        while True:
-            command = engine.next_command()
-            if command is None:
-                event.clear()
-                # Woken by a closed window or a promotion; the timeout is a safety net.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=cfg.window_s)
-                continue
-            sending["n"] = 1
-            await limiter.acquire()
-            await send(command.model_copy(update={"issued_at": utcnow()}))
-            sending["n"] = 0
+        await processor.emit()
 
     return app

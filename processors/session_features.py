@@ -33,23 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import faust
 import redis.asyncio as aioredis
+from confluent_kafka import Producer
 
 from streamrec.features.catalog import CatalogGenres
 from streamrec.features.online_writer import OnlineWriter
 from streamrec.features.session import Outcome, SessionState, apply_event, ts_ms
-from streamrec.infra.settings import Settings
-from streamrec.processors.batch_context import as_current, durable_table
+from streamrec.infra.settings import FeatureSettings, Settings
+from streamrec.processors.batch_context import DurableTable, as_current, durable_table
 from streamrec.processors.state_cache import StateCache
-from streamrec.streams import codecs, metrics, rebalance_guard
+from streamrec.streams import metrics, rebalance_guard
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.producer import flush, latency_producer, produce_event
 from streamrec.topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
-from streamrec.topics.errors import SchemaError
 
 NAME = "session-features"
 VIEW = "user_session_fv"
@@ -68,6 +70,144 @@ def session_row(user_id: str, state: SessionState) -> dict[str, Any]:
 
 def longterm_row(user_id: str, state: SessionState, top_n: int) -> dict[str, Any]:
     return {"user_id": user_id, **state.longterm_features(top_n), "event_timestamp": state.max_ts}
+
+
+class StateTable(Protocol):
+    """The users' stored states (a Faust table in the worker)."""
+
+    def read(self, event: Any, key: bytes) -> bytes | None:
+        """The stored state of `key`, read for `event` (whose partition owns it)."""
+        ...
+
+    async def write(self, states: Mapping[bytes, tuple[int, bytes]]) -> None:
+        """Store the new states (key -> (partition, bytes)) durably, with every notice
+        published before: the batch is acked after this returns."""
+        ...
+
+
+class FeatureStore(Protocol):
+    """The online store's batch write (features.online_writer.OnlineWriter)."""
+
+    def write_many_async(
+        self, rows: Mapping[str, Sequence[dict[str, Any]]], *, check_stored: bool = ...
+    ) -> Awaitable[Any]: ...
+
+
+class SessionFeaturesProcessor:
+    """One batch of events.interactions in: the changed users' features written, their
+    notices published and their new states stored, in that order; returns the batch's counts
+    (accepted, duplicate, too_late, dead)."""
+
+    def __init__(
+        self,
+        cfg: FeatureSettings,
+        decode: AgentDecoder[Interaction],
+        table: StateTable,
+        store: FeatureStore,
+        publish: Callable[[FeaturesChanged], None],
+        genres: Callable[[str], tuple[str, ...]],
+        cache: StateCache[SessionState],
+    ) -> None:
+        self.cfg = cfg
+        self.decode = decode
+        self.table = table
+        self.store = store
+        self.publish = publish
+        self.genres = genres
+        self.cache = cache
+
+    async def handle(self, batch: Sequence[Any]) -> dict[str, int]:
+        try:
+            return await self._handle(batch)
+        except BaseException:
+            # States of the batch were changed in place and may not be in the table.
+            self.cache.invalidate()
+            raise
+
+    async def _handle(self, batch: Sequence[Any]) -> dict[str, int]:
+        cfg, cache = self.cfg, self.cache
+        epoch = cache.epoch
+        counts = {o.value: 0 for o in Outcome} | {"dead": 0}
+        states: dict[bytes, SessionState] = {}  # every user of the batch, by table key
+        changed: dict[bytes, tuple[str, int]] = {}  # accepted: key -> (user, partition)
+        for event in batch:
+            interaction = await self.decode(event)
+            if interaction is None:
+                counts["dead"] += 1
+                continue
+            user = interaction.user_id
+            key = user.encode()
+            state = states.get(key)
+            if state is None:
+                state = cache.get(key)
+                if state is None:
+                    state = SessionState.from_bytes(self.table.read(event, key))
+                states[key] = state
+            outcome = apply_event(
+                state,
+                cfg,
+                event_id=interaction.event_id,
+                ts=ts_ms(interaction.ts.timestamp()),
+                item_id=interaction.item_id,
+                genres=self.genres(interaction.item_id),
+                rating=interaction.rating,
+            )
+            counts[outcome.value] += 1
+            if outcome is Outcome.ACCEPTED:
+                changed[key] = (user, event.message.partition)
+        if changed:
+            rows = [(user, states[key]) for key, (user, _p) in changed.items()]
+            # The online store first, the table (changelog) second: a worker stopped in
+            # between leaves the old state in the changelog, and whoever redoes the batch
+            # writes the same features again. The other order could leave the store
+            # behind a state that already counts the batch's events as seen.
+            await self.store.write_many_async(
+                {
+                    VIEW: [session_row(u, s) for u, s in rows],
+                    LONGTERM_VIEW: [longterm_row(u, s, cfg.top_genres) for u, s in rows],
+                },
+                # This worker owns these users (their partitions) and writes their newest
+                # state: no need to read the stored timestamps first (one round trip).
+                check_stored=False,
+            )
+            for user, state in rows:
+                self.publish(
+                    FeaturesChanged(
+                        user_id=user,
+                        interactions=state.total,
+                        last_event_ts=state.max_ts / 1000.0,
+                    )
+                )
+            await self.table.write(
+                {
+                    key: (partition, states[key].to_bytes())
+                    for key, (_u, partition) in changed.items()
+                }
+            )
+        # Every state of the batch is now the table's own (read from it, or written above).
+        cache.put_many(states, epoch)
+        return counts
+
+
+class _FaustStates:
+    """`StateTable` over a `DurableTable`, its changelog written through `producer`."""
+
+    def __init__(self, table: DurableTable, producer: Producer) -> None:
+        self.table = table
+        self.producer = producer
+
+    def read(self, event: Any, key: bytes) -> bytes | None:
+        with as_current(event):
+            return self.table.get(key)
+
+    async def write(self, states: Mapping[bytes, tuple[int, bytes]]) -> None:
+        for key, (partition, value) in states.items():
+            self.table.put(self.producer, partition, key, value)
+        self.producer.poll(0)
+        # Acked (then committed) only once the new states are in the changelog and the
+        # notices (same producer) are delivered.
+        await asyncio.to_thread(flush, self.producer, 60.0)
+        self.table.persist()
 
 
 def build(settings: Settings, group: str | None = None) -> faust.App:
@@ -96,11 +236,12 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         partitions=EVENTS_INTERACTIONS.partitions,
         help="per-user SessionState (features.session), JSON",
     )
-    dead_letters = FaustDeadLetters(app, NAME)
+    decode: AgentDecoder[Interaction] = AgentDecoder(
+        EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app)
+    )
     catalog = CatalogGenres(settings)
     store = aioredis.from_url(settings.redis_url)
     stats = stats_key(group)
-    writer: OnlineWriter | None = None
     # FeaturesChanged notices and the table's changelog go through librdkafka, not faust's
     # producer: faust's send path costs tens of microseconds of Python per message, and both
     # are one message per changed user per batch (ADR 0027, ADR 0085). murmur2 is the
@@ -109,103 +250,41 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     # Decoded states of the owned partitions, dropped on every rebalance (ADR 0085).
     cache: StateCache[SessionState] = StateCache(cfg.state_cache_max)
     cache.attach(app)
+    held: dict[str, SessionFeaturesProcessor] = {}
+
+    async def start() -> SessionFeaturesProcessor:
+        await asyncio.to_thread(catalog.load)
+        catalog.start_following()
+        writer = await asyncio.to_thread(OnlineWriter, settings)
+        await changed_topic.maybe_declare()
+        return SessionFeaturesProcessor(
+            cfg,
+            decode,
+            _FaustStates(table, producer),
+            writer,
+            lambda notice: produce_event(producer, FEATURES_CHANGED, notice),
+            catalog.get,
+            cache,
+        )
 
     @app.agent(source, name=NAME)
     async def session_features(stream: faust.StreamT) -> None:
-        nonlocal writer
-        if writer is None:
-            await asyncio.to_thread(catalog.load)
-            catalog.start_following()
-            writer = await asyncio.to_thread(OnlineWriter, settings)
-            await changed_topic.maybe_declare()
-        topic = EVENTS_INTERACTIONS.name
-        processed = metrics.EVENTS_PROCESSED.labels(NAME, topic)
-        failed = metrics.EVENTS_FAILED.labels(NAME, topic, "schema")
+        if "p" not in held:
+            held["p"] = await start()
+        processor = held["p"]
+        processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
-            try:
-                await handle(batch, processed, failed, latency)
-            except BaseException:
-                # States of the batch were changed in place and may not be in the table.
-                cache.invalidate()
-                raise
-
-    async def handle(batch: Any, processed: Any, failed: Any, latency: Any) -> None:
-        assert writer is not None
-        t0 = time.perf_counter()
-        epoch = cache.epoch
-        counts = {o.value: 0 for o in Outcome} | {"dead": 0}
-        states: dict[bytes, SessionState] = {}  # every user of the batch, by table key
-        changed: dict[bytes, tuple[str, int]] = {}  # accepted: key -> (user, partition)
-        for event in batch:
-            try:
-                interaction = codecs.decode(EVENTS_INTERACTIONS, event.value)
-            except SchemaError as exc:
-                await dead_letters.send(event, exc.reason)
-                counts["dead"] += 1
-                continue
-            assert isinstance(interaction, Interaction)
-            user = interaction.user_id
-            key = user.encode()
-            state = states.get(key)
-            if state is None:
-                state = cache.get(key)
-                if state is None:
-                    with as_current(event):
-                        state = SessionState.from_bytes(table.get(key))
-                states[key] = state
-            outcome = apply_event(
-                state,
-                cfg,
-                event_id=interaction.event_id,
-                ts=ts_ms(interaction.ts.timestamp()),
-                item_id=interaction.item_id,
-                genres=catalog.get(interaction.item_id),
-                rating=interaction.rating,
-            )
-            counts[outcome.value] += 1
-            if outcome is Outcome.ACCEPTED:
-                changed[key] = (user, event.message.partition)
-        if changed:
-            rows = [(user, states[key]) for key, (user, _p) in changed.items()]
-            # The online store first, the table (changelog) second: a worker stopped in
-            # between leaves the old state in the changelog, and whoever redoes the batch
-            # writes the same features again. The other order could leave the store
-            # behind a state that already counts the batch's events as seen.
-            await writer.write_many_async(
-                {
-                    VIEW: [session_row(u, s) for u, s in rows],
-                    LONGTERM_VIEW: [longterm_row(u, s, cfg.top_genres) for u, s in rows],
-                },
-                # This worker owns these users (their partitions) and writes their newest
-                # state: no need to read the stored timestamps first (one round trip).
-                check_stored=False,
-            )
-            for user, state in rows:
-                notice = FeaturesChanged(
-                    user_id=user, interactions=state.total, last_event_ts=state.max_ts / 1000.0
-                )
-                produce_event(producer, FEATURES_CHANGED, notice)
-            # The new states: local store and changelog (through the same producer).
-            for key, (_user, partition) in changed.items():
-                table.put(producer, partition, key, states[key].to_bytes())
-            producer.poll(0)
-            # Acked (then committed) only once the new states are in the changelog and
-            # the notices are delivered.
-            await asyncio.to_thread(flush, producer, 60.0)
-            table.persist()
-        # Every state of the batch is now the table's own (read from it, or written above).
-        cache.put_many(states, epoch)
-        async with store.pipeline(transaction=False) as pipe:
-            for name, n in counts.items():
-                if n:
-                    pipe.hincrby(stats, name, n)
-            pipe.hincrby(stats, "batches", 1)
-            await pipe.execute()
-        processed.inc(len(batch) - counts["dead"])
-        if counts["dead"]:
-            failed.inc(counts["dead"])
-        latency.observe(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            counts = await processor.handle(batch)
+            async with store.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    if n:
+                        pipe.hincrby(stats, name, n)
+                pipe.hincrby(stats, "batches", 1)
+                await pipe.execute()
+            processed.inc(len(batch) - counts["dead"])
+            latency.observe(time.perf_counter() - t0)
 
     @app.on_before_shutdown.connect
     def _stop(sender: Any, **kwargs: Any) -> None:

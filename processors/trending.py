@@ -24,7 +24,8 @@ the session features, which must be exact, dedup by event id instead.
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import faust
 import redis.asyncio as aioredis
@@ -32,13 +33,13 @@ import redis.asyncio as aioredis
 from streamrec.features.online_writer import OnlineWriter
 from streamrec.features.session import ts_ms
 from streamrec.features.trending import WINDOWS, TrendingState
-from streamrec.infra.settings import Settings
+from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import as_current
-from streamrec.streams import codecs, metrics
+from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
+from streamrec.streams.decoding import AgentDecoder
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
-from streamrec.topics.errors import SchemaError
 from streamrec.topics.stores import POPULAR
 
 NAME = "trending"
@@ -60,106 +61,78 @@ def stats_key(group: str) -> str:
     return f"streamrec:trending:stats:{group}"
 
 
-def build(settings: Settings, group: str | None = None) -> faust.App:
-    group = group or f"streamrec-{NAME}"
-    cfg = settings.features
-    lateness_ms = cfg.allowed_lateness_s * 1000
-    flush_s = cfg.trending_flush_ms / 1000
-    app = create_app(settings, group)
-    metrics.attach(app, settings, NAME)
-    source = faust_topic(app, EVENTS_INTERACTIONS)
-    n_partitions = EVENTS_INTERACTIONS.partitions or settings.kafka.default_partitions
-    table = app.Table(
-        TABLE,
-        default=None,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=n_partitions,
-        help="per-partition TrendingState (features.trending), JSON",
-    )
-    dead_letters = FaustDeadLetters(app, NAME)
-    store = aioredis.from_url(settings.redis_url)
-    states: dict[int, TrendingState] = {}
-    dirty: set[int] = set()
-    pushed: dict[str, dict[str, int]] = {}  # item -> last written feature counts
-    writer: list[OnlineWriter] = []
-    stats = stats_key(group)
+def table_key(partition: int) -> bytes:
+    return b"p%d" % partition
 
-    @app.agent(source, name=NAME)
-    async def trending(stream: faust.StreamT) -> None:
-        processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
-        # Larger batches than the session processor's: trending is published every flush
-        # interval anyway, and each batch rewrites a partition's whole state to the changelog.
-        async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
-            counted = late = dead = 0
-            last_event: dict[int, Any] = {}
-            for event in batch:
-                try:
-                    interaction = codecs.decode(EVENTS_INTERACTIONS, event.value)
-                except SchemaError as exc:
-                    await dead_letters.send(event, exc.reason)
-                    dead += 1
-                    continue
-                assert isinstance(interaction, Interaction)
-                p = event.message.partition
-                state = states.get(p)
-                if state is None:
-                    with as_current(event):
-                        state = states[p] = TrendingState.from_bytes(table.get(b"p%d" % p))
-                if state.add(ts_ms(interaction.ts.timestamp()), interaction.item_id, lateness_ms):
-                    counted += 1
-                    last_event[p] = event
-                else:
-                    late += 1
-            for p, event in last_event.items():
-                with as_current(event):
-                    table[b"p%d" % p] = states[p].to_bytes()
-                dirty.add(p)
-            async with store.pipeline(transaction=False) as pipe:
-                pipe.hincrby(stats, "counted", counted)
-                pipe.hincrby(stats, "too_late", late)
-                pipe.hincrby(stats, "dead", dead)
-                await pipe.execute()
-            processed.inc(counted + late)
 
-    @app.timer(cfg.trending_flush_ms / 1000)
-    async def publish() -> None:
-        if not dirty:
-            return
-        changed = sorted(dirty)
-        dirty.clear()
-        t0 = time.perf_counter()
-        ends: dict[str, int] = {}
-        async with store.pipeline(transaction=True) as pipe:
-            for p in changed:
-                for w in WINDOWS:
-                    _end, counts = states[p].latest(w)
-                    key = partition_key(w.name, p)
-                    pipe.delete(key)
-                    if counts:
-                        pipe.zadd(key, dict(counts))
-            for w in WINDOWS:
-                merged, target = all_key(w.name), POPULAR.key(window=w.name)
-                pipe.zunionstore(merged, [partition_key(w.name, p) for p in range(n_partitions)])
-                pipe.zunionstore(target, [merged])
-                pipe.zremrangebyrank(target, 0, -(cfg.trending_top_n + 1))
-            for w in WINDOWS:
-                pipe.zrange(all_key(w.name), 0, -1, withscores=True)
-            replies = await pipe.execute()
-        totals = {
-            w.name: {m.decode(): int(score) for m, score in reply}
-            for w, reply in zip(WINDOWS, replies[-len(WINDOWS) :], strict=True)
-        }
-        for w in WINDOWS:
-            ends[w.name] = max(s.latest(w)[0] for s in states.values())
-        await _write_features(totals, max(ends.values()))
-        metrics.PROCESSING_SECONDS.labels(f"{NAME}-publish").observe(time.perf_counter() - t0)
+class PartitionTable(Protocol):
+    """Each stream partition's stored `TrendingState` (a Faust table in the worker)."""
 
-    async def _write_features(totals: dict[str, dict[str, int]], window_end: int) -> None:
-        """Popularity features of every item whose window counts changed since last time."""
-        items = set(totals["1h"]) | set(totals["24h"]) | set(pushed)
+    def read(self, event: Any, key: bytes) -> bytes | None: ...
+
+    def write(self, event: Any, key: bytes, value: bytes) -> None: ...
+
+
+class TrendingProcessor:
+    """The per-partition window counts, which partitions changed since the last publish,
+    and which items' popularity features must be rewritten."""
+
+    def __init__(
+        self, cfg: FeatureSettings, decode: AgentDecoder[Interaction], table: PartitionTable
+    ) -> None:
+        self.lateness_ms = cfg.allowed_lateness_s * 1000
+        self.decode = decode
+        self.table = table
+        self.states: dict[int, TrendingState] = {}
+        self.dirty: set[int] = set()
+        self.pushed: dict[str, dict[str, int]] = {}  # item -> last written feature counts
+
+    async def count(self, batch: Sequence[Any]) -> dict[str, int]:
+        """Add a batch to its partitions' windows and store the changed states; returns
+        the counts (counted, too_late, dead)."""
+        counted = late = dead = 0
+        last_event: dict[int, Any] = {}
+        for event in batch:
+            interaction = await self.decode(event)
+            if interaction is None:
+                dead += 1
+                continue
+            p = event.message.partition
+            state = self.states.get(p)
+            if state is None:
+                state = self.states[p] = TrendingState.from_bytes(
+                    self.table.read(event, table_key(p))
+                )
+            if state.add(ts_ms(interaction.ts.timestamp()), interaction.item_id, self.lateness_ms):
+                counted += 1
+                last_event[p] = event
+            else:
+                late += 1
+        for p, event in last_event.items():
+            self.table.write(event, table_key(p), self.states[p].to_bytes())
+            self.dirty.add(p)
+        return {"counted": counted, "too_late": late, "dead": dead}
+
+    def take_dirty(self) -> list[int]:
+        """The partitions changed since the last call, to publish now."""
+        changed = sorted(self.dirty)
+        self.dirty.clear()
+        return changed
+
+    def latest(self, partitions: Iterable[int]) -> dict[int, dict[str, dict[str, int]]]:
+        """partition -> window -> the counts of its latest window."""
+        return {p: {w.name: dict(self.states[p].latest(w)[1]) for w in WINDOWS} for p in partitions}
+
+    def window_end(self) -> int:
+        """The newest latest-window end over every partition held."""
+        return max(s.latest(w)[0] for w in WINDOWS for s in self.states.values())
+
+    def feature_rows(self, totals: dict[str, dict[str, int]], window_end: int) -> list[dict]:
+        """Popularity feature rows of every item whose merged counts changed since the last
+        call (an item that left both windows gets a row of zeros, then is forgotten)."""
+        pushed = self.pushed
         rows = []
-        for item in items:
+        for item in set(totals["1h"]) | set(totals["24h"]) | set(pushed):
             now = {"count_1h": totals["1h"].get(item, 0), "count_24h": totals["24h"].get(item, 0)}
             if pushed.get(item) != now:
                 rows.append(
@@ -173,17 +146,100 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 pushed[item] = now
         for item in [i for i, c in pushed.items() if not any(c.values())]:
             del pushed[item]
+        return rows
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """The new owner publishes these partitions from now on; forget our stale copy."""
+        for p in partitions:
+            self.states.pop(p, None)
+            self.dirty.discard(p)
+
+
+class _FaustPartitions:
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def read(self, event: Any, key: bytes) -> bytes | None:
+        with as_current(event):
+            return self.table.get(key)
+
+    def write(self, event: Any, key: bytes, value: bytes) -> None:
+        with as_current(event):
+            self.table[key] = value
+
+
+def build(settings: Settings, group: str | None = None) -> faust.App:
+    group = group or f"streamrec-{NAME}"
+    cfg = settings.features
+    flush_s = cfg.trending_flush_ms / 1000
+    app = create_app(settings, group)
+    metrics.attach(app, settings, NAME)
+    source = faust_topic(app, EVENTS_INTERACTIONS)
+    n_partitions = EVENTS_INTERACTIONS.partitions or settings.kafka.default_partitions
+    table = app.Table(
+        TABLE,
+        default=None,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=n_partitions,
+        help="per-partition TrendingState (features.trending), JSON",
+    )
+    decode: AgentDecoder[Interaction] = AgentDecoder(
+        EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app)
+    )
+    trending_ = TrendingProcessor(cfg, decode, _FaustPartitions(table))
+    store = aioredis.from_url(settings.redis_url)
+    writer: list[OnlineWriter] = []
+    stats = stats_key(group)
+
+    @app.agent(source, name=NAME)
+    async def trending(stream: faust.StreamT) -> None:
+        processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
+        # Larger batches than the session processor's: trending is published every flush
+        # interval anyway, and each batch rewrites a partition's whole state to the changelog.
+        async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
+            counts = await trending_.count(batch)
+            async with store.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    pipe.hincrby(stats, name, n)
+                await pipe.execute()
+            processed.inc(counts["counted"] + counts["too_late"])
+
+    @app.timer(cfg.trending_flush_ms / 1000)
+    async def publish() -> None:
+        changed = trending_.take_dirty()
+        if not changed:
+            return
+        t0 = time.perf_counter()
+        latest = trending_.latest(changed)
+        async with store.pipeline(transaction=True) as pipe:
+            for p in changed:
+                for w in WINDOWS:
+                    key = partition_key(w.name, p)
+                    pipe.delete(key)
+                    if latest[p][w.name]:
+                        pipe.zadd(key, latest[p][w.name])
+            for w in WINDOWS:
+                merged, target = all_key(w.name), POPULAR.key(window=w.name)
+                pipe.zunionstore(merged, [partition_key(w.name, p) for p in range(n_partitions)])
+                pipe.zunionstore(target, [merged])
+                pipe.zremrangebyrank(target, 0, -(cfg.trending_top_n + 1))
+            for w in WINDOWS:
+                pipe.zrange(all_key(w.name), 0, -1, withscores=True)
+            replies = await pipe.execute()
+        totals = {
+            w.name: {m.decode(): int(score) for m, score in reply}
+            for w, reply in zip(WINDOWS, replies[-len(WINDOWS) :], strict=True)
+        }
+        rows = trending_.feature_rows(totals, trending_.window_end())
         if rows:
             if not writer:
                 writer.append(OnlineWriter(settings))
             await writer[0].write_async(VIEW, rows)
+        metrics.PROCESSING_SECONDS.labels(f"{NAME}-publish").observe(time.perf_counter() - t0)
 
     @app.on_partitions_revoked.connect
     async def _revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
-        # The new owner publishes these partitions from now on; forget our stale copy.
-        for tp in revoked:
-            if tp.topic == EVENTS_INTERACTIONS.name:
-                states.pop(tp.partition, None)
-                dirty.discard(tp.partition)
+        trending_.revoked(tp.partition for tp in revoked if tp.topic == EVENTS_INTERACTIONS.name)
 
     return app

@@ -36,7 +36,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from streamrec.infra.settings import InvalidationSettings, Settings
 from streamrec.invalidation.affected import TasteModel
-from streamrec.invalidation.bootstrap import decode_or_none, end_offsets, read_until
 from streamrec.invalidation.pacing import max_commands, max_in_any_window
 from streamrec.models.embedder import Embedder, content_hash, item_text
 from streamrec.processors.invalidation import stats_key
@@ -44,6 +43,7 @@ from streamrec.streams import codecs
 from streamrec.streams.producer import bulk_producer, flush, produce_event
 from streamrec.streams.sources.base import RowError
 from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
+from streamrec.streams.table_reader import TopicReader, end_offsets, read_table
 from streamrec.streams.worker_process import WorkerProcess
 from streamrec.topics import (
     CACHE_INVALIDATIONS,
@@ -57,7 +57,6 @@ from streamrec.topics import (
     Interaction,
     ItemVector,
     RegistryChange,
-    TopicSpec,
     candidate_codec,
 )
 from streamrec.topics.stores import USER_CANDIDATES, Candidate, CandidateList
@@ -139,40 +138,22 @@ class World:
         flush(producer)
 
 
-def _log_ends(settings: Settings, spec: TopicSpec) -> dict[tuple[str, int], int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "scenario"})
-    try:
-        return {(spec.name, p): end for p, end in end_offsets(consumer, spec).items()}
-    finally:
-        consumer.close()
-
-
 def _logged_interactions(settings: Settings) -> list[Interaction]:
     """Every valid interaction on events.interactions, in log order per partition."""
     found: list[Interaction] = []
-
-    def keep(msgs: list) -> None:
-        events = (decode_or_none(EVENTS_INTERACTIONS, m.value()) for m in msgs)
-        found.extend(e for e in events if isinstance(e, Interaction))
-
-    read_until(settings, EVENTS_INTERACTIONS, _log_ends(settings, EVENTS_INTERACTIONS), keep)
+    with TopicReader(settings.kafka_bootstrap, EVENTS_INTERACTIONS, group="scenario") as reader:
+        for msgs in reader.read_to_end(timeout_s=120.0):
+            found.extend(c.event for c in reader.decode(msgs) if isinstance(c.event, Interaction))
     return found
 
 
 def _published_vectors(settings: Settings) -> dict[str, np.ndarray]:
-    until = _log_ends(settings, CATALOG_VECTORS)
-    found: dict[str, np.ndarray] = {}
-
-    def keep(msgs: list) -> None:
-        for m in msgs:
-            v = decode_or_none(CATALOG_VECTORS, m.value())
-            if isinstance(v, ItemVector):
-                found[v.item_id] = codecs.vector_to_numpy(v).astype(np.float32)
-            elif m.key() is not None:
-                found.pop(m.key().decode(), None)
-
-    read_until(settings, CATALOG_VECTORS, until, keep)
-    return found
+    table = read_table(settings.kafka_bootstrap, CATALOG_VECTORS, group="scenario")
+    return {
+        item_id: codecs.vector_to_numpy(v).astype(np.float32)
+        for item_id, v in table.rows.items()
+        if isinstance(v, ItemVector)
+    }
 
 
 class ReadPath:
@@ -276,14 +257,8 @@ class RefreshApplier(threading.Thread):
                 "enable.auto.commit": False,
             }
         )
-        md = self.consumer.list_topics(CACHE_INVALIDATIONS.name, timeout=10)
-        parts = md.topics[CACHE_INVALIDATIONS.name].partitions
-        ends = {
-            p: self.consumer.get_watermark_offsets(
-                TopicPartition(CACHE_INVALIDATIONS.name, p), timeout=10
-            )[1]
-            for p in parts
-        }
+        # Only the commands issued from now on: start at the current end of each partition.
+        ends = end_offsets(self.consumer, CACHE_INVALIDATIONS.name)
         self.consumer.assign(
             [TopicPartition(CACHE_INVALIDATIONS.name, p, o) for p, o in ends.items()]
         )

@@ -2,7 +2,7 @@
 
 For the demo, the benchmark and the integration tests when the upstream processors
 (candidates, trending, session features) are not running: it writes exactly what those
-processors write (`topics.stores` layouts and issue 4's Feast views), no more.
+processors write (`topics.stores` layouts and the Feast views of `features.feature_repo`), no more.
 
 Responsibilities:
 - `MovieLens`: ratings per user (oldest first) and item popularity from the cached files;

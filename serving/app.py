@@ -11,9 +11,11 @@ Responsibilities:
   FastAPI runs when the event loop is behind or admission would refuse), then the fast path
   (`serving.fast_path`: a well-formed GET of the recommendations route is answered by the
   route's own function without FastAPI's routing; anything else goes on), then the body
-  limit (413), validation (422 with the reason), `Overloaded` from admission -> 503 +
+  limit (413, every method and path), validation (422 with the reasons, whatever the body
+  held: `serving.validation`), `Overloaded` from admission -> 503 +
   Retry-After + "overloaded, do not retry", anything else -> 500;
-- the recommendation body is serialised from the core's validated answer with orjson.
+- the recommendation body is written from the core's answer arrays with orjson
+  (`serving.answer.Answer.http_json`).
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import orjson
 from fastapi import FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamrec.infra.settings import Settings
+from streamrec.serving.answer import Answer
 from streamrec.serving.body_limit import BodyLimit
 from streamrec.serving.errors import Overloaded
 from streamrec.serving.fast_path import FastPath
@@ -44,8 +47,8 @@ from streamrec.serving.schemas import (
     RecQuery,
     SessionContext,
 )
+from streamrec.serving.validation import invalid_request
 from streamrec.serving.worker import ServingWorker
-from streamrec.topics import RecResponse
 from streamrec.topics.recs_requests import Priority
 
 UserId = Annotated[
@@ -65,7 +68,7 @@ class ServingApp(FastAPI):
 
     Added with `add_middleware` they ran inside FastAPI's own layers (its telemetry check,
     the error, telemetry and body-limit middlewares: a few ASGI frames per request on the
-    event loop, which bounds the worker; issue 6); here an HTTP request meets them first, and
+    event loop, which bounds the worker); here an HTTP request meets them first, and
     only what they pass on enters FastAPI. Lifespan and everything else goes to FastAPI
     directly (ADR 0055)."""
 
@@ -112,31 +115,12 @@ def create_app(
     )
     app.state.worker = worker
 
-    def answer(response: RecResponse) -> Response:
-        """The `Recommendations` body, serialised directly: its parts come from the validated
-        `RecResponse` and the catalog, so FastAPI's second validation of the response model
-        (kept on the routes for the OpenAPI schema) is skipped on the hot path."""
-        items = []
-        for it in response.items:
-            info = worker.catalog.get(it.item_id)
-            items.append(
-                {
-                    "item_id": it.item_id,
-                    "score": it.score,
-                    "title": info.title if info else "",
-                    "genres": info.genres if info else [],
-                    "explanation": it.explanation,
-                }
-            )
-        body = {
-            "request_id": response.correlation_id,
-            "user_id": response.user_id,
-            "level": response.level,
-            "model_version": response.model_version,
-            "latency_ms": response.latency_ms,
-            "items": items,
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+    def answer(response: Answer) -> Response:
+        """The `Recommendations` body, written from the answer's arrays with orjson: its
+        parts come from the core and the catalog, so FastAPI's second validation of the
+        response model (kept on the routes for the OpenAPI schema) is skipped on the hot
+        path, and no model is built per item."""
+        return Response(response.http_json(worker.catalog.get), media_type="application/json")
 
     def query_of(
         user_id: str,
@@ -152,7 +136,8 @@ def create_app(
             k=k,
             priority=priority,
             recent_item_ids=tuple(recent),
-            budget_ms=budget_ms or cfg.request_budget_ms,
+            # Only an absent budget is the default: 0 is refused (422) on GET and POST alike.
+            budget_ms=cfg.request_budget_ms if budget_ms is None else budget_ms,
             channel="http",
         )
 
@@ -245,6 +230,10 @@ def create_app(
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
         return overloaded_answer(exc)
 
+    # Every validation error is a 422 with the reasons, whatever the body held (NaN included).
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(ValidationError, invalid_request)
+
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
 
     def refused(priority: str, kind: str) -> None:
@@ -257,7 +246,10 @@ def create_app(
         FastPath(app.inner, answer=fast_get),
         lag=worker.lag,
         admission=lambda: worker.recommender.admission if worker.recommender else None,
-        max_lag_s=cfg.request_budget_ms * cfg.max_queue_share / 1000.0,
+        # admission off (comparison runs only): the front door refuses nothing either
+        max_lag_s=cfg.request_budget_ms * cfg.max_queue_share / 1000.0
+        if cfg.admission
+        else float("inf"),
         retry_after_s=cfg.retry_after_s,
         on_refuse=refused,
     )

@@ -2,7 +2,9 @@
 
 Responsibilities: answer 413 before reading when Content-Length says the body is too big,
 and stop reading (413) when a chunked body grows past the limit, so an oversized body never
-reaches validation or the core.
+reaches validation or the core. It holds for every method and path: a chunked body (which
+a route that never reads its body, a GET, would not notice) is read here first, up to the
+limit.
 """
 
 from __future__ import annotations
@@ -25,10 +27,20 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked = False
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await self._refuse(send)
                 return
+            chunked = chunked or name == b"transfer-encoding"
+        if chunked:
+            # A chunked body on a route that never reads it (a GET) would pass unchecked:
+            # read it here, up to the limit, and hand the app what was read.
+            buffered = await self._buffered(receive)
+            if buffered is None:
+                await self._refuse(send)
+                return
+            receive = buffered
         received = 0
         started = False
 
@@ -51,6 +63,27 @@ class BodyLimit:
         except BodyTooLarge:
             if not started:
                 await self._refuse(send)
+
+    async def _buffered(self, receive: Receive) -> Receive | None:
+        """The whole body read now (None: over the limit), replayed to the app."""
+        messages: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":
+                break  # a disconnect: the app sees it
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return None
+            if not message.get("more_body", False):
+                break
+        pending = iter(messages)
+
+        async def replay() -> Message:
+            return next(pending, None) or await receive()
+
+        return replay
 
     async def _refuse(self, send: Send) -> None:
         detail = f"request body over {self.max_bytes} bytes"

@@ -7,8 +7,8 @@ Responsibilities:
 
 `within` uses `asyncio.timeout` (one timer handle, the awaitable runs in the caller's task)
 rather than `asyncio.wait_for`, which on Python 3.11 wraps every call in a task of its own:
-a task per dependency call was a visible share of the event loop's CPU per request (issue 6,
-ADR 0055).
+a task per dependency call was a visible share of the event loop's CPU per request
+(ADR 0055).
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ class Deadline:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.start) * 1000.0
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.end
 
     def for_dependency(self, share: float, cap_ms: float, reserve_ms: float = 0.0) -> float:
         """Seconds a dependency call may take: `share` of what is left after `reserve_ms`,

@@ -10,7 +10,7 @@ Responsibilities:
 - count hits and misses (streams.metrics, cache "llm_explanation").
 
 It never calls the LLM and never waits for the enricher: LLM work is off the request path
-(issue 9, ADR 0062). Call it with the final top-k only (one key per item).
+(ADR 0062). Call it with the final top-k only (one key per item).
 
     explanations = await explain_items(redis, user_id, item_ids, recent=..., facts=...)
     explanations[item_id].text   # .source is "llm" or "template"
@@ -175,6 +175,53 @@ async def explain_and_check(
         if not isinstance(raws, list):  # the MGET part failed alone
             raws = [None] * len(item_ids)
     return _assemble(item_ids, raws, recent, facts or {}), gone
+
+
+# One member of a batch: (user id, its final item ids, its recent items, the items' facts).
+BatchRequest = tuple[str, Sequence[str], Sequence[WatchedItem], Mapping[str, ItemFacts]]
+
+
+async def explain_batch(
+    requests: Sequence[BatchRequest],
+    *,
+    store: aioredis.Redis | None = None,
+    script: AsyncScript | None = None,
+    removed_key: str = "",
+    timeout_s: float = _DEFAULT_TIMEOUT_S,
+) -> tuple[list[dict[str, Explanation]], set[str] | None]:
+    """`explain_items` (through `store`) or `explain_and_check` (through `script`, with the
+    removed set `removed_key`) for a whole batch in ONE round trip: every member's keys in
+    one MGET, and with `script` one SMISMEMBER of all their items. Per member its
+    explanations; which items are removed now (None: not checked, or the trip failed)."""
+    members = [list(dict.fromkeys(ids)) for _, ids, _, _ in requests]
+    keys = [
+        k for (user, _, _, _), ids in zip(requests, members, strict=True) for k in _keys(user, ids)
+    ]
+    if not keys:
+        return [{} for _ in requests], set()
+    union = list(dict.fromkeys(i for ids in members for i in ids))
+    gone: set[str] | None = None
+    raws: list[bytes | None] = [None] * len(keys)
+    try:
+        async with asyncio.timeout(timeout_s):
+            if script is not None:
+                flags, got = await script(keys=[removed_key, *keys], args=union)
+            else:
+                assert store is not None
+                flags, got = None, await store.mget(keys)
+    except (TimeoutError, RedisError, OSError):
+        pass  # the cache is decoration: templates for all
+    else:
+        if isinstance(flags, list):
+            gone = {i for i, flag in zip(union, flags, strict=True) if flag}
+        if isinstance(got, list):  # else the MGET part failed alone
+            raws = got
+    out: list[dict[str, Explanation]] = []
+    at = 0
+    for (_, _, recent, facts), ids in zip(requests, members, strict=True):
+        out.append(_assemble(ids, raws[at : at + len(ids)], recent, facts))
+        at += len(ids)
+    return out, gone
 
 
 def explain_items_sync(

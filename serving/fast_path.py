@@ -6,13 +6,14 @@ Responsibilities:
   most once and well formed, is answered by the `answer` callable the app gives it (the same
   function the FastAPI route calls, so both give the same body, headers and status);
 - everything else goes to FastAPI unchanged: other routes and methods, unknown or repeated
-  parameters, values `answer` refuses (it returns None when the query does not validate), so
-  every error keeps FastAPI's 422 and its reasons, and the OpenAPI schema keeps the route.
+  parameters, a request carrying a body (so `serving.body_limit` sees every body), values
+  `answer` refuses (it returns None when the query does not validate), so every error keeps
+  FastAPI's 422 and its reasons, and the OpenAPI schema keeps the route.
 
 Why: in a py-spy profile of the serving worker at 80 requests/s (only threads holding the
 GIL), FastAPI's routing, parameter resolution and its middleware stack were ~16% of the
 event loop's samples, second only to reading the 500 candidates (ADR 0048); the event loop's
-CPU per request is what bounds the worker's rate (BENCHMARKS.md, issue 6). The path is
+CPU per request is what bounds the worker's rate (BENCHMARKS.md, Serving). The path is
 matched with one regular expression and the query with `parse_qsl`, so a valid request costs
 a few microseconds here (ADR 0047).
 """
@@ -77,4 +78,6 @@ def _parse(scope: Scope) -> tuple[str, dict[str, str], str | None] | None:
             if request_id is not None or len(value) > REQUEST_ID_MAX_LENGTH:
                 return None
             request_id = value.decode("latin-1")
+        elif (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return None  # a body: FastAPI's stack applies the body limit to it
     return user_id, params, request_id

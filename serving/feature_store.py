@@ -5,7 +5,7 @@ Responsibilities:
   HMGET on the worker's asyncio Redis client in Feast's layout, decoded with Feast's own
   value conversion (the SDK's `get_online_features` cost ~4-5 ms of CPU per call on the hot
   path: ADR 0045); the request's deadline bounds it like any other read;
-- map issue 4's `UserFeatures` to the models' `UserFeatures` (recent items oldest first,
+- map the features area's `UserFeatures` to the models' `UserFeatures` (recent items oldest first,
   interaction count, mean rating) with the time of the user's last event;
 - translate Feast and Redis errors into `DependencyError("features")`; a user Feast does not
   know is `None` (cold start), not an error.

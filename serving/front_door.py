@@ -13,7 +13,7 @@ Responsibilities:
 Why: admission (`serving.admission`) bounds the requests it sees, but when the process is
 short of CPU, requests wait in uvicorn's socket buffers and parser queue, where no deadline
 sees them: past saturation the clients timed out at 5 s instead of getting 503s (BENCHMARKS.md,
-issue 6). A refusal here costs ~0.1 ms against ~2 ms for an answer, so the worker keeps its
+Serving). A refusal here costs ~0.1 ms against ~2 ms for an answer, so the worker keeps its
 capacity for the requests it admits. The idea is toobusy-js's (load shedding on event-loop
 lag); no maintained ASGI package does it, and it is a few lines.
 """

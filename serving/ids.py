@@ -3,7 +3,7 @@
 `uuid.uuid4()` reads 16 bytes from the kernel (`getrandom`) per id; on this project's
 machines a system call is expensive, and the serving worker made two ids per request (the
 request id of a request without `X-Request-ID`, the impression's `event_id`): ~2% of the event
-loop's samples (issue 6, ADR 0055). `new_id()` is 32 hex characters like `uuid4().hex`: a
+loop's samples (ADR 0055). `new_id()` is 32 hex characters like `uuid4().hex`: a
 random 64-bit prefix drawn once per process (again after a fork) and a 64-bit counter, so ids
 never repeat within a process and collide across processes with probability ~2^-64 per
 pair of processes, which is what the analytics sink's idempotent inserts need of

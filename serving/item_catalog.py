@@ -17,13 +17,11 @@ from __future__ import annotations
 import threading
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-
 from streamrec.infra.settings import Settings
 from streamrec.serving.ports import ItemInfo
-from streamrec.streams import codecs
+from streamrec.streams.errors import TopicReadError
+from streamrec.streams.table_reader import TopicReader
 from streamrec.topics import CATALOG_ITEMS, CatalogItem
-from streamrec.topics.errors import SchemaError
 
 
 class ItemCatalog:
@@ -84,49 +82,32 @@ class CatalogFollower:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                # Every worker reads the whole catalog: a group of its own, nothing committed.
-                "group.id": f"serving-catalog-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-            }
-        )
+        reader = self._open()
+        if reader is None:
+            return
         try:
-            end = self._assign(consumer)
             while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.2):
-                    if msg.error():
-                        continue
-                    try:
-                        self.catalog.apply(codecs.decode_json(CatalogItem, msg.value()))
-                    except SchemaError:
-                        self.skipped += 1
-                    p = msg.partition()
-                    if end.get(p, 0) <= msg.offset() + 1:
-                        end.pop(p, None)
-                if not end:
+                for change in reader.decode(reader.poll(1000, timeout_s=0.2)):
+                    if isinstance(change.event, CatalogItem):
+                        self.catalog.apply(change.event)
+                    elif change.key is not None:  # tombstone: the item's record was deleted
+                        self.catalog.items.pop(change.key, None)
+                self.skipped = reader.skipped
+                if reader.caught_up:
                     self.loaded.set()
         finally:
-            consumer.close()
+            reader.close()
 
-    def _assign(self, consumer: Consumer) -> dict[int, int]:
+    def _open(self) -> TopicReader | None:
         while not self._stop.is_set():
             try:
-                md = consumer.list_topics(CATALOG_ITEMS.name, timeout=5)
-                parts = list(md.topics[CATALOG_ITEMS.name].partitions)
-                end = {}
-                for p in parts:
-                    low, high = consumer.get_watermark_offsets(
-                        TopicPartition(CATALOG_ITEMS.name, p), timeout=5
-                    )
-                    if high > low:
-                        end[p] = high
-                consumer.assign(
-                    [TopicPartition(CATALOG_ITEMS.name, p, OFFSET_BEGINNING) for p in parts]
+                return TopicReader(
+                    self.settings.kafka_bootstrap,
+                    CATALOG_ITEMS,
+                    # Every worker reads the whole catalog: a group of its own, nothing committed.
+                    group=f"serving-catalog-{uuid.uuid4().hex[:8]}",
+                    timeout_s=5.0,
                 )
-                return end
-            except (KafkaException, KeyError):
+            except TopicReadError:
                 self._stop.wait(1.0)  # broker not up yet: try again
-        return {}
+        return None

@@ -90,6 +90,24 @@ class MemoryReads:
             await asyncio.sleep(delay)  # the injected slowness itself
         if self.fail:
             raise DependencyError("redis", "injected failure")
+        return self._rows(user_id, parts, history_n)
+
+    async def read_many(
+        self, user_ids: list[str], parts: tuple[str, ...], history_n: int
+    ) -> list[dict[str, object]]:
+        """`read` for a batch of users as ONE round trip (`calls` counts it once; each
+        double's `calls` counts its part once per member)."""
+        self.calls += 1
+        for part in parts:
+            self.doubles[part].calls += len(user_ids)
+        delay = max(self.doubles[p].delay_s for p in parts)
+        if delay:
+            await asyncio.sleep(delay)  # the injected slowness itself
+        if self.fail:
+            raise DependencyError("redis", "injected failure")
+        return [self._rows(user_id, parts, history_n) for user_id in user_ids]
+
+    def _rows(self, user_id: str, parts: tuple[str, ...], history_n: int) -> dict[str, object]:
         out: dict[str, object] = {}
         for part in parts:
             if self.doubles[part].fail:

@@ -82,5 +82,7 @@ class ServingMetrics:
             "serving_impressions_failed", "impressions the broker did not take", registry=r
         )
         self.dead_letters = Counter(
-            "serving_dead_letters", "malformed request-topic messages", registry=r
+            "serving_dead_letters",
+            "request-topic messages dead-lettered (malformed, unrepliable, failed)",
+            registry=r,
         )

@@ -11,7 +11,7 @@ dependency fails; "nothing stored" is `None` or an empty result, not an error.
 | `CandidateStore` | `serving.redis_stores.RedisCandidates` | a user's precomputed candidates |
 | `HistoryStore` | `serving.redis_stores.RedisHistory` | a user's recent items (up to 50) |
 | `PopularStore` | `serving.redis_stores.RedisPopular` | trending list, removed items |
-| `RequestReads` | `serving.redis_stores.RedisRequestReads` | the first three in one trip |
+| `RequestReads` | `serving.redis_stores.RedisRequestReads` | the first three, one trip a batch |
 | `Ranker` | `serving.ranker_adapter.RegistryRanker` | scores for users' candidates |
 """
 
@@ -50,10 +50,10 @@ class ItemInfo:
 class Candidates:
     """A user's candidates as the request path uses them: ids and retrieval scores, best
     first. Two flat lists instead of 500 `Candidate` models: building those cost ~1 ms per
-    request, the largest single item in the serving profile (BENCHMARKS.md, issue 6)."""
+    request, the largest single item in the serving profile (BENCHMARKS.md, Serving)."""
 
     item_ids: list[str]
-    scores: list[float]
+    scores: list[float] | np.ndarray  # an array when read in a batch (one decode for all)
     model_version: str = ""
 
     @classmethod
@@ -100,6 +100,13 @@ class RequestReads(Protocol):
         store would return, or the `DependencyError` (named after the part) it failed with,
         so each part is still judged by its own breaker. Raises `DependencyError` only when
         the round trip itself failed (then every part did)."""
+        ...
+
+    async def read_many(
+        self, user_ids: list[str], parts: tuple[str, ...], history_n: int
+    ) -> list[dict[str, object]]:
+        """`read` for a batch of users in ONE round trip: one dict per user, each part failing
+        for its member alone; raises `DependencyError` only when the trip itself failed."""
         ...
 
 

@@ -1,7 +1,7 @@
 """The ranker from the model registry, behind the `serving.ports.Ranker` interface.
 
 Responsibilities: pick the device (`auto`: cuda when torch sees one), load a registry version
-of kind "ranker" through issue 5's inference API (`models.ranker.RankerModel`; compiled to a
+of kind "ranker" through the models' inference API (`models.ranker.RankerModel`; compiled to a
 TorchScript graph unless `serving.ranker_compiled` is off, ADR 0047), and turn a
 batch of `RankInput`s into one `score_batch` call; torch and loading errors become
 `DependencyError`s of the "model" dependency.

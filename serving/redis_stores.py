@@ -85,6 +85,26 @@ return out
 """
 
 
+# The same reads for a batch of users in one script: ARGV[3] users, each with the keys of the
+# parts asked for (ARGV[1], as above) in KEYS, in order; the reply is three entries per user
+# (false where a part was not asked for), each under pcall so one member's failing part
+# (a key of the wrong type) is that member's alone.
+_BATCH_READS_LUA = """
+local parts, n, out, k = ARGV[1], tonumber(ARGV[3]), {}, 1
+local f, c, h = string.sub(parts, 1, 1) == '1', string.sub(parts, 2, 2) == '1',
+  string.sub(parts, 3, 3) == '1'
+local hist_end = tonumber(ARGV[2]) - 1
+for m = 0, n - 1 do
+  local base = 3 * m
+  out[base + 1], out[base + 2], out[base + 3] = false, false, false
+  if f then out[base + 1] = redis.pcall('HMGET', KEYS[k], unpack(ARGV, 4)); k = k + 1 end
+  if c then out[base + 2] = redis.pcall('GET', KEYS[k]); k = k + 1 end
+  if h then out[base + 3] = redis.pcall('LRANGE', KEYS[k], 0, hist_end); k = k + 1 end
+end
+return out
+"""
+
+
 class RedisRequestReads:
     """`serving.ports.RequestReads` on Redis: a user's features, candidates and history in
     ONE round trip (EVALSHA of `_READS_LUA`) instead of three commands. Each command cost the
@@ -99,6 +119,7 @@ class RedisRequestReads:
     ) -> None:
         self.features = features
         self.script = client.register_script(_READS_LUA)
+        self.batch_script = client.register_script(_BATCH_READS_LUA)
         # user id -> Feast's entity key (a protobuf serialisation, ~5 us): asked again and
         # again for the same users; bounded, emptied when full.
         self.feature_keys: dict[str, bytes] = {}
@@ -148,6 +169,81 @@ class RedisRequestReads:
                 "history", raw_history, lambda raw: [i.decode() for i in reversed(raw)]
             )
         return out
+
+    async def read_many(
+        self, user_ids: list[str], parts: tuple[str, ...], history_n: int
+    ) -> list[dict[str, object]]:
+        """`read` for a whole batch of users in ONE round trip (EVALSHA of `_BATCH_READS_LUA`
+        over every member's keys), the candidate lists decoded together
+        (`candidate_codec.read_ranked_many`). One dict per user, as `read` gives; a part that
+        fails for one member fails for that member alone. Raises `DependencyError` only when
+        the round trip itself failed."""
+        out: list[dict[str, object]] = [{} for _ in user_ids]
+        reader = None
+        flags = ["0", "0", "0"]
+        if "features" in parts:
+            try:
+                reader = await self.features.open_reader()
+            except DependencyError as exc:  # not registered yet: the other parts still read
+                for row in out:
+                    row["features"] = exc
+            else:
+                flags[0] = "1"
+        flags[1] = "1" if "candidates" in parts else "0"
+        flags[2] = "1" if "history" in parts else "0"
+        if flags == ["0", "0", "0"] or not user_ids:
+            return out
+        keys: list[bytes | str] = []
+        for user_id in user_ids:
+            if reader is not None:
+                keys.append(self._feature_key(reader, user_id))
+            if flags[1] == "1":
+                keys.append(USER_CANDIDATES.key(user_id=user_id))
+            if flags[2] == "1":
+                keys.append(USER_HISTORY.key(user_id=user_id))
+        args: list[bytes | str | int] = ["".join(flags), history_n, len(user_ids)]
+        if reader is not None:
+            args.extend(reader.fields)
+        try:
+            reply = await self.batch_script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise DependencyError("redis", f"redis: {exc}") from None
+        if flags[1] == "1":
+            lists = [reply[3 * m + 1] for m in range(len(user_ids))]
+            raws = [raw if isinstance(raw, bytes) else None for raw in lists]
+            ranked = candidate_codec.read_ranked_many(raws)
+        for m, user_id in enumerate(user_ids):
+            row = out[m]
+            if reader is not None:
+                row["features"] = _part(
+                    "features",
+                    reply[3 * m],
+                    lambda raw, u=user_id: self.features.decode(reader, u, raw),
+                )
+            if flags[1] == "1":
+                raw = lists[m]
+                if isinstance(raw, Exception):  # pcall's error, this member's alone
+                    row["candidates"] = DependencyError("candidates", f"redis: {raw}")
+                elif ranked.errors[m] is not None:  # the writer's bug: no candidates here
+                    row["candidates"] = DependencyError("candidates", ranked.errors[m].reason)
+                elif not ranked.found[m]:
+                    row["candidates"] = None
+                else:
+                    ids, scores = ranked.member(m)
+                    row["candidates"] = Candidates(ids, scores, ranked.model_versions[m])
+            if flags[2] == "1":
+                row["history"] = _part(
+                    "history", reply[3 * m + 2], lambda raw: [i.decode() for i in reversed(raw)]
+                )
+        return out
+
+    def _feature_key(self, reader: Any, user_id: str) -> bytes:
+        key = self.feature_keys.get(user_id)
+        if key is None:
+            if len(self.feature_keys) >= self.max_keys:
+                self.feature_keys.clear()
+            key = self.feature_keys[user_id] = reader.key(user_id)
+        return key
 
 
 def _part(name: str, raw: object, decode: Callable[[Any], object]) -> object:

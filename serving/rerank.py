@@ -66,6 +66,58 @@ def rerank_arrays(
         head = n
 
 
+def rerank_many(
+    item_ids: Sequence[Sequence[str]],
+    scores: Sequence[np.ndarray],
+    ks: Sequence[int],
+    excludes: Sequence[set[str]],
+    item_info: ItemInfoFn,
+    max_genre_share: float = 0.4,
+) -> list[list[tuple[str, float]]]:
+    """`rerank_arrays` for a whole batch (member b: `item_ids[b]`, `scores[b]`, `ks[b]`,
+    `excludes[b]`), with the same result per member: the scores padded into one matrix, the
+    heads of every row found with ONE `argpartition` and ordered with ONE stable `argsort`;
+    only the greedy pass (rules and the genre cap, over a head of ~4k items) runs per member,
+    and a member whose head the rules use up is sorted in full on its own, as
+    `rerank_arrays` does."""
+    members = len(scores)
+    if not members:
+        return []
+    lens = [len(s) for s in scores]
+    width = max(lens)
+    if width == 0:
+        return [[] for _ in range(members)]
+    matrix = np.full((members, width), -np.inf, dtype=np.float64)
+    for b, row in enumerate(scores):
+        matrix[b, : lens[b]] = row
+    head = max(min(n, 4 * k + len(ex)) for n, k, ex in zip(lens, ks, excludes, strict=True))
+    head = max(head, 1)
+    if head < width:
+        top = np.argpartition(-matrix, head - 1, axis=1)[:, :head]
+        top.sort(axis=1)  # ties keep list order
+        order = np.argsort(-np.take_along_axis(matrix, top, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+    else:
+        top = np.argsort(-matrix, axis=1, kind="stable")
+    top_scores = np.take_along_axis(matrix, top, axis=1)
+    out: list[list[tuple[str, float]]] = []
+    for b in range(members):
+        n, ids = lens[b], item_ids[b]
+        idx, vals = top[b], top_scores[b]
+        if n < width:  # this row's padding sorts last: keep its own entries only
+            keep = idx < n
+            idx, vals = idx[keep], vals[keep]
+        ordered = [(ids[i], v) for i, v in zip(idx.tolist(), vals.tolist(), strict=True)]
+        chosen, deferred, full = _greedy(ordered, ks[b], excludes[b], item_info, max_genre_share)
+        if full or len(ordered) >= n:
+            out.append(_backfill(chosen, deferred, ks[b]))
+        else:  # the rules used up the shared head: this member's full list, on its own
+            out.append(
+                rerank_arrays(ids, scores[b], ks[b], excludes[b], item_info, max_genre_share)
+            )
+    return out
+
+
 def _greedy(
     ordered: Sequence[tuple[str, float]],
     k: int,

@@ -1,17 +1,20 @@
 """Running the serving worker: HTTP (uvicorn), the request topic, or both in one process.
 
-Responsibilities: build the app or the topic server around one `ServingWorker` (or, with
-`serving.workers` > 1, let uvicorn run that many worker processes on one port), run it until
-SIGINT/SIGTERM, register the process in the live-worker registry (`streams.metrics.serve`,
-heartbeat + metrics endpoint for the dashboard), and shut everything down in order.
+Responsibilities:
+- one process: build the app or the topic server around one `ServingWorker`, run it until
+  SIGINT/SIGTERM, register the process in the live-worker registry (`streams.metrics.serve`,
+  heartbeat + metrics endpoint for the dashboard), and shut everything down in order;
+- `serving.workers` > 1: supervise that many such processes (`serving.supervisor`). Each
+  binds the port with SO_REUSEPORT, so the kernel spreads connections over them, joins the
+  request topic's consumer group, and has its own batcher, heartbeat and metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
+import socket
 
 from streamrec.infra.settings import Settings
 from streamrec.serving.errors import ServingError
@@ -22,43 +25,63 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
     if not (http or topic):
         raise ServingError("nothing to serve: give --http, --topic or both")
     settings = settings.with_overrides(serving={"topic": topic})
+    if settings.serving.workers > 1 and not settings.serving.reuse_port:
+        from streamrec.serving.supervisor import supervise
+
+        supervise(settings, http=http, topic=topic, log_level=log_level)
+        return
     handle = shared_metrics.serve(settings, "serving")
     try:
         if http:
-            import uvicorn
-
-            options = dict(
-                host=settings.serving.host,
-                port=settings.serving.port,
-                log_level=log_level,
-                access_log=False,
-                loop="uvloop",
-                http="httptools",
-                backlog=4096,
-                # No proxy in front whose headers we use: one ASGI layer less per request.
-                proxy_headers=False,
-                timeout_graceful_shutdown=10,
-            )
-            if settings.serving.workers > 1:
-                # One event loop per core (ADR 0045): the workers share the listening socket
-                # and rebuild these settings from the environment (`serving.asgi`).
-                os.environ.update(settings.to_env())
-                uvicorn.run(
-                    "streamrec.serving.asgi:create",
-                    factory=True,
-                    workers=settings.serving.workers,
-                    **options,  # type: ignore[arg-type]
-                )
-            else:
-                from streamrec.serving.app import create_app
-                from streamrec.serving.worker import set_ranker_threads
-
-                set_ranker_threads(settings)
-                uvicorn.run(create_app(settings, topic=topic), **options)  # type: ignore[arg-type]
+            _serve_http(settings, topic, log_level)
         else:
             asyncio.run(_topic_only(settings))
     finally:
         handle.stop()
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """The HTTP socket, bound and listening. With `reuse_port`, every process of the group
+    binds its own (SO_REUSEPORT): the kernel hashes connections across them, where one
+    inherited socket would wake whichever process's event loop polls first."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.listen(4096)
+    sock.set_inheritable(False)
+    return sock
+
+
+def _serve_http(settings: Settings, topic: bool, log_level: str) -> None:
+    import uvicorn
+
+    from streamrec.serving.app import create_app
+    from streamrec.serving.worker import set_ranker_threads
+
+    set_ranker_threads(settings)
+    cfg = settings.serving
+    config = uvicorn.Config(
+        create_app(settings, topic=topic),
+        log_level=log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        # No proxy in front whose headers we use: one ASGI layer less per request.
+        proxy_headers=False,
+        timeout_graceful_shutdown=10,
+    )
+    sock = listening_socket(cfg.host, cfg.port, cfg.reuse_port)
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 async def _topic_only(settings: Settings) -> None:

@@ -12,11 +12,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamrec.topics.base import USER_ID_MAX_LENGTH as USER_ID_MAX_LENGTH
+from streamrec.topics.base import USER_ID_PATTERN as USER_ID_PATTERN
+from streamrec.topics.base import UserId
 from streamrec.topics.recs_requests import Priority
 from streamrec.topics.recs_responses import Level
 
-USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"  # the HTTP route's user ids (serving.app, fast_path)
-USER_ID_MAX_LENGTH = 128
+# The user-id rule is the request topic's (topics.base): the HTTP route's path (serving.app,
+# fast_path) and `RecQuery` apply the same one, so both ways in accept the same ids.
 REQUEST_ID_MAX_LENGTH = 128  # the X-Request-ID header
 
 
@@ -26,7 +29,7 @@ class RecQuery(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     request_id: str
-    user_id: str
+    user_id: UserId
     k: int = Field(20, ge=1, le=200)
     priority: Priority = "interactive"
     recent_item_ids: tuple[str, ...] = ()

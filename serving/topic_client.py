@@ -17,14 +17,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streamrec.infra.settings import Settings
 from streamrec.streams import codecs
 from streamrec.streams.producer import latency_producer
-from streamrec.topics import RECS_REQUESTS, RecRequest, RecResponse
+from streamrec.topics import RECS_REQUESTS, RECS_RESPONSES, RecRequest, RecResponse
 
 
 class RequestTopicClient:
     """Owns a one-partition reply topic, a `linger.ms=0` producer and a reply consumer."""
 
     def __init__(self, settings: Settings, prefix: str = "client") -> None:
-        self.reply_to = f"{prefix}.replies.{uuid.uuid4().hex[:6]}"
+        # Under `recs.responses` (serving's default `reply_topics`), created here: the broker
+        # creates no topic on its own.
+        self.reply_to = f"{RECS_RESPONSES.name}.{prefix}.{uuid.uuid4().hex[:6]}"
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
         admin.create_topics([NewTopic(self.reply_to, 1, 1)])[self.reply_to].result(30)
         self.producer = latency_producer(settings)

@@ -9,31 +9,48 @@ Responsibilities:
 - reply with a `RecResponse` carrying the request's correlation id, keyed by it, on the topic
   the request names, through a `latency_producer` (`linger.ms=0`);
 - shed by admission: the request topic has no 503, so a shed request is answered from the
-  trending list held in memory (level POPULAR), which costs no dependency call.
+  trending list held in memory (level POPULAR), which costs no dependency call;
+- commit a request's offset only once its reply (or dead letter) is delivered, below every
+  request still in flight (`streams.offsets.PendingOffsets`): a process killed mid-request
+  loses nothing, the group's next owner of the partition answers it again.
 
-Failure policy: a malformed message (not JSON, wrong schema) goes to dead.letters with the
-reason and the server carries on; a reply the broker refuses is counted and logged.
+Failure policy: every request ends in exactly one of a reply, a POPULAR answer (shed), or a
+dead letter carrying the reason, and the server carries on. Dead-lettered are: a malformed
+message (not JSON, wrong schema), a `reply_to` that matches none of `serving.reply_topics`
+(the client chooses the topic: it must not write into another topic, nor make the broker
+create one), a failure while answering (logged with its traceback), and a reply the broker
+refuses (logged).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamrec.infra.settings import Settings
+from streamrec.serving.answer import Answer
 from streamrec.serving.errors import Overloaded
 from streamrec.serving.schemas import RecQuery
 from streamrec.serving.worker import ServingWorker
 from streamrec.streams import codecs
-from streamrec.streams.dead_letters import dead_letter
+from streamrec.streams.decoding import Decoder
+from streamrec.streams.offsets import Partition, PendingOffsets
 from streamrec.streams.producer import latency_producer
-from streamrec.topics import DEAD_LETTERS, RECS_REQUESTS, RECS_RESPONSES, RecRequest, RecResponse
-from streamrec.topics.errors import SchemaError
+from streamrec.topics import (
+    DEAD_LETTERS,
+    RECS_REQUESTS,
+    RECS_RESPONSES,
+    DeadLetter,
+    RecRequest,
+)
 
 log = logging.getLogger(__name__)
 PROCESSOR = "serving"
@@ -44,14 +61,24 @@ class TopicServer:
         self.settings = settings
         self.worker = worker
         self.cfg = settings.serving
-        # Delivery reports only for failures (all _delivered acts on): no callback per reply.
+        # A delivery report per reply: the request's offset is committed on it.
+        # A reply topic the broker does not have fails in 5 s rather than librdkafka's 30 s
+        # (the request is then dead-lettered): the client creates its topic before asking.
         self.producer = latency_producer(
-            settings, **{"client.id": "serving-replies", "delivery.report.only.error": True}
+            settings,
+            **{"client.id": "serving-replies", "topic.metadata.propagation.max.ms": 5000},
         )
+        self.pending = PendingOffsets()
+        self._to_store: dict[Partition, int] = {}
+        self._to_store_lock = threading.Lock()
         self.slots = threading.Semaphore(self.cfg.topic_concurrency)
+        self._reply_patterns = self.cfg.reply_patterns
         self.answered = 0
-        self.dead = 0
-        self.reply_failures = 0
+        # A malformed request: dead-lettered through the reply producer, counted in
+        # serving's own registry.
+        self._decode: Decoder[RecRequest] = Decoder(
+            RECS_REQUESTS, PROCESSOR, self, failed=worker.metrics.dead_letters
+        )
         self.assigned = threading.Event()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -84,13 +111,21 @@ class TopicServer:
                 "client.id": "serving-requests",
                 "auto.offset.reset": "latest",
                 "enable.auto.commit": True,
+                # Offsets are stored by hand once a reply is delivered (`_finished`).
+                "enable.auto.offset.store": False,
                 "fetch.wait.max.ms": self.cfg.topic_fetch_wait_ms,
                 "session.timeout.ms": 10_000,
             }
         )
-        consumer.subscribe([RECS_REQUESTS.name], on_assign=lambda c, parts: self.assigned.set())
+        consumer.subscribe(
+            [RECS_REQUESTS.name],
+            on_assign=lambda c, parts: self.assigned.set(),
+            on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )
         try:
             while not self._stop.is_set():
+                self._store_finished(consumer)
                 msg = consumer.poll(0.1)
                 if msg is None:
                     continue
@@ -100,80 +135,177 @@ class TopicServer:
                     continue
                 self._dispatch(msg)
         finally:
+            self._store_finished(consumer)
             consumer.close()
 
-    def _dispatch(self, msg: Message) -> None:
-        try:
-            request = codecs.decode_json(RecRequest, msg.value())
-        except SchemaError as exc:
-            self._dead_letter(msg, exc.reason)
-            return
-        while not self.slots.acquire(timeout=0.1):
-            if self._stop.is_set():
-                return
-        assert self._loop is not None
-        future: Future[None] = asyncio.run_coroutine_threadsafe(self._answer(request), self._loop)
-        future.add_done_callback(lambda _: self.slots.release())
+    @property
+    def dead(self) -> int:
+        """Malformed requests sent to dead.letters."""
+        return self._decode.dead
 
-    def _dead_letter(self, msg: Message, reason: str) -> None:
-        letter = dead_letter(
-            source_topic=msg.topic(),
-            processor=PROCESSOR,
-            reason=reason,
-            value=msg.value(),
-            key=msg.key(),
-            partition=msg.partition(),
-            offset=msg.offset(),
+    def _revoked(self, consumer: Consumer, parts: list[TopicPartition]) -> None:
+        self._store_finished(consumer)  # committed with the revocation
+        revoked = [(p.topic, p.partition) for p in parts]
+        self.pending.revoke(revoked)
+        with self._to_store_lock:
+            for tp in revoked:
+                self._to_store.pop(tp, None)
+
+    def _finished(self, tp: Partition, offset: int) -> None:
+        """A request's outcome is delivered (on the producer's thread): its offset may be
+        stored once nothing before it is open. The consumer's thread stores it: a
+        `store_offsets` from another thread waits while that one is in `poll`."""
+        commit = self.pending.finish(tp, offset)
+        if commit is not None:
+            with self._to_store_lock:
+                self._to_store[tp] = max(commit, self._to_store.get(tp, 0))
+
+    def _store_finished(self, consumer: Consumer) -> None:
+        with self._to_store_lock:
+            ready, self._to_store = self._to_store, {}
+        if ready:
+            # Revoked meanwhile: the next owner answers those again from the last commit.
+            with contextlib.suppress(KafkaException):
+                consumer.store_offsets(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in ready.items()]
+                )
+
+    def _dispatch(self, msg: Message) -> Future[None] | None:
+        """Decode and check a request, then answer it on the event loop (the future of that),
+        or dead-letter it (None). Nothing raised here is lost: the message is dead-lettered
+        with the reason, so every request ends in a reply or a dead letter."""
+        tp, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+        self.pending.begin(tp, offset)
+        try:
+            request = self._decode(msg)
+            if request is None:
+                return None  # dead-lettered: finished when the dead letter is delivered
+            if not self._may_reply_to(request.reply_to):
+                self._decode.reject(
+                    msg,
+                    f"reply_to {request.reply_to!r} matches none of serving.reply_topics "
+                    f"({self.cfg.reply_topics}): the request cannot be replied to",
+                )
+                return None
+            while not self.slots.acquire(timeout=0.1):
+                if self._stop.is_set():
+                    return None  # stopping: uncommitted, the group's next owner answers it
+            assert self._loop is not None
+            try:
+                future: Future[None] = asyncio.run_coroutine_threadsafe(
+                    self._answer(request, msg), self._loop
+                )
+            except BaseException:
+                self.slots.release()
+                raise
+            future.add_done_callback(lambda _: self.slots.release())
+            return future
+        except Exception as exc:
+            self._failed(msg, exc)
+            return None
+
+    def _may_reply_to(self, topic: str) -> bool:
+        # A reply_to is the client's choice: only the allow-listed topics, so a request cannot
+        # write into catalog.items (or make the broker create a topic).
+        return any(fnmatchcase(topic, pattern) for pattern in self._reply_patterns)
+
+    def _failed(self, msg: Message, exc: BaseException) -> None:
+        """A request that could not be answered (a bug or a dead dependency): logged with its
+        traceback and dead-lettered with the reason."""
+        log.error(
+            "request at %s[%s]@%s failed", msg.topic(), msg.partition(), msg.offset(), exc_info=exc
         )
+        try:
+            self._decode.reject(msg, f"failed while answering: {type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception(
+                "request at %s[%s]@%s not dead-lettered", msg.topic(), msg.partition(), msg.offset()
+            )
+            self._finished((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+
+    def send(self, letter: DeadLetter) -> None:
+        """The dead-letter sink of `_decode`: through the reply producer. The letter carries
+        its request's coordinates, whose offset is finished once it is delivered."""
+        source = ((letter.source_topic, letter.partition or 0), letter.offset or 0)
         self._produce(
-            DEAD_LETTERS.name, DEAD_LETTERS.key_of(letter), codecs.encode(DEAD_LETTERS, letter)
+            DEAD_LETTERS.name,
+            DEAD_LETTERS.key_of(letter),
+            codecs.encode(DEAD_LETTERS, letter),
+            source,
         )
-        self.dead += 1
-        self.worker.metrics.dead_letters.inc()
 
     # --- answering -------------------------------------------------------------------------
 
-    async def _answer(self, request: RecRequest) -> None:
-        recommender = self.worker.recommender
-        assert recommender is not None
-        age_ms = (datetime.now(UTC) - request.sent_at).total_seconds() * 1000.0
-        query = RecQuery(
-            request_id=request.correlation_id,
-            user_id=request.user_id,
-            k=request.k,
-            priority=request.priority,
-            recent_item_ids=tuple(request.recent_item_ids),
-            budget_ms=int(min(10_000, max(5.0, request.budget_ms - max(0.0, age_ms)))),
-            channel="kafka",
-        )
+    async def _answer(self, request: RecRequest, msg: Message) -> None:
         try:
-            response = await recommender.recommend(query)
-        except Overloaded:
-            self.worker.metrics.rejected.labels("kafka", "overloaded").inc()
-            response = recommender.popular_answer(query)
-        except Exception:  # a bug: log it, and let the client's timeout speak
-            log.exception("request %s failed", request.correlation_id)
-            return
-        self._reply(request.reply_to, response)
+            recommender = self.worker.recommender
+            if recommender is None:
+                raise RuntimeError("the serving worker is not started")
+            age_ms = (datetime.now(UTC) - request.sent_at).total_seconds() * 1000.0
+            query = RecQuery(
+                request_id=request.correlation_id,
+                user_id=request.user_id,
+                k=request.k,
+                priority=request.priority,
+                recent_item_ids=tuple(request.recent_item_ids),
+                budget_ms=int(min(10_000, max(5.0, request.budget_ms - max(0.0, age_ms)))),
+                channel="kafka",
+            )
+            try:
+                response = await recommender.recommend(query)
+            except Overloaded:
+                self.worker.metrics.rejected.labels("kafka", "overloaded").inc()
+                response = recommender.popular_answer(query)
+            self._reply(request.reply_to, response, msg)
+        except Exception as exc:  # a bug or a dead dependency: logged and dead-lettered
+            self._failed(msg, exc)
 
-    def _reply(self, topic: str, response: RecResponse) -> None:
-        self._produce(topic, RECS_RESPONSES.key_of(response), codecs.encode_json(response))
+    def _reply(self, topic: str, response: Answer, msg: Message) -> None:
+        # The RecResponse contract, written from the answer's arrays (serving.answer).
+        source = ((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
+
+        def undelivered(reason: str) -> None:
+            # E.g. an allowed name the broker has no topic for: the request is dead-lettered
+            # (whose delivery finishes its offset), rather than dropped.
+            self._decode.reject(msg, f"reply to {topic!r} not delivered: {reason}")
+
+        self._produce(
+            topic, RECS_RESPONSES.key_of(response), response.response_json(), source, undelivered
+        )
         self.answered += 1
 
-    def _produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        source: tuple[Partition, int] | None = None,
+        undelivered: Callable[[str], None] | None = None,
+    ) -> None:
+        """Produce; once delivered (or refused, which is logged), `source` (the request's
+        partition and offset) is finished, unless `undelivered` takes the refusal over."""
         producer = self.producer
-        if producer is None:  # stopped: nothing more goes out
+        if producer is None:  # stopped: nothing more goes out, nor is its offset committed
             return
-        try:
-            producer.produce(topic, key=key, value=value, on_delivery=self._delivered)
-        except (BufferError, KafkaException) as exc:
-            self.reply_failures += 1
-            log.warning("reply to %s not produced: %s", topic, exc)
 
-    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self.reply_failures += 1
-            log.warning("reply to %s not delivered: %s", msg.topic(), err)
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                log.warning("reply to %s not delivered: %s", msg.topic(), err)
+                if undelivered is not None:
+                    try:
+                        undelivered(str(err))
+                        return
+                    except Exception:
+                        log.exception("request for %s not dead-lettered", topic)
+            if source is not None:
+                self._finished(*source)
+
+        try:
+            producer.produce(topic, key=key, value=value, on_delivery=delivered)
+        except (BufferError, KafkaException) as exc:
+            log.warning("reply to %s not produced: %s", topic, exc)
+            if source is not None:
+                self._finished(*source)
 
     def _poll_producer(self) -> None:
         while not self._stop.is_set():

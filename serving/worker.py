@@ -14,6 +14,7 @@ import contextlib
 import gc
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from streamrec.infra.settings import Settings
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Explainer:
-    """Issue 9's explanations (cached LLM text or a template) attached to the final items,
+    """The explanations (cached LLM text or a template) attached to the final items,
     under what is left of the budget and never more than `cap_s`."""
 
     def __init__(
@@ -49,6 +50,53 @@ class Explainer:
         self.cap_s = cap_s
         # check_removed: the answer's removal check rides in the same round trip (ADR 0056)
         self.script = client.register_script(CHECKED_LUA) if check_removed else None
+
+    def _watched(self, recent: list[str]) -> list[Any]:
+        from streamrec.serving.explanations import WatchedItem
+
+        watched = []
+        for item_id in reversed(recent[-5:]):  # most recent first
+            info = self.catalog.get(item_id)
+            if info is not None:
+                watched.append(WatchedItem(item_id, info.title, tuple(info.genres)))
+        return watched
+
+    def _facts(self, item_ids: list[str], trending: set[str]) -> dict[str, Any]:
+        from streamrec.serving.explanations import ItemFacts
+
+        facts = {}
+        for item_id in item_ids:
+            info = self.catalog.get(item_id)
+            genres = tuple(info.genres) if info is not None else ()
+            facts[item_id] = ItemFacts(genres=genres, popular=item_id in trending)
+        return facts
+
+    async def explain_many(
+        self, requests: Sequence[tuple[str, list[str], list[str]]], lefts_s: Sequence[float]
+    ) -> tuple[list[list[str | None]], set[str] | None]:
+        """A batch's explanations (per (user, final item ids, recent items), one text per
+        item) and, when it checks them, which of all its items are removed now: ONE round
+        trip for the batch, within the cap and the least time any member still has."""
+        from streamrec.serving.explanations import explain_batch
+
+        trending = self.popular()
+        batch = [
+            (user_id, ids, self._watched(recent), self._facts(ids, trending))
+            for user_id, ids, recent in requests
+        ]
+        live = [left for left in lefts_s if left > 0]
+        timeout_s = max(0.001, min(self.cap_s, min(live, default=0.0)))
+        texts, gone = await explain_batch(
+            batch,
+            store=self.client,
+            script=self.script,
+            removed_key=REMOVED_ITEMS.key(),
+            timeout_s=timeout_s,
+        )
+        return [
+            [t[i].text if i in t else None for i in ids]
+            for t, (_, ids, _) in zip(texts, requests, strict=True)
+        ], gone
 
     async def __call__(
         self, user_id: str, items: list[RecommendedItem], recent: list[str], left_s: float
@@ -206,11 +254,17 @@ class ServingWorker:
                 _Trending(self.recommender),
                 check_removed=s.serving.merged_reads and popular_is_redis,
             )
+            if s.serving.explain_llm_inline:  # comparison runs only: the LLM on the path
+                from streamrec.serving.inline_llm import InlineLLMExplainer
+
+                inline = InlineLLMExplainer(self.recommender.explain, self.catalog, s.llm)
+                self.recommender.explain = inline
+                self._closers.append(inline.aclose)
         await self.recommender.start()
         # Everything loaded so far (torch, Feast's registry, pandas, the model) lives as long
         # as the process: move it out of the collector's generations. Otherwise every full
         # collection walks its ~300k+ objects, a 100-250 ms pause that lands on whichever
-        # request allocates next (it was the p99 of the serving benchmark; issue 6).
+        # request allocates next (it was the p99 of the serving benchmark).
         gc.collect()
         gc.freeze()
         return self.recommender

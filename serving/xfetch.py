@@ -61,7 +61,6 @@ class XFetchCache(CoalescingCache[V]):
         self.beta = beta
         self.rand = rand
         self.deltas: dict[Hashable, float] = {}
-        self.early_refreshes = 0
         self.refreshes = 0
 
     async def get_or_compute(
@@ -76,7 +75,6 @@ class XFetchCache(CoalescingCache[V]):
             expires, _ = entry
             delta = self.deltas.get(key, 0.0)
             if now < expires and should_refresh_early(now, expires, delta, self.beta, self.rand):
-                self.early_refreshes += 1
                 self._start(key, compute, cacheable)  # callers keep the cached value meanwhile
         return await super().get_or_compute(key, self._timed(key, compute), cacheable)
 

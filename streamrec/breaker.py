@@ -4,6 +4,7 @@ model, the LLM provider).
 Responsibilities:
 - count consecutive failures; after `failures` of them the breaker opens and callers are
   refused at once instead of waiting on a dependency known to be down;
+- `trip()` opens it at once (a refusal that no retry can fix, e.g. a refused key);
 - after `reset_s`, admit exactly one trial call (half-open): its success closes the breaker,
   its failure opens it for another `reset_s`; other callers keep being refused;
 - report state changes (0 closed, 1 half-open, 2 open) to a callback for metrics and logs.
@@ -77,6 +78,15 @@ class CircuitBreaker:
             if self.state is not BreakerState.OPEN:
                 self.trips += 1
             self._set(BreakerState.OPEN)
+
+    def trip(self) -> None:
+        """Open now, whatever the count: the dependency refused the call in a way no retry
+        fixes (an authentication failure). A trial after `reset_s` tries again."""
+        self.trial_in_flight = False
+        self.consecutive = max(self.consecutive + 1, self.failures)
+        self.opened_at = self.clock()
+        self.trips += 1
+        self._set(BreakerState.OPEN)
 
     def neutral(self) -> None:
         """The call ended without telling whether the dependency is healthy (a 429, a

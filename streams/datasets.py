@@ -66,10 +66,3 @@ def fetch(settings: Settings, name: str = "ml-100k", force: bool = False) -> Pat
             tmp.write_bytes(data)
             tmp.replace(target / fname)
     return target
-
-
-def require_ml100k(settings: Settings) -> Path:
-    target = ml100k_dir(settings)
-    if not all((target / f).exists() for f in ML100K_FILES):
-        raise DataError("ML-100K is not fetched yet: run `streamrec data fetch ml-100k`")
-    return target

@@ -17,3 +17,11 @@ class DeliveryError(StreamRecError):
 
 class LagError(StreamRecError):
     """Consumer lag could not be read from the broker."""
+
+
+class TopicReadError(StreamRecError):
+    """A topic could not be read (unknown topic, broker unreachable, partition error)."""
+
+
+class TopicReadTimeout(TopicReadError):
+    """A topic was not read to its end offsets in time; the message names the partitions."""

@@ -306,7 +306,6 @@ class StallWatchdog:
         self.check_s = check_s
         self._since: dict[TP, tuple[int, float]] = {}
         self._last_check = 0.0
-        self.recoveries = 0
 
     def _busy(self) -> bool:
         app = cast(Any, self.app)
@@ -339,7 +338,6 @@ class StallWatchdog:
             elif now - seen[1] >= self.stall_s:
                 stalled.append(tp)
         if stalled and not self._busy():
-            self.recoveries += 1
             log.warning(
                 "stall watchdog: %s behind their end with no commit for %.0f s; "
                 "resuming and seeking to committed (paused=%s active=%s buffered=%s "

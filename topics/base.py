@@ -9,16 +9,37 @@ consumer can refuse a message written for another version instead of misreading 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 DAY_MS = 24 * 3600 * 1000
 FOREVER = -1
 
+# The user ids every way in accepts (HTTP path, request topic): the characters that are safe
+# in a URL path segment, a Redis key and a log line. `serving.schemas` re-exports them.
+USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]+$"
+USER_ID_MAX_LENGTH = 128
+UserId = Annotated[str, Field(min_length=1, max_length=USER_ID_MAX_LENGTH, pattern=USER_ID_PATTERN)]
+# A legal Kafka topic name (the broker's own rule), e.g. a request's reply topic.
+TOPIC_NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+TopicName = Annotated[str, Field(min_length=1, max_length=249, pattern=TOPIC_NAME_PATTERN)]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A time without a zone is UTC (what a foreign producer means by "2026-12-01T19:33:00"):
+    # left naive, it raises TypeError wherever it meets an aware time downstream.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+# Every time field of every contract: naive values are read as UTC, aware ones converted.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Event(BaseModel):

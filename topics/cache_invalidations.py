@@ -3,12 +3,11 @@
 Never "delete everything": each command names one key to recompute ahead of its readers.
 """
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicSpec, UtcDatetime, utcnow
 
 
 class RefreshCommand(Event):
@@ -26,7 +25,7 @@ class RefreshCommand(Event):
     ]
     cause_ids: list[str] = Field(default_factory=list, description="what triggered it, coalesced")
     mode: Literal["refresh", "delete"] = "refresh"
-    issued_at: datetime = Field(default_factory=utcnow)
+    issued_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 CACHE_INVALIDATIONS = TopicSpec(

@@ -4,12 +4,11 @@ The list itself lives in Redis (the request path reads one key); this topic is i
 trail and what analytics and the invalidation processor see.
 """
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicSpec, UtcDatetime, utcnow
 
 
 class CandidatesUpdated(Event):
@@ -18,7 +17,7 @@ class CandidatesUpdated(Event):
     count: int = Field(ge=0)
     sources: dict[str, int] = Field(default_factory=dict, description="candidates per source")
     model_version: str
-    computed_at: datetime = Field(default_factory=utcnow)
+    computed_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 CANDIDATES = TopicSpec(

@@ -1,11 +1,10 @@
 """catalog.items: the catalog as a stream of item upserts and removals (latest per item)."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import FOREVER, Event, TopicSpec, utcnow
+from streamrec.topics.base import FOREVER, Event, TopicSpec, UtcDatetime, utcnow
 
 
 class CatalogItem(Event):
@@ -19,7 +18,7 @@ class CatalogItem(Event):
     genres: list[str] = Field(default_factory=list)
     description: str | None = Field(None, max_length=10_000)
     popularity_hint: float = Field(0.0, ge=0.0, description="higher is embedded first")
-    updated_at: datetime = Field(default_factory=utcnow)
+    updated_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 CATALOG_ITEMS = TopicSpec(

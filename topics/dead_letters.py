@@ -1,11 +1,10 @@
 """dead.letters: messages a processor could not handle, with the reason; nothing is dropped."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import Event, TopicSpec, utcnow
+from streamrec.topics.base import Event, TopicSpec, UtcDatetime, utcnow
 
 
 class DeadLetter(Event):
@@ -17,7 +16,7 @@ class DeadLetter(Event):
     value: str = Field(description="the original value, utf-8 or base64 ('b64:' prefix)")
     reason: str
     processor: str
-    failed_at: datetime = Field(default_factory=utcnow)
+    failed_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 DEAD_LETTERS = TopicSpec(

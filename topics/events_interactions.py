@@ -1,11 +1,10 @@
 """events.interactions: what users did, keyed by user so one user's events stay in order."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import FOREVER, Event, TopicSpec
+from streamrec.topics.base import FOREVER, Event, TopicSpec, UtcDatetime
 
 InteractionKind = Literal["view", "click", "watch", "rating", "like", "skip", "purchase"]
 
@@ -19,7 +18,7 @@ class Interaction(Event):
     item_id: str = Field(min_length=1, max_length=128)
     kind: InteractionKind = "view"
     rating: float | None = Field(None, ge=0, le=10)
-    ts: datetime = Field(description="event time")
+    ts: UtcDatetime = Field(description="event time")
     source: str = Field("app", max_length=64)
 
 

@@ -1,11 +1,10 @@
 """llm.enrich.requests and llm.enrich.results: LLM work, off the request path."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import DAY_MS, FOREVER, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, FOREVER, Event, TopicSpec, UtcDatetime, utcnow
 
 EnrichKind = Literal["item_description", "item_classification", "explanation"]
 
@@ -18,8 +17,8 @@ class EnrichRequest(Event):
     user_id: str | None = None
     context: dict[str, str] = Field(default_factory=dict)
     priority: float = Field(0.0, description="higher first (e.g. item popularity)")
-    requested_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime | None = Field(None, description="dropped unanswered after this")
+    requested_at: UtcDatetime = Field(default_factory=utcnow)
+    expires_at: UtcDatetime | None = Field(None, description="dropped unanswered after this")
 
 
 class EnrichResult(Event):
@@ -31,7 +30,7 @@ class EnrichResult(Event):
     text: str
     labels: list[str] = Field(default_factory=list)
     model: str
-    produced_at: datetime = Field(default_factory=utcnow)
+    produced_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 LLM_ENRICH_REQUESTS = TopicSpec(

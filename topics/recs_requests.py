@@ -1,25 +1,40 @@
 """recs.requests: recommendation requests for the serving worker over Kafka."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicName, TopicSpec, UserId, UtcDatetime, utcnow
 
 Priority = Literal["interactive", "prefetch", "background"]
 
 
 class RecRequest(Event):
+    """A request for recommendations, keyed by `user_id` (docs/topics.md has an example)."""
+
     schema_version: Literal[1] = 1
-    correlation_id: str = Field(min_length=1, max_length=128)
-    user_id: str = Field(min_length=1, max_length=128)
-    k: int = Field(20, ge=1, le=200)
-    reply_to: str = Field("recs.responses", min_length=1, max_length=249)
-    priority: Priority = "interactive"
-    recent_item_ids: list[str] = Field(default_factory=list, max_length=50)
-    budget_ms: int = Field(150, ge=5, le=10_000)
-    sent_at: datetime = Field(default_factory=utcnow)
+    correlation_id: str = Field(
+        min_length=1, max_length=128, description="echoed in the reply, whose key it is"
+    )
+    user_id: UserId  # the rule the HTTP route applies to its path
+    k: int = Field(20, ge=1, le=200, description="how many items")
+    reply_to: TopicName = Field(
+        "recs.responses",
+        description="the topic the reply goes to; it must match STREAMREC_SERVING__REPLY_TOPICS "
+        "(default recs.responses*) and exist, else the request is dead-lettered",
+    )
+    priority: Priority = Field("interactive", description="lower classes are shed first")
+    recent_item_ids: list[str] = Field(
+        default_factory=list, max_length=50, description="seen in this session: not recommended"
+    )
+    budget_ms: int = Field(
+        150, ge=5, le=10_000, description="time for the answer, counted from sent_at"
+    )
+    sent_at: UtcDatetime = Field(
+        default_factory=utcnow,
+        description="ISO 8601 time the client sent it; without a zone it is UTC (default: "
+        "when serving read it)",
+    )
 
 
 RECS_REQUESTS = TopicSpec(

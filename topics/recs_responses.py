@@ -1,11 +1,10 @@
 """recs.responses: answers to recs.requests, carrying the request's correlation id."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import DAY_MS, Event, TopicSpec, utcnow
+from streamrec.topics.base import DAY_MS, Event, TopicSpec, UtcDatetime, utcnow
 
 Level = Literal["FULL", "STALE_FEATURES", "SIMPLE_RANKING", "POPULAR"]
 
@@ -24,7 +23,7 @@ class RecResponse(Event):
     level: Level
     model_version: str | None = None
     latency_ms: float = Field(ge=0)
-    served_at: datetime = Field(default_factory=utcnow)
+    served_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 RECS_RESPONSES = TopicSpec(

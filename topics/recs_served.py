@@ -1,11 +1,10 @@
 """recs.served: one impression per answer, for analytics and experiments."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import Event, TopicSpec, utcnow
+from streamrec.topics.base import Event, TopicSpec, UtcDatetime, utcnow
 from streamrec.topics.recs_responses import Level
 
 
@@ -20,7 +19,7 @@ class Impression(Event):
     variant: str = "control"
     channel: Literal["http", "kafka"] = "http"
     latency_ms: float = Field(ge=0)
-    served_at: datetime = Field(default_factory=utcnow)
+    served_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 RECS_SERVED = TopicSpec(

@@ -1,11 +1,10 @@
 """registry.changes: a model or index version was promoted or rolled back."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field
 
-from streamrec.topics.base import FOREVER, Event, TopicSpec, utcnow
+from streamrec.topics.base import FOREVER, Event, TopicSpec, UtcDatetime, utcnow
 
 
 class RegistryChange(Event):
@@ -14,7 +13,7 @@ class RegistryChange(Event):
     name: str
     version: str
     action: Literal["promote", "rollback", "publish"]
-    at: datetime = Field(default_factory=utcnow)
+    at: UtcDatetime = Field(default_factory=utcnow)
 
 
 REGISTRY_CHANGES = TopicSpec(

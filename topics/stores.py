@@ -16,12 +16,11 @@ and readers (serving) import it instead of spelling key strings.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamrec.topics.base import Event, utcnow
+from streamrec.topics.base import Event, UtcDatetime, utcnow
 
 
 class StoreKey(BaseModel):
@@ -54,7 +53,7 @@ class CandidateList(Event):
     schema_version: Literal[1] = 1
     user_id: str
     model_version: str
-    computed_at: datetime = Field(default_factory=utcnow)
+    computed_at: UtcDatetime = Field(default_factory=utcnow)
     items: list[Candidate] = Field(max_length=MAX_CANDIDATES)
 
 

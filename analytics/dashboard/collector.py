@@ -35,7 +35,7 @@ from streamrec.analytics.dashboard.health import (
     assess,
 )
 from streamrec.analytics.dashboard.topology import WORKER_NAMES, consumer_group
-from streamrec.infra.settings import Settings
+from streamrec.infra.settings import Settings, redact_url
 from streamrec.streams import metrics
 from streamrec.streams.errors import LagError
 from streamrec.streams.lag import admin_client, consumer_lags
@@ -276,7 +276,9 @@ class Collector:
         index = workers.get("vector-indexer")
         return {
             "kafka": ("ok", self.settings.kafka_bootstrap) if kafka_ok else ("down", "unreachable"),
-            "redis": ("ok", self.settings.redis_url) if redis_ok else ("down", "unreachable"),
+            "redis": (
+                ("ok", redact_url(self.settings.redis_url)) if redis_ok else ("down", "unreachable")
+            ),
             "clickhouse": ch,
             "index": ("ok", "snapshots") if index and index.live else ("idle", "snapshots"),
         }

@@ -7,16 +7,14 @@ ends it. Starting is idempotent: a dashboard already answering on the port is re
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from streamrec.analytics.errors import AnalyticsError
 from streamrec.infra import processes
+from streamrec.infra.errors import StartTimeoutError
+from streamrec.infra.processes import ChildProcess, streamrec_argv
 from streamrec.infra.settings import Settings
 
 
@@ -40,23 +38,21 @@ def start_detached(settings: Settings, timeout_s: float = 60.0) -> str:
     """Start the dashboard in its own session (or reuse a running one); returns its URL."""
     if answers(settings):
         return url_of(settings)
-    log_file = settings.state_dir / "logs" / "dashboard.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "dashboard"],
-            env={**os.environ, **settings.to_env()},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    child = ChildProcess(
+        "the dashboard",
+        log_file=settings.state_dir / "logs" / "dashboard.log",
+        pid_file=pid_file(settings),
+        stop_timeout_s=10.0,
+    )
+    try:
+        child.launch(
+            streamrec_argv("dashboard"),
+            env=settings.to_env(),
+            ready=lambda: answers(settings),
+            timeout_s=timeout_s,
         )
-    pid_file(settings).write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + timeout_s
-    while not answers(settings):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise AnalyticsError(f"the dashboard did not start; see {log_file}")
-        time.sleep(0.2)  # polling a real condition, bounded by the deadline
+    except StartTimeoutError as exc:
+        raise AnalyticsError(str(exc)) from exc
     return url_of(settings)
 
 

@@ -16,12 +16,14 @@ from rich.console import Console
 
 from streamrec.cli import analytics as analytics_cmd
 from streamrec.cli import catalog as catalog_cmd
+from streamrec.cli import config as config_cmd
 from streamrec.cli import data, demo, stack, topics, worker
 from streamrec.cli import features as features_cmd
 from streamrec.cli import index as index_cmd
 from streamrec.cli import llm as llm_cmd
 from streamrec.cli import models as models_cmd
 from streamrec.cli import replay as replay_cmd
+from streamrec.cli import scenario as scenario_cmd
 from streamrec.cli import serve as serve_cmd
 from streamrec.errors import StreamRecError
 from streamrec.infra.settings import Settings
@@ -48,6 +50,8 @@ for module in (
     serve_cmd,
     analytics_cmd,
     models_cmd,
+    config_cmd,
+    scenario_cmd,
 ):
     module.register(app)
 

@@ -40,9 +40,7 @@ def serve_local(
         if v is not None
     }
     if overrides:
-        # Validate through the section model so a bad value is a clear error.
-        llm = type(settings.llm).model_validate({**settings.llm.model_dump(), **overrides})
-        settings = settings.model_copy(update={"llm": llm})
+        settings = settings.with_overrides(llm=overrides)  # a bad value is a SettingsError
     s = settings.llm
     typer.echo(
         f"local LLM provider on http://{s.local_host}:{s.local_port}/v1: "

@@ -1,6 +1,8 @@
-"""`streamrec topics apply | list`."""
+"""`streamrec topics apply | list | schema NAME`."""
 
 from __future__ import annotations
+
+import json
 
 import typer
 from rich.console import Console
@@ -8,6 +10,7 @@ from rich.table import Table
 
 from streamrec.infra.settings import Settings
 from streamrec.streams.admin import TopicManager
+from streamrec.topics import BY_NAME
 
 out = Console()
 topics_app = typer.Typer(help="The contract topics of topics/.", no_args_is_help=True)
@@ -40,3 +43,19 @@ def list_(ctx: typer.Context) -> None:
             t.name, str(t.partitions), t.cleanup_policy, t.retention_ms, str(t.end_offsets)
         )
     out.print(table)
+
+
+@topics_app.command(
+    "schema",
+    help="Print the JSON Schema of a topic's messages (from its pydantic contract), with the "
+    "topic's key and value format under x-topic: what a client of another language builds.",
+)
+def schema(name: str = typer.Argument(..., help="a topic, e.g. recs.requests")) -> None:
+    spec = BY_NAME.get(name)
+    if spec is None:
+        known = ", ".join(sorted(BY_NAME))
+        raise typer.BadParameter(f"no topic {name!r}; the topics are: {known}", param_hint="NAME")
+    document = spec.schema.model_json_schema()
+    document["x-topic"] = {"name": spec.name, "key": spec.key_field, "value": spec.value_format}
+    # Plain print: rich would wrap long lines and colour the JSON, and a pipe wants it raw.
+    typer.echo(json.dumps(document, indent=2))

@@ -1,4 +1,4 @@
-"""Demo steps of issue 5: train (or reuse the model of the same data), promote, candidates.
+"""Demo steps of the models area: train (or reuse the model of the same data), promote, candidates.
 
 - `train_and_promote`: `models.train.train` keys its versions by a hash of the data and the
   training settings, so a second demo on the same data reuses the published versions; both

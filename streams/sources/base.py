@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
-
-from streamrec.topics import Interaction
 
 
 @dataclass(frozen=True)
@@ -14,14 +10,6 @@ class RowError:
     line: int
     reason: str
     raw: str
-
-
-class EventSource(Protocol):
-    """A finite, ordered log of interactions; `name` prefixes deterministic event ids."""
-
-    name: str
-
-    def __iter__(self) -> Iterator[Interaction | RowError]: ...
 
 
 def event_id_for(source: str, row: int) -> str:

@@ -19,9 +19,11 @@ from tests.kafka_helpers import end_offsets, read_range, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _sink(settings, group: str, **analytics: object) -> WorkerProcess:
-    if analytics:
-        settings = settings.with_overrides(analytics=analytics)
+def _sink(
+    settings, group: str, faults: dict[str, object] | None = None, **analytics: object
+) -> WorkerProcess:
+    if analytics or faults:
+        settings = settings.with_overrides(analytics=analytics, faults=faults or {})
     return WorkerProcess(settings, NAME, group=group)
 
 
@@ -63,7 +65,7 @@ def test_crash_between_insert_and_commit_loses_and_duplicates_nothing(isolated_s
     events = helpers.interactions("b", 2500)
     helpers.produce(settings, events)
 
-    crashing = _sink(settings, group, batch_size=1000, fault_exit_after_insert=1).start()
+    crashing = _sink(settings, group, faults={"sink_exit_after_insert": 1}, batch_size=1000).start()
     wait_for(lambda: not crashing.alive(), 60, "the sink to crash after its first insert")
     assert crashing.proc.returncode == 99
     assert helpers.lag_of(settings, group) == len(events)  # nothing was committed

@@ -19,6 +19,7 @@ from streamrec.infra.settings import LLMSettings
 from streamrec.llm.breaker import BreakerState
 from streamrec.llm.client import ChatMessage, LLMClient
 from streamrec.llm.errors import (
+    LLMAuthenticationError,
     LLMBreakerOpen,
     LLMError,
     LLMRequestError,
@@ -169,3 +170,21 @@ async def test_the_api_key_never_appears_in_logs_or_reprs(
     assert SECRET not in repr(settings) and SECRET not in str(settings)
     assert SECRET not in provider.log_file.read_text()
     assert SECRET not in str([e.model_dump() for e in provider.admin.log()])
+
+
+async def test_a_refused_key_stops_the_calls_until_the_breakers_trial(
+    provider: LocalProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    since = time.time()
+    wrong = client_settings(provider, api_key=SecretStr("sk-wrong"), breaker_reset_s=30.0)
+    async with LLMClient(wrong) as client:
+        with pytest.raises(LLMAuthenticationError):
+            await client.complete(_msg(1))
+        outcomes = await asyncio.gather(
+            *(client.complete(_msg(i)) for i in range(40)), return_exceptions=True
+        )
+        assert all(isinstance(o, LLMBreakerOpen) for o in outcomes)
+        assert client.breaker.state is BreakerState.OPEN and client.stats.auth_failures == 1
+    refused = [e for e in provider.admin.log(since) if e.status == 401]
+    assert len(refused) == 1
+    assert any("STREAMREC_LLM__API_KEY" in r.getMessage() for r in caplog.records)

@@ -1,6 +1,6 @@
 """Serving fixtures: a trained ranker (the real model), seeded stores, a server in a thread.
 
-- `trained_ranker`: issue 5's `models.train.train` with one epoch each, in the data cache
+- `trained_ranker`: `models.train.train` with one epoch each, in the data cache
   (train() reuses a version already trained on the same data and settings, so only the first
   run pays for it);
 - `install_ranker`: copy that version into a stack's registry (optionally under a new name,

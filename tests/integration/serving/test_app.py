@@ -4,6 +4,7 @@ impressions, and a promotion during a stream of requests."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import Counter
 from pathlib import Path
@@ -278,3 +279,49 @@ async def test_overload_sheds_background_first_and_interactive_keeps_answering(s
     assert all(r.status_code in (200, 503) for r in bg)
     assert [r.status_code for r in it] == [200] * 30
     assert all(r.json()["level"] in ("FULL", "STALE_FEATURES") for r in it)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"k": NaN}',
+        b'{"k": Infinity}',
+        b'{"k": -Infinity}',
+        b'{"surprise": NaN}',
+        b'{"k": 1e400}',
+        b'{"k": 123456789012345678901234567890}',
+        b'{"recent_item_ids": ' + b"[" * 900 + b"]" * 900 + b"}",
+        b'{"recent_item_ids": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=["nan", "inf", "-inf", "nan-unknown", "1e400", "huge-int", "nested", "too-nested"],
+)
+def test_any_body_that_does_not_validate_is_a_4xx_without_a_traceback(server, body, caplog):
+    url = f"{server.url}/v1/users/1/recommendations"
+    # uvicorn logs an application's exception on its own logger, which does not propagate.
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("ERROR"):
+            headers = {"content-type": "application/json"}
+            r = httpx.post(url, content=body, headers=headers, timeout=10)
+    finally:
+        uvicorn_log.removeHandler(caplog.handler)
+    assert r.status_code in (400, 422), r.text[:300]
+    assert r.json()["detail"]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.ERROR], "logged"
+
+
+def test_the_body_limit_and_the_budget_rule_hold_on_the_fast_get(server):
+    url = f"{server.url}/v1/users/{UNTOUCHED[1]}/recommendations"
+    assert httpx.request("GET", url, content=b"x" * 10_000_000, timeout=30).status_code == 413
+    for budget in ("0", "4"):
+        get = httpx.get(url, params={"budget_ms": budget}, timeout=10)
+        post = httpx.post(url, json={"budget_ms": int(budget)}, timeout=10)
+        assert get.status_code == post.status_code == 422, budget
+    assert httpx.get(url, params={"budget_ms": "5000"}, timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("user", ["用户", "a b", "a:b/c"])
+def test_user_ids_outside_the_shared_rule_are_refused(server, user):
+    r = httpx.get(f"{server.url}/v1/users/{user}/recommendations", timeout=10)
+    assert r.status_code in (404, 422)

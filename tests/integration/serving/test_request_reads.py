@@ -173,3 +173,41 @@ async def test_explanations_and_the_removal_check_in_one_round_trip(
         assert gone is None and texts["a"].source == "llm"
     finally:
         await client.aclose()
+
+
+async def test_one_round_trip_reads_a_whole_batch_as_each_user_alone(
+    stack: Settings, unique: str
+) -> None:
+    store = redis.Redis.from_url(stack.redis_url)
+    users = [f"u{n}-{unique}" for n in range(4)]
+    for user in users[:3]:
+        _seed(store, user)
+    # one member's candidates are the wrong type, another's are malformed: each fails alone
+    store.delete(USER_CANDIDATES.key(user_id=users[1]))
+    store.rpush(USER_CANDIDATES.key(user_id=users[1]), b"x")
+    store.set(USER_CANDIDATES.key(user_id=users[2]), b"not a candidate list")
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        reads = RedisRequestReads(client, StubFeatures(stack, client))
+        await reads.read_many(users, PARTS, 50)  # loads the script once
+        before = _scripts_run(store)
+        rows = await reads.read_many(users, PARTS, 50)
+        assert _scripts_run(store) == before + 1
+        assert len(rows) == 4
+        alone = [await reads.read(user, PARTS, 50) for user in users]
+        for row, one in zip(rows, alone, strict=True):
+            assert row["features"] == one["features"] and row["history"] == one["history"]
+        first = rows[0]["candidates"]
+        assert isinstance(first, Candidates)
+        expected = alone[0]["candidates"]
+        assert first.item_ids == expected.item_ids and list(first.scores) == expected.scores
+        assert first.model_version == expected.model_version
+        for n in (1, 2):
+            assert isinstance(rows[n]["candidates"], DependencyError)
+            assert rows[n]["candidates"].dependency == "candidates"
+        assert rows[3] == {"features": None, "candidates": None, "history": []}
+        assert await reads.read_many(users, ("history",), 5) == [
+            {"history": one["history"][-5:]} for one in alone
+        ]
+    finally:
+        await client.aclose()

@@ -3,6 +3,7 @@ messages go to dead.letters and serving carries on."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -28,7 +29,7 @@ def server(serving_stack: Settings):
 
 @pytest.fixture
 def reply_topic(server) -> str:
-    name = f"test.replies.{uuid.uuid4().hex[:8]}"
+    name = f"recs.responses.test.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": server.settings.kafka_bootstrap})
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
     return name
@@ -56,6 +57,16 @@ class Client:
         )
         self.producer.produce(
             RECS_REQUESTS.name, key=user_id.encode(), value=codecs.encode(RECS_REQUESTS, req)
+        )
+        self.producer.flush(10)
+
+    def ask_partition(self, correlation_id: str, user_id: str, partition: int) -> None:
+        req = RecRequest(correlation_id=correlation_id, user_id=user_id, reply_to=self.reply_to)
+        self.producer.produce(
+            RECS_REQUESTS.name,
+            key=user_id.encode(),
+            value=codecs.encode(RECS_REQUESTS, req),
+            partition=partition,
         )
         self.producer.flush(10)
 
@@ -155,3 +166,51 @@ def test_the_projects_topic_client_gets_an_answer_with_its_round_trip(server):
     assert resp.user_id == USERS_WITH_FEATURES[0] and len(resp.items) == 7
     assert resp.correlation_id.startswith(client.reply_to) and rtt_ms > 0
     assert again is not None and again[0].correlation_id != resp.correlation_id
+
+
+def test_requests_that_cannot_be_replied_to_are_dead_lettered_and_write_nowhere(
+    server, reply_topic
+):
+    """A reply_to outside serving.reply_topics, or an allowed name with no topic, and a user id
+    the HTTP route refuses: each is a dead letter with its reason; the broker creates no topic
+    and the catalog gets nothing. A request whose sent_at has no zone is answered."""
+    settings = server.settings
+    client = Client(settings, reply_topic)
+    try:
+        _warm_up(client)
+        catalog_before = end_offsets(settings, "catalog.items")
+        before = end_offsets(settings, DEAD_LETTERS.name)
+        unmade = f"recs.responses.unmade.{uuid.uuid4().hex[:8]}"
+        for cid, fields in [
+            ("to-catalog", {"reply_to": "catalog.items"}),
+            ("to-unknown", {"reply_to": f"nobody.{uuid.uuid4().hex[:8]}"}),
+            ("to-unmade", {"reply_to": unmade}),
+            ("bad-user", {"user_id": "用户/../x"}),
+        ]:
+            value = {"correlation_id": cid, "user_id": "1", **fields}
+            client.raw(json.dumps(value).encode())
+        naive = f"naive-{uuid.uuid4().hex}"
+        value = {"correlation_id": naive, "user_id": "3", "reply_to": reply_topic}
+        client.raw(json.dumps({**value, "sent_at": "2026-12-01T19:33:00"}).encode())
+        assert client.reply(naive).correlation_id == naive
+
+        def ours() -> list[DeadLetter]:
+            after = end_offsets(settings, DEAD_LETTERS.name)
+            letters = [
+                codecs.decode_json(DeadLetter, v)
+                for _, v in read_range(settings, DEAD_LETTERS.name, before, after)
+            ]
+            return [d for d in letters if d.processor == "serving"]
+
+        letters = wait_for(lambda: len(ours()) >= 4 and ours(), 60, "four dead letters")
+        reasons = {json.loads(d.value)["correlation_id"]: d.reason for d in letters}
+        assert "cannot be replied to" in reasons["to-catalog"]
+        assert "cannot be replied to" in reasons["to-unknown"]
+        assert unmade in reasons["to-unmade"] and "not delivered" in reasons["to-unmade"]
+        assert reasons["bad-user"].startswith("user_id")
+        assert end_offsets(settings, "catalog.items") == catalog_before
+        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        topics = admin.list_topics(timeout=10).topics
+        assert unmade not in topics and not any(t.startswith("nobody.") for t in topics)
+    finally:
+        client.close()

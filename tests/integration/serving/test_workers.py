@@ -1,5 +1,6 @@
-"""Several serving processes on one port (`serving.workers`, ADR 0045): every process answers
-with the real model, and when one dies the others keep answering while uvicorn replaces it."""
+"""Several serving processes on one port (`serving.workers`, ADR 0093): every process answers
+with the real model, and when one dies the others keep answering while the supervisor
+replaces it."""
 
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def workers_of(pid: int) -> set[int]:
-    """The uvicorn worker processes under the serve process (multiprocessing spawn children,
-    not its resource tracker)."""
+    """The serving processes under the supervisor (`streamrec serve` children)."""
     out = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,7 +32,7 @@ def workers_of(pid: int) -> set[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid and b"spawn_main" in cmdline:
+        if ppid == pid and b"-m streamrec serve" in cmdline:
             out.add(int(entry.name))
     return out
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from streamrec.serving.batcher import MicroBatcher
+from streamrec.serving.batcher import MicroBatcher, RequestBatcher
 
 
 async def test_concurrent_submissions_share_batches_and_get_their_own_results():
@@ -114,3 +114,34 @@ def test_a_big_batch_is_judged_by_its_size_at_the_last_rate():
     b.running_since = None
     b.last_item_s = 0.1  # the model itself got slower than the limit per request
     assert b.slow(0.075)
+
+
+async def test_request_batches_answer_each_member_when_it_is_ready():
+    later = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def handle(batch: list[int], reply) -> None:
+        seen.append(batch)
+        for n, x in enumerate(batch):
+            if x < 0:
+                reply(n, ValueError(x))  # this member's own failure
+            elif x == 0:
+                reply(n, "early")  # answered before the rest of its batch is done
+        await later.wait()
+        for n, x in enumerate(batch):
+            if x > 0:
+                reply(n, x * 10)
+
+    b: RequestBatcher[int, object] = RequestBatcher(handle, max_batch=8, max_wait_s=0.05)
+    b.start()
+    try:
+        tasks = [asyncio.create_task(b.submit(x)) for x in (0, 1, -1, 2)]
+        assert await tasks[0] == "early"
+        with pytest.raises(ValueError):
+            await tasks[2]
+        assert not tasks[1].done()
+        later.set()
+        assert [await tasks[1], await tasks[3]] == [10, 20]
+    finally:
+        await b.stop()
+    assert seen == [[0, 1, -1, 2]] and b.sizes == [4]

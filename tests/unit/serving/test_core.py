@@ -1,6 +1,8 @@
 """The core's fallback chain, deadlines and coalescing, with in-memory doubles of the stores."""
 
 import asyncio
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from streamrec.infra.settings import ServingSettings
 from streamrec.models.features import UserFeatures
 from streamrec.serving.core import Recommender
+from streamrec.serving.deadlines import Deadline
 from streamrec.serving.errors import DependencyError
 from streamrec.serving.item_catalog import ItemCatalog
 from streamrec.serving.memory import (
@@ -366,5 +369,89 @@ async def test_an_explainer_that_could_not_check_leaves_the_check_to_the_core():
         assert h.popular.calls == calls + 1
         h.popular.removed_ids.add(top)
         assert top not in [i.item_id for i in (await h.ask(rid="r2")).items]
+    finally:
+        await h.core.stop()
+
+
+@pytest.mark.parametrize("model_breaker", ["closed", "half_open"])
+async def test_one_batch_gives_each_member_its_own_level(merged, model_breaker):
+    # One batch whose members hit every level at once: each member's read, deadline and
+    # model outcome decide its level, and the others are unaffected.
+    h = Harness(merged, breaker_failures=1, breaker_reset_s=60, batch_max_wait_ms=50.0)
+    h.cands.rows["nofeat"] = candidates("nofeat", range(1, 61))  # candidates, no features
+    h.features.rows["new"] = FeatureRead(
+        UserFeatures(user_id="new", recent_items=["7"], n_interactions=1), datetime.now(UTC)
+    )
+    h.cands.rows["new"] = candidates("new", range(10, 70))
+    await h.core.start()
+    try:
+        model = h.core.breakers["model"]
+        if model_breaker == "half_open":
+            model.failure()  # open...
+            model.opened_at -= model.reset_s  # ...and due for its one trial
+        now = time.monotonic()
+
+        def member(user: str, rid: str, deadline: Deadline | None = None):
+            q = RecQuery(request_id=rid, user_id=user, k=5)
+            return h.core._compute(q, deadline or Deadline(q.budget_ms, start=now))
+
+        spent = Deadline(150, start=now - 1.0)  # its budget ran out before it was read
+        answers = await asyncio.gather(
+            member("nofeat", "a"),
+            member("u1", "b"),
+            member("new", "c"),
+            member("nobody", "d"),
+            member("u1", "e", spent),
+        )
+        assert h.core.requests.sizes[-1] == 5  # one batch
+        levels = [a.level for a in answers]
+        if model_breaker == "closed":
+            assert levels == ["STALE_FEATURES", "FULL", "FULL", "POPULAR", "POPULAR"]
+            assert h.ranker.batches[-1] == 2  # one model call for both members needing it
+            assert answers[1].model_version == "t1" and answers[1].item_ids[0] == "60"
+        else:
+            # the half-open breaker's one trial went to the first member asking for it; the
+            # other is refused on its own, as a request on its own was
+            assert levels == ["STALE_FEATURES", "SIMPLE_RANKING", "FULL", "POPULAR", "POPULAR"]
+            assert [i.user.user_id for i in h.ranked] == ["nofeat"]
+            assert answers[1].model_version is None and answers[1].item_ids[0] == "3"
+            assert model.state == 0  # the trial succeeded
+        assert answers[0].model_version == "t1"
+        assert answers[2].model_version == "tt1"  # retrieval order, not the model's
+        assert answers[2].item_ids == ["10", "11", "12", "13", "14"]
+        assert [a.correlation_id for a in answers] == ["a", "b", "c", "d", "e"]
+        assert all(len(a.item_ids) == 5 for a in answers)
+        # the spent member was not the stores' fault: no breaker counted it
+        assert all(h.core.breakers[d].state == 0 for d in ("features", "candidates", "history"))
+    finally:
+        await h.core.stop()
+
+
+async def test_a_member_past_its_deadline_at_the_model_falls_back_alone():
+    h = Harness(True, batch_max_wait_ms=50.0)
+    h.cands.rows["u2"] = candidates("u2", range(1, 61))
+    model_calls: list[int] = []
+    rank = h.core.batcher.run_batch
+
+    def slow_rank(batch):
+        # A model call that outlasts one member's deadline (150 ms), not the other's (5 s).
+        model_calls.append(len(batch))
+        threading.Event().wait(0.4)
+        return rank(batch)
+
+    h.core.batcher.run_batch = slow_rank
+    await h.core.start()
+    try:
+        now = time.monotonic()
+        short = RecQuery(request_id="s", user_id="u1", k=5, budget_ms=150)
+        long = RecQuery(request_id="l", user_id="u2", k=5, budget_ms=5000)
+        a, b = await asyncio.gather(
+            h.core._compute(short, Deadline(short.budget_ms, start=now)),
+            h.core._compute(long, Deadline(long.budget_ms, start=now)),
+        )
+        assert model_calls == [2]  # one model call for both
+        assert a.level == "SIMPLE_RANKING" and a.model_version is None
+        assert a.latency_ms < 400  # it did not wait for the model past its own deadline
+        assert b.level == "STALE_FEATURES" and b.model_version == "t1"
     finally:
         await h.core.stop()

@@ -42,3 +42,23 @@ def test_a_plain_request_is_taken_with_its_parameters_and_request_id():
 )
 def test_anything_else_is_left_to_fastapi(path, query, headers):
     assert _parse(scope(path, query, headers)) is None
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"content-length", b"10485760")],
+        [(b"content-length", b"1")],
+        [(b"transfer-encoding", b"chunked")],
+    ],
+)
+def test_a_get_with_a_body_is_left_to_fastapi_and_its_body_limit(headers):
+    assert _parse(scope("/v1/users/7/recommendations", b"", headers)) is None
+
+
+def test_a_get_with_an_empty_body_is_taken():
+    assert _parse(scope("/v1/users/7/recommendations", b"", [(b"content-length", b"0")])) == (
+        "7",
+        {},
+        None,
+    )

@@ -1,5 +1,7 @@
+import numpy as np
+
 from streamrec.serving.ports import ItemInfo
-from streamrec.serving.rerank import rerank
+from streamrec.serving.rerank import rerank, rerank_arrays, rerank_many
 
 GENRES = {"1": ["Drama"], "2": ["Drama"], "3": ["Drama"], "4": ["Comedy"], "5": ["Action"]}
 
@@ -51,3 +53,22 @@ def test_the_array_form_chooses_exactly_what_the_full_sort_chooses():
         full = rerank(list(zip(ids, scores.tolist(), strict=True)), k, exclude, catalog.get, share)
         fast = rerank_arrays(ids, scores, k, exclude, catalog.get, share)
         assert fast == full, (trial, k, share)
+
+
+def test_a_batch_reranks_each_member_as_rerank_arrays_does():
+    rng = np.random.default_rng(7)
+    genres = ["a", "b", "c", "d"]
+    info = {str(i): ItemInfo(str(i), genres=[genres[i % 4]]) for i in range(600)}
+    ids, scores, ks, excludes = [], [], [], []
+    for n in (0, 1, 7, 40, 500, 500, 120):
+        member_ids = [str(i) for i in rng.permutation(600)[:n]]
+        # coarse scores: many ties, at the head's edge too
+        ids.append(member_ids)
+        scores.append(np.round(rng.random(n), 1))
+        ks.append(int(rng.integers(1, 30)))
+        excludes.append(set(rng.choice(member_ids, size=min(n, 60)).tolist()) if n else set())
+    ks[5] = 20
+    excludes[5] = set(ids[5][:400])  # the rules use up the shared head: the full list decides
+    got = rerank_many(ids, scores, ks, excludes, info.get, 0.4)
+    for b in range(len(ids)):
+        assert got[b] == rerank_arrays(ids[b], scores[b], ks[b], excludes[b], info.get, 0.4)

@@ -75,3 +75,45 @@ def test_what_cannot_be_stored_is_refused():
     )
     with pytest.raises(SchemaError, match="sources"):
         candidate_codec.encode(many)
+
+
+def _stored(user: str, n: int, version: str = "tt1") -> CandidateList:
+    return CandidateList(
+        user_id=user,
+        model_version=version,
+        items=[
+            Candidate(item_id=f"{user}-{i}", score=1.0 / (i + 1), sources=["t"]) for i in range(n)
+        ],
+    )
+
+
+def test_many_lists_read_at_once_give_what_each_read_gives():
+    lists = [_stored("a", 30), _stored("b", 0), _stored("c", 1, "tt2"), _stored("d", 500)]
+    raws: list[bytes | None] = [candidate_codec.encode(v) for v in lists]
+    raws.insert(2, None)  # a user with nothing stored
+    raws.append(lists[0].model_dump_json().encode())  # a value stored as JSON
+    batch = candidate_codec.read_ranked_many(raws)
+    assert batch.found == [True, True, False, True, True, True]
+    assert batch.errors == [None] * 6
+    for m, raw in enumerate(raws):
+        ids, scores = batch.member(m)
+        if raw is None:
+            assert ids == [] and len(scores) == 0
+            continue
+        one = candidate_codec.read_ranked(raw)
+        assert ids == one.item_ids
+        assert scores.tolist() == one.scores
+        assert batch.model_versions[m] == one.model_version
+
+
+def test_a_malformed_list_fails_alone_in_a_batch():
+    good = candidate_codec.encode(_stored("a", 5))
+    short = good[:-3]  # its ids end early: the header's byte count disagrees
+    fewer_ids = candidate_codec.encode(_stored("b", 3)).replace(b"\x1f", b"-", 1)
+    batch = candidate_codec.read_ranked_many([good, b"junk", short, fewer_ids, good])
+    assert [e is None for e in batch.errors] == [True, False, False, False, True]
+    for m in (1, 2, 3):
+        with pytest.raises(SchemaError):
+            candidate_codec.read_ranked([good, b"junk", short, fewer_ids, good][m])
+        assert batch.member(m)[0] == []
+    assert batch.member(0)[0] == batch.member(4)[0] == candidate_codec.read_ranked(good).item_ids

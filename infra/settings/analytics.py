@@ -1,0 +1,40 @@
+"""Analytics: the ClickHouse store, the sink, reports, metrics and the dashboard."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from streamrec.infra.settings.base import Section
+
+
+class ClickHouseSettings(Section):
+    """Analytics store: a DSN for clickhouse-connect; empty means embedded chDB in the state dir."""
+
+    dsn: SecretStr = Field(
+        SecretStr(""), description="http://user:password@host:8123 or chdb:///dir; a secret"
+    )
+    database: str = "streamrec"
+
+
+class AnalyticsSettings(Section):
+    """The ClickHouse sink, reports, metrics endpoints and the dashboard."""
+
+    batch_size: int = Field(5000, ge=1, description="sink: rows per ClickHouse insert at most")
+    batch_max_wait_s: float = Field(1.0, gt=0, description="sink: flush a partial batch after")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, description="every worker's /metrics; 0 = a free port")
+    heartbeat_interval_s: float = Field(2.0, gt=0, description="worker registry refresh")
+    heartbeat_ttl_s: int = Field(8, ge=1, description="a worker silent this long is missing")
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 18090
+    dashboard_interval_s: float = Field(2.0, gt=0, description="dashboard: collect every")
+    dashboard_history_s: int = Field(600, ge=10, description="dashboard: plotted look-back")
+    lag_warn: int = Field(1_000, ge=0, description="dashboard: consumer lag shown amber")
+    lag_alert: int = Field(20_000, ge=0, description="dashboard: consumer lag shown red")
+    latency_warn_s: float = Field(1.0, gt=0, description="dashboard: p95 batch latency, amber")
+    request_latency_warn_s: float = Field(0.2, gt=0, description="dashboard: p95 request, amber")
+    error_warn_ratio: float = Field(0.05, ge=0, description="dashboard: failed/handled, amber")
+    click_window_s: int = Field(1800, ge=1, description="report: click follows impression within")
+    report_window_s: int = Field(7 * 24 * 3600, ge=60, description="report: look-back window")
+    experiment: str = Field("ranker-v1", description="the running A/B experiment's name")
+    variants: str = Field("control,treatment", description="comma-separated; first = control")
