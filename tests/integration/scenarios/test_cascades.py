@@ -35,14 +35,3 @@ def test_llm_on_the_request_path_makes_the_peak_wait_for_the_quota(
     page = write_report(tmp_path / "report", result)
     assert "llm-rate-limit-llm_calls.png" in page.read_text()
 
-
-def test_a_retry_storm_without_admission_answers_less_than_with_it(
-    scenario_stack: Settings, movielens: MovieLens
-):
-    result = run(scenario_stack, SCENARIOS["retry-storm"], duration_s=8, seed=2, ml=movielens)
-    naive, ours = by_mode(result)["naive"], by_mode(result)["streamrec"]
-    assert direction_holds(result) is True
-    assert ours["answered"] > naive["answered"]
-    # Without admission nothing is shed, and the retries multiply what the worker receives.
-    assert naive["shed_rate"] == 0.0
-    assert naive["attempts_per_request"] > ours["attempts_per_request"]
