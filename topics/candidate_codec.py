@@ -90,20 +90,27 @@ def encode(value: CandidateList) -> bytes:
     )
 
 
+def _header(raw: bytes) -> tuple[dict, int, int, int]:
+    """(header, where the scores start, n, where the ids start), the lengths checked; raises
+    ValueError, KeyError, TypeError or struct.error when malformed."""
+    if raw[:4] != MAGIC:
+        raise ValueError("not a stored candidate list (magic)")
+    (size,) = _LEN.unpack_from(raw, 4)
+    start = 8 + size
+    header = orjson.loads(raw[8:start])
+    n, ids_bytes = header["n"], header["ids_bytes"]
+    if not isinstance(n, int) or not isinstance(ids_bytes, int) or n < 0:
+        raise ValueError(f"bad counts {n!r}, {ids_bytes!r}")
+    end = start + 10 * n
+    if len(raw) != end + ids_bytes:
+        raise ValueError(f"{len(raw)} bytes where its header says {end + ids_bytes}")
+    return header, start, n, end
+
+
 def _parts(raw: bytes) -> tuple[dict, np.ndarray, np.ndarray, list[str]]:
     """(header, scores, masks, ids), every length checked; SchemaError when malformed."""
     try:
-        if raw[:4] != MAGIC:
-            raise ValueError("not a stored candidate list (magic)")
-        (size,) = _LEN.unpack_from(raw, 4)
-        start = 8 + size
-        header = orjson.loads(raw[8:start])
-        n, ids_bytes = header["n"], header["ids_bytes"]
-        if not isinstance(n, int) or not isinstance(ids_bytes, int) or n < 0:
-            raise ValueError(f"bad counts {n!r}, {ids_bytes!r}")
-        end = start + 10 * n
-        if len(raw) != end + ids_bytes:
-            raise ValueError(f"{len(raw)} bytes where its header says {end + ids_bytes}")
+        header, start, n, end = _header(raw)
         scores = np.frombuffer(raw, dtype="<f8", count=n, offset=start)
         masks = np.frombuffer(raw, dtype="<u2", count=n, offset=start + 8 * n)
         ids = raw[end:].decode().split(SEP) if n else []
@@ -226,17 +233,7 @@ def _layout(raw: bytes) -> tuple[dict, int, int, int]:
     """(header, where the scores start, n, where the ids start) of a binary value, with the
     checks `read_ranked` makes except the split of the ids (the caller counts those)."""
     try:
-        if raw[:4] != MAGIC:
-            raise ValueError("not a stored candidate list (magic)")
-        (size,) = _LEN.unpack_from(raw, 4)
-        start = 8 + size
-        header = orjson.loads(raw[8:start])
-        n, ids_bytes = header["n"], header["ids_bytes"]
-        if not isinstance(n, int) or not isinstance(ids_bytes, int) or n < 0:
-            raise ValueError(f"bad counts {n!r}, {ids_bytes!r}")
-        end = start + 10 * n
-        if len(raw) != end + ids_bytes:
-            raise ValueError(f"{len(raw)} bytes where its header says {end + ids_bytes}")
+        header, start, n, end = _header(raw)
     except (ValueError, KeyError, TypeError, struct.error) as exc:
         raise SchemaError(f"invalid stored CandidateList: {exc}") from None
     if header.get("schema_version") != 1 or not isinstance(header.get("model_version"), str):
