@@ -7,7 +7,8 @@ redelivered event (same id, same content) collapses into one row; every read use
 - `interactions`: one row per interaction, ORDER BY (user_id, ts, event_id): clicks are
   looked up per user after an impression;
 - `impressions`: one row per recs.served impression, ORDER BY (served_at, event_id):
-  per-minute traffic, latency and levels, CTR and coverage read time ranges;
+  per-minute traffic, latency and levels, CTR and coverage read time ranges; `principal` is
+  the audit trail (which key or token subject asked: docs/security.md has the query);
 - `catalog`: one row per item (latest `updated_at` wins), ORDER BY item_id: coverage's
   denominator (live items).
 """
@@ -36,6 +37,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "channel",
         "latency_ms",
         "served_at",
+        "principal",
     ),
     CATALOG: ("item_id", "removed", "title", "genres", "updated_at"),
 }
@@ -64,7 +66,8 @@ _DDL = {
             variant LowCardinality(String),
             channel LowCardinality(String),
             latency_ms Float64,
-            served_at DateTime64(3, 'UTC')
+            served_at DateTime64(3, 'UTC'),
+            principal LowCardinality(String) DEFAULT ''
         ) ENGINE = ReplacingMergeTree
         ORDER BY (served_at, event_id)
     """,
@@ -81,11 +84,18 @@ _DDL = {
 }
 
 
+# Columns added after their table: (table, column, type with its default).
+_ADDED_COLUMNS = ((IMPRESSIONS, "principal", "LowCardinality(String) DEFAULT ''"),)
+
+
 def ensure_tables(client: Any, database: str) -> None:
     """Create the database and the tables when missing (idempotent)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     for ddl in _DDL.values():
         client.command(ddl.format(db=database))
+    # Tables made before a column existed get it (old rows read its default).
+    for table, column, kind in _ADDED_COLUMNS:
+        client.command(f"ALTER TABLE {database}.{table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
 
 def utc_naive(value: datetime) -> datetime:
@@ -111,6 +121,7 @@ def impression_row(e: Impression) -> list[Any]:
         e.channel,
         e.latency_ms,
         utc_naive(e.served_at),
+        e.principal,
     ]
 
 

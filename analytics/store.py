@@ -16,7 +16,7 @@ from typing import Any
 
 from streamrec.analytics.errors import StoreBusyError
 from streamrec.analytics.schema import ensure_tables
-from streamrec.infra.clickhouse import get_client
+from streamrec.infra.clickhouse import credentials, get_client
 from streamrec.infra.settings import Settings
 
 
@@ -24,7 +24,7 @@ def open_store(settings: Settings, create: bool = True) -> Any:
     """A client on `settings.clickhouse_dsn` with the analytics tables created."""
     dsn = settings.clickhouse_dsn
     try:
-        client = get_client(dsn)
+        client = get_client(dsn, **credentials(settings))
     except Exception as exc:  # clickhouse-connect raises ProgrammingError for chDB ownership
         if dsn.startswith("chdb://") and "EmbeddedServer" in str(exc):
             raise StoreBusyError(

@@ -27,7 +27,10 @@ def bench_stack(keep: bool = False) -> Iterator[Settings]:
             "kafka_port": free_port(),
             "kafka_controller_port": free_port(),
             "redis_port": free_port(),
-        }
+        },
+        # Benchmarks measure serving without credentials unless they turn auth on themselves
+        # (benchmarks/auth_bench.py measures what it costs).
+        auth={"mode": "off"},
     )
     manager = StackManager(settings)
     manager.up()

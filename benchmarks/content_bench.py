@@ -6,16 +6,17 @@
 
 In one run:
 - bare model: items/s of the model on the benchmark's catalog texts, in the pipeline's
-  batch size, before and after the pipeline run (their mean is the reference), in the
-  layout the worker runs it (`models.embedder_process.EmbedderProcess` with the same
-  settings: on CPU one single-threaded process per core sharing each call, ADR 0088; one
-  call of all the texts); for comparison the in-process `models.embedder.Embedder` (one
-  process, torch's default threads), and fp32 vs bf16 autocast on CPU and their cosine
-  (ADR 0010);
-- pipeline: items/s of a real `streamrec worker content-pipeline` process on a fresh stack,
-  from the first item produced to catalog.items until the last vector is acknowledged on
-  catalog.vectors (model already loaded: start-up is reported apart), and its ratio to the
-  bare model in the same layout (goal >= 0.8; to the in-process figure for comparison),
+  batch size, before and after the pipeline run (their mean counts), in every configuration
+  the machine offers: the layout the worker runs it in (`models.embedder_process.
+  EmbedderProcess`: on CPU one single-threaded process per core sharing each call, ADR 0088;
+  one call of all the texts) and the in-process `models.embedder.Embedder` (one process,
+  torch's default threads), each in fp32 and in bf16 autocast on CPU (ADR 0010, 0103), and
+  the cosine of bf16 to fp32;
+- pipeline: items/s of a real `streamrec worker content-pipeline` process (default
+  settings: on CPU the precision probed at start-up) on a fresh stack, from the first item
+  produced to catalog.items until the last vector is acknowledged on catalog.vectors (model
+  already loaded: start-up is reported apart), and its ratio to the best bare configuration
+  (goal >= 0.9; to the same layout and precision for comparison),
   the share of the run spent in model calls and the model's own rate inside the worker
   (diagnostics: they split a shortfall between a slower model and time outside it); with
   `--backlog` the items are produced before the worker starts and the clock starts at its
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 import faiss
 import numpy as np
@@ -79,7 +81,7 @@ def bare_items_per_s(
 
 def pipeline_items_per_s(
     settings: Settings, items: list[CatalogItem], backlog: bool = False
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Default: the clock starts before the benchmark produces the items to a running worker.
     backlog=True: the items are in the topic before the worker starts and the clock starts
     at its ready flag, so the benchmark's own producing is not in the measured interval."""
@@ -125,7 +127,99 @@ def pipeline_items_per_s(
         "model_items_per_s": len(items) / max(float(counts.get(b"embed_s", 0)), 1e-9),
         "torch_threads": float(counts.get(b"torch_threads", 0)),
         "processes": float(counts.get(b"embed_processes", 0)),
+        "precision": counts.get(b"precision", b"").decode(),
     }
+
+
+def pipeline_vs_bare(
+    settings0: Settings,
+    embedder: Embedder,
+    items: list[CatalogItem],
+    texts: list[str],
+    backlog: bool,
+) -> tuple[list[str], np.ndarray]:
+    """The pipeline worker (default settings: on CPU `cpu_precision` auto) against every
+    bare configuration of the model on this machine: the worker's layout (N single-threaded
+    processes, one call split across them) and one in-process model (torch's threads), each
+    in fp32 and bf16 autocast on CPU. Each is measured before and after the pipeline run
+    (ABBA order: a drift of the machine hits all alike); the best of them is the reference."""
+    cpu = embedder.device == "cpu"
+    probed = cpu and settings0.embedding.cpu_precision == "auto"
+    precisions = ["fp32", "bf16"] if cpu else [embedder.precision]
+
+    def fixed(precision: str) -> Settings:
+        return (
+            settings0.with_overrides(embedding={"cpu_precision": precision}) if cpu else settings0
+        )
+
+    layouts = {p: EmbedderProcess(fixed(p)) for p in precisions}
+    singles = {p: Embedder(fixed(p)) for p in precisions}
+    models: dict[tuple[str, str], Embedder | EmbedderProcess] = {}
+    for p in precisions:
+        models[("layout", p)] = layouts[p]
+    for p in precisions:
+        models[("in-process", p)] = singles[p]
+    try:
+        order = list(models)
+        rates: dict[tuple[str, str], list[float]] = {k: [] for k in order}
+        vectors: dict[tuple[str, str], np.ndarray] = {}
+        for key in order:
+            rate, vectors[key] = bare_items_per_s(models[key], texts)
+            rates[key].append(rate)
+        with bench_stack() as stack:
+            settings = stack.with_overrides(embedding={"device": settings0.embedding.device})
+            pipe = pipeline_items_per_s(settings, items, backlog=backlog)
+        for key in reversed(order):
+            rates[key].append(bare_items_per_s(models[key], texts)[0])
+        info = layouts[precisions[0]].info
+    finally:
+        for layout in layouts.values():
+            layout.close()
+    mean = {k: sum(v) / len(v) for k, v in rates.items()}
+    best = max(mean, key=lambda k: mean[k])
+    chosen = pipe["precision"] or embedder.precision
+    same = mean.get(("layout", chosen), mean[("layout", precisions[0])])
+    names = {
+        "layout": f"worker's layout ({info.processes} process(es) x {info.torch_threads} torch "
+        "thread(s), one call split across them)",
+        "in-process": f"in-process (1 process x {torch.get_num_threads()} torch threads)",
+    }
+    lines = [
+        f"| bare model, {names[layout]}, {precision}, {len(texts):,} texts, batches of "
+        f"{embedder.batch_size} (before / after the pipeline) | {mean[(layout, precision)]:,.0f}"
+        f" items/s ({' / '.join(f'{r:,.0f}' for r in rates[(layout, precision)])})"
+        f"{' **best**' if (layout, precision) == best else ''} |"
+        for layout, precision in order
+    ]
+    rate = pipe["items_per_s"]
+    lines += [
+        f"| content pipeline worker (precision {chosen}{' chosen by the probe' if probed else ''})"
+        f": catalog.items in -> acknowledged catalog.vectors out"
+        f"{' (from a backlog)' if backlog else ''} | **{rate:,.0f} items/s** |",
+        f"| pipeline / best bare configuration ({best[0]}, {best[1]}) | **{rate / mean[best]:.2f}"
+        f"** (goal >= 0.90; / the same layout and precision: {rate / same:.2f}) |",
+        f"| worker: model calls (one per buffer) / share of the run spent in the model | "
+        f"{pipe['embed_calls']:.0f} / {pipe['embed_share']:.0%} (worker "
+        f"{pipe['processes']:.0f} process(es) x {pipe['torch_threads']:.0f} torch "
+        f"thread(s)) |",
+        f"| the model's own rate inside the worker (items / seconds in model calls; with N "
+        f"processes, their seconds in the model / N) | "
+        f"{pipe['model_items_per_s']:,.0f} items/s ({pipe['model_items_per_s'] / same:.2f} "
+        f"of the bare model in the same layout and precision) |",
+        f"| producing the items ({'not ' if backlog else ''}in the rate) / "
+        f"first buffer's vectors acknowledged at | "
+        f"{pipe['publish_s']:.2f} s / {pipe['first_vector_s']:.2f} s |",
+        f"| worker start-up (process, model load, precision probe, group join), not in the "
+        f"rate | {pipe['startup_s']:.1f} s |",
+    ]
+    if cpu:
+        a, b = vectors[("in-process", "fp32")], vectors[("in-process", "bf16")]
+        cosine = np.sum(a * b, axis=1)
+        lines.append(
+            f"| bf16 autocast against fp32, in-process vectors | cosine min {cosine.min():.5f}, "
+            f"mean {cosine.mean():.6f} |"
+        )
+    return lines, vectors[order[0]]
 
 
 def clustered(n: int, dim: int = 384, seed: int = 0) -> np.ndarray:
@@ -217,61 +311,15 @@ def main() -> None:
     texts = [item_text(i) for i in items]
     print(f"machine: {machine()}")
     embedder = Embedder(settings0)
-    print(f"model: {embedder.model_version} on {embedder.device}, batch {embedder.batch_size}")
+    print(
+        f"model: {embedder.model_version} on {embedder.device}, batch {embedder.batch_size}, "
+        f"precision {embedder.precision} (in-process, {settings0.embedding.cpu_precision})"
+    )
     lines: list[str] = []
     real_vectors = None
 
     if not args.skip_pipeline:
-        # The reference: the model in the worker's layout (same settings, same children,
-        # each call split the same way), without the pipeline around it. Measured in ABBA
-        # order with the in-process figure so a drift of the machine hits both alike.
-        with EmbedderProcess(settings0) as layout:
-            info = layout.info
-            bare_before, _ = bare_items_per_s(layout, texts)
-            single_before, real_vectors = bare_items_per_s(embedder, texts)
-            with bench_stack() as stack:
-                settings = stack.with_overrides(embedding={"device": args.device})
-                pipe = pipeline_items_per_s(settings, items, backlog=args.backlog)
-            single_after, _ = bare_items_per_s(embedder, texts)
-            bare_after, _ = bare_items_per_s(layout, texts)
-        bare = (bare_before + bare_after) / 2
-        single = (single_before + single_after) / 2
-        lines += [
-            f"| bare model in the worker's layout ({info.processes} process(es) x "
-            f"{info.torch_threads} torch thread(s), one call split across them), "
-            f"{len(texts):,} texts, batches of {embedder.batch_size} (before / after the "
-            f"pipeline) | {bare:,.0f} items/s ({bare_before:,.0f} / {bare_after:,.0f}) |",
-            f"| bare model in-process, for comparison (1 process x {torch.get_num_threads()} "
-            f"torch threads; before / after) | {single:,.0f} items/s "
-            f"({single_before:,.0f} / {single_after:,.0f}) |",
-            f"| content pipeline worker: catalog.items in -> acknowledged catalog.vectors out"
-            f"{' (from a backlog)' if args.backlog else ''} "
-            f"| **{pipe['items_per_s']:,.0f} items/s** |",
-            f"| pipeline / bare model in the same layout | **{pipe['items_per_s'] / bare:.2f}** "
-            f"(goal >= 0.80; / the in-process figure: {pipe['items_per_s'] / single:.2f}) |",
-            f"| worker: model calls (one per buffer) / share of the run spent in the model | "
-            f"{pipe['embed_calls']:.0f} / {pipe['embed_share']:.0%} (worker "
-            f"{pipe['processes']:.0f} process(es) x {pipe['torch_threads']:.0f} torch "
-            f"thread(s)) |",
-            f"| the model's own rate inside the worker (items / seconds in model calls; with N "
-            f"processes, their seconds in the model / N) | "
-            f"{pipe['model_items_per_s']:,.0f} items/s ({pipe['model_items_per_s'] / bare:.2f} "
-            f"of the bare model in the same layout) |",
-            f"| producing the items ({'not ' if args.backlog else ''}in the rate) / "
-            f"first buffer's vectors acknowledged at | "
-            f"{pipe['publish_s']:.2f} s / {pipe['first_vector_s']:.2f} s |",
-            f"| worker start-up (process, model load, group join), not in the rate | "
-            f"{pipe['startup_s']:.1f} s |",
-        ]
-        if embedder.device == "cpu":
-            fp32 = Embedder(settings0.with_overrides(embedding={"cpu_bf16": False}))
-            fp32_rate, fp32_vectors = bare_items_per_s(fp32, texts)
-            cosine = np.sum(fp32_vectors * real_vectors, axis=1)
-            lines.append(
-                f"| bare model fp32 vs bf16 autocast (ADR 0010) | {fp32_rate:,.0f} vs "
-                f"{single_before:,.0f} items/s (in-process); cosine min {cosine.min():.5f}, "
-                f"mean {cosine.mean():.6f} |"
-            )
+        lines, real_vectors = pipeline_vs_bare(settings0, embedder, items, texts, args.backlog)
     print("\n".join(["| what | figure |", "| --- | --- |", *lines]))
 
     if not args.skip_index:

@@ -49,7 +49,7 @@ class SummaryWatcher(threading.Thread):
         super().__init__(daemon=True)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_config(),
                 "group.id": f"bench-cand-{time.time_ns()}",
                 "enable.auto.commit": False,
             }

@@ -56,7 +56,7 @@ class CatalogGenres:
         """Read catalog.items to its current end; returns the number of items known."""
         try:
             reader = TopicReader(
-                self.settings.kafka_bootstrap, CATALOG_ITEMS, group="streamrec-catalog-genres"
+                self.settings.kafka_config(), CATALOG_ITEMS, group="streamrec-catalog-genres"
             )
         except TopicReadError as exc:
             raise FeatureError(str(exc)) from exc

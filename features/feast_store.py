@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 import yaml
 from feast import FeatureStore, RepoConfig
@@ -43,10 +43,16 @@ def redis_connection_string(redis_url: str) -> str:
     parts = [f"{url.hostname}:{url.port or 6379}"]
     db = (url.path or "/0").lstrip("/") or "0"
     parts.append(f"db={db}")
+    # Feast hands every key=value on to redis.Redis: the ACL user and the TLS CA travel too.
+    if url.username:
+        parts.append(f"username={unquote(url.username)}")
     if url.password:
-        parts.append(f"password={url.password}")
+        parts.append(f"password={unquote(url.password)}")
     if url.scheme == "rediss":
         parts.append("ssl=true")
+        ca = parse_qs(url.query).get("ssl_ca_certs")
+        if ca:
+            parts.append(f"ssl_ca_certs={ca[0]}")
     return ",".join(parts)
 
 

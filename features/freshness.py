@@ -56,7 +56,7 @@ class Freshness(BaseModel):
 
 def group_lag(settings: Settings, group: str, topic: str = EVENTS_INTERACTIONS.name) -> int:
     """Messages of `topic` not yet committed by consumer group `group` (all partitions)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = Consumer({**settings.kafka_config(), "group.id": group})
     try:
         ends = end_offsets(consumer, topic)
         tps = [TopicPartition(topic, p) for p in ends]

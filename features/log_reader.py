@@ -21,7 +21,7 @@ def read_topic(
     """Yield (partition, offset, key, value) of every message up to the current end."""
     try:
         with TopicReader(
-            settings.kafka_bootstrap,
+            settings.kafka_config(),
             topic,
             group="streamrec-backfill-reader",
             config={"fetch.max.bytes": 52_428_800},

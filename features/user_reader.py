@@ -4,7 +4,8 @@ Responsibilities:
 - from the registered feature service `user_features_v1`, list the Redis fields Feast's
   `RedisOnlineStore` keeps for a user (`features.redis_layout`, which our writer writes);
 - read them with one HMGET (asyncio: no thread, no Feast SDK call per request) and decode
-  each Value proto with Feast's own `feast_value_type_to_python_type`, into the same
+  each Value proto (`python_value`: the plain scalar and list kinds directly, every other
+  kind with Feast's own `feast_value_type_to_python_type`), into the same
   `features.online.UserFeatures` that `OnlineFeatures.get_user_features` returns (a view
   without a row gives its defaults; `found` is whether the session view has one).
 
@@ -29,6 +30,24 @@ from streamrec.features.feast_store import feature_store
 from streamrec.features.online import USER_SERVICE, UserFeatures
 from streamrec.features.redis_layout import ViewLayout, entity_key
 from streamrec.infra.settings import Settings
+
+_SCALARS = frozenset(
+    {"int32_val", "int64_val", "float_val", "double_val", "string_val", "bool_val", "bytes_val"}
+)
+_LISTS = frozenset({f"{kind[:-4]}_list_val" for kind in _SCALARS})
+
+
+def python_value(raw: bytes) -> Any:
+    """A serialised Value proto as Feast's `feast_value_type_to_python_type` returns it. The
+    kinds user features use are read directly: Feast's generic function walks ~20 checks
+    per value, a tenth of the hot path's decode time."""
+    value = Value.FromString(raw)
+    kind = value.WhichOneof("val")
+    if kind in _SCALARS:
+        return getattr(value, kind)
+    if kind in _LISTS:
+        return list(getattr(value, kind).val)
+    return feast_value_type_to_python_type(value)
 
 
 class UserFeatureReader:
@@ -70,7 +89,7 @@ class UserFeatureReader:
                 continue
             for (name, _), value in zip(feats, values, strict=True):
                 if value is not None:
-                    row[name] = feast_value_type_to_python_type(Value.FromString(value))
+                    row[name] = python_value(value)
         found = row.get("last_event_ms") is not None
         present = {k: v for k, v in row.items() if v is not None and k in UserFeatures.model_fields}
         return UserFeatures(**{**present, "user_id": user_id, "found": found})

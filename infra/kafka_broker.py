@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import secrets
 import subprocess
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streamrec.infra import processes, programs
+from streamrec.infra import processes, programs, tls
 from streamrec.infra.errors import StackError
-from streamrec.infra.settings import Settings
+from streamrec.infra.settings import MASK, Settings
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 LOG4J_TEMPLATE = Path(__file__).parent / "kafka" / "log4j2.yaml"
@@ -86,14 +88,15 @@ class KafkaBroker:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         s = self.stack
+        name = self.listener
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{s.host}:{s.kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.kafka_port}",
+            "listeners": f"{name}://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"{name}://{s.host}:{s.kafka_port}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             # Topics come from `streamrec topics apply` or their owner (a reply topic's client):
@@ -110,11 +113,60 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "5000",
         }
+        if self.secured:
+            props |= {"inter.broker.listener.name": name, **self._security_props()}
         server_props = self.home / "server.properties"
-        server_props.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        # 0600: a secured broker's file holds its SCRAM and keystore passwords.
+        fd = os.open(server_props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = self.home / "log4j2.yaml"
         log4j.write_text(LOG4J_TEMPLATE.read_text().replace("@LOG_FILE@", str(self.log_file)))
         return server_props
+
+    @property
+    def secured(self) -> bool:
+        return self.settings.kafka.security_protocol == "SASL_SSL"
+
+    @property
+    def listener(self) -> str:
+        return "SASL_SSL" if self.secured else "PLAINTEXT"
+
+    def _password(self) -> str:
+        password = self.settings.kafka.password.get_secret_value()
+        if any(c in password for c in '"\\,[]='):
+            # JAAS and the storage tool's --add-scram syntax have no escapes for these.
+            raise StackError(
+                'STREAMREC_KAFKA__PASSWORD may not contain any of " \\ , [ ] = for the local broker'
+            )
+        return password
+
+    def _security_props(self) -> dict[str, str]:
+        """SASL_SSL with SCRAM on the client listener; the broker logs in as the same user."""
+        k = self.settings.kafka
+        tls_dir = self.settings.tls_dir
+        pair = tls.ensure_server(tls_dir, "kafka", [self.stack.host, "localhost"])
+        # The keystore's password only guards a file that is itself 0600 beside this one.
+        store_password = secrets.token_urlsafe(18)
+        keystore = tls.pkcs12(pair, tls_dir / "ca.pem", self.home / "keystore.p12", store_password)
+        mechanism = k.sasl_mechanism.lower()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{k.username}" password="{self._password()}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": k.sasl_mechanism,
+            "sasl.mechanism.inter.broker.protocol": k.sasl_mechanism,
+            f"listener.name.sasl_ssl.{mechanism}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(keystore),
+            "ssl.keystore.password": store_password,
+            "ssl.key.password": store_password,
+            # The broker is its own inter-broker client: it verifies itself against the CA.
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls_dir / "ca.pem"),
+            "ssl.client.auth": "none",
+        }
 
     def _java(self, main: str, *args: str, heap: str | None = None) -> list[str]:
         java = programs.require_java(self.stack.java)
@@ -134,7 +186,16 @@ class KafkaBroker:
         return argv
 
     def _format_once(self, server_props: Path) -> None:
+        marker = self.home / "listener"
         if (self.data_dir / "meta.properties").exists():
+            formatted = marker.read_text().strip() if marker.exists() else "PLAINTEXT"
+            if formatted != self.listener:
+                # SCRAM credentials are written into the metadata log when it is formatted.
+                raise StackError(
+                    f"the Kafka storage in {self.data_dir} was formatted for {formatted}, "
+                    f"not {self.listener}: run `streamrec down --purge` or use another "
+                    "STREAMREC_STACK__STATE_DIR"
+                )
             return
         cluster_id = (
             subprocess.run(
@@ -155,13 +216,26 @@ class KafkaBroker:
                 cluster_id,
                 "-c",
                 str(server_props),
+                *self._scram_args(),
             ),
             capture_output=True,
             text=True,
             check=False,
         )
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            output = result.stdout + result.stderr
+            if self.secured:
+                output = output.replace(self._password(), MASK)
+            raise StackError(f"formatting Kafka storage failed:\n{output}")
+        marker.write_text(self.listener)
+
+    def _scram_args(self) -> list[str]:
+        """The SCRAM user, created at format time (KRaft keeps it in the metadata log)."""
+        if not self.secured:
+            return []
+        k = self.settings.kafka
+        credential = f"{k.sasl_mechanism}=[name={k.username},password={self._password()}]"
+        return ["--add-scram", credential]
 
     def start(self) -> bool:
         """Start the broker unless it runs already; True if this call started it."""
@@ -188,7 +262,9 @@ class KafkaBroker:
         """True when the broker answers a metadata request with itself as a live broker."""
         if not processes.port_in_use(self.stack.host, self.stack.kafka_port):
             return False
-        admin = AdminClient({"bootstrap.servers": self.address, "logger": _SILENT})
+        config: dict = {**self.settings.kafka_config(), "logger": _SILENT}
+        config["bootstrap.servers"] = self.address
+        admin = AdminClient(config)
         try:
             return len(admin.list_topics(timeout=timeout_s).brokers) > 0
         except Exception:

@@ -49,7 +49,7 @@ class StackManager:
     def status(self) -> list[PartStatus]:
         kafka_pid, redis_pid = self.kafka.pid(), self.redis.pid()
         dsn = self.settings.clickhouse_dsn
-        ch_ok, ch_detail = clickhouse.ping(dsn)
+        ch_ok, ch_detail = clickhouse.ping(dsn, **clickhouse.credentials(self.settings))
         return [
             PartStatus(
                 "kafka",

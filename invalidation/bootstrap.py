@@ -44,7 +44,7 @@ Applied = dict[tuple[str, int], int]
 def _consumer(settings: Settings, group: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "group.id": group,
             "enable.auto.commit": False,
         }
@@ -100,7 +100,7 @@ def read_until(
         return 0
     count = 0
     with TopicReader(
-        settings.kafka_bootstrap, spec, group="streamrec-invalidation-bootstrap", until=want
+        settings.kafka_config(), spec, group="streamrec-invalidation-bootstrap", until=want
     ) as reader:
         for batch in reader.read_to_end(timeout_s):
             apply(batch)

@@ -14,5 +14,8 @@ def classification_key(item_id: str) -> str:
     return f"item_classification:{item_id}"
 
 
+EXPLANATION_PREFIX = "explanation:"  # then "{user}:{item}" (serving builds many at once)
+
+
 def explanation_key(user_id: str, item_id: str) -> str:
-    return f"explanation:{user_id}:{item_id}"
+    return f"{EXPLANATION_PREFIX}{user_id}:{item_id}"

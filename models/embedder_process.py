@@ -13,6 +13,9 @@ Responsibilities:
   child's message; a child that died (killed, out of memory) fails the pending and every
   later call at once instead of hanging (its `concurrent.futures.ProcessPoolExecutor` marks
   itself broken, and so does this object);
+- on CPU with `embedding.cpu_precision` auto, probe fp32 against bf16 autocast once, in
+  every child at the same time (the layout's own conditions: all cores busy), and set the
+  faster in all of them (ADR 0103); the choice is logged and in `info.precision`;
 - stop the children (`close`).
 
 Why a process and not a thread (ADR 0080): torch releases the GIL in every op and must take
@@ -42,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import logging
 import math
 import multiprocessing
 import os
@@ -54,7 +58,9 @@ import numpy as np
 from pydantic import BaseModel
 
 from streamrec.infra.settings import Settings
-from streamrec.models.embedder import Embedder, EmbedderError, _pick_device
+from streamrec.models.embedder import Embedder, EmbedderError, Precision, ProbeResult, _pick_device
+
+log = logging.getLogger(__name__)
 
 # The child's one model; set by `_load`, the first task the child runs.
 _model: Embedder | None = None
@@ -69,6 +75,8 @@ class EmbedderInfo(BaseModel):
     batch_size: int
     torch_threads: int  # per process
     pids: list[int]  # one child's own, or (`EmbedderProcess.info`) every child's
+    precision: Precision = "fp32"
+    probe: ProbeResult | None = None  # the start-up probe, when the precision was "auto"
 
     @property
     def pid(self) -> int:
@@ -114,7 +122,7 @@ def _load(settings: Settings, device: str | None, single_thread: bool) -> Embedd
         # Raises once the inter-op pool was used in this process (never in a fresh child).
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(1)
-    _model = Embedder(settings, device=resolved)
+    _model = Embedder(settings, device=resolved, probe=False)  # the parent probes them all
     # Texts of a few lengths, one batch: the first buffer of a backlog does not pay for it.
     _model.embed([" ".join(["warm-up"] * (1 + i % 24)) for i in range(_model.batch_size)])
     return EmbedderInfo(
@@ -124,7 +132,22 @@ def _load(settings: Settings, device: str | None, single_thread: bool) -> Embedd
         batch_size=_model.batch_size,
         torch_threads=torch.get_num_threads(),
         pids=[os.getpid()],
+        precision=_model.precision,
     )
+
+
+def _probe() -> ProbeResult:
+    """In the child: fp32 against bf16 autocast on this child's model."""
+    if _model is None:  # pragma: no cover - _load always runs first in each child
+        raise EmbedderError("the embedding process has no model loaded")
+    return _model.probe()
+
+
+def _set_precision(precision: Precision) -> Precision:
+    if _model is None:  # pragma: no cover - _load always runs first in each child
+        raise EmbedderError("the embedding process has no model loaded")
+    _model.set_precision(precision)
+    return _model.precision
 
 
 def _embed(texts: list[str]) -> tuple[np.ndarray, float]:
@@ -183,11 +206,15 @@ class EmbedderProcess:
             infos = self._start(settings, device, single, first)
             if infos[0].device == "cpu" and len(infos) < wanted:  # "auto" resolved to CPU
                 infos += self._start(settings, device, single, wanted - len(infos))
+            probe = None
+            if infos[0].device == "cpu" and settings.embedding.cpu_precision == "auto":
+                probe = self._probe()
+                infos = [i.model_copy(update={"precision": probe.choice()}) for i in infos]
         except BaseException:
             self.close()
             raise
         self.children: list[EmbedderInfo] = infos
-        self.info = infos[0].model_copy(update={"pids": [i.pid for i in infos]})
+        self.info = infos[0].model_copy(update={"pids": [i.pid for i in infos], "probe": probe})
         self.model_version = self.info.model_version
         self.device = self.info.device
         self.dim = self.info.dim
@@ -202,6 +229,20 @@ class EmbedderProcess:
         self._pools += new
         loads = [pool.submit(_load, settings, device, single) for pool in new]
         return [self._result(future) for future in loads]  # type: ignore[misc]
+
+    def _probe(self) -> ProbeResult:
+        """Every child probes at once; the faster precision over all of them is set in all."""
+        probes = [pool.submit(_probe) for pool in self._pools]
+        result = ProbeResult.combine([self._result(f) for f in probes])  # type: ignore[misc]
+        choice = result.choice()
+        for future in [pool.submit(_set_precision, choice) for pool in self._pools]:
+            self._result(future)
+        log.info(
+            "embedding precision auto on CPU, %d process(es): %s",
+            len(self._pools),
+            result.describe(),
+        )
+        return result
 
     def _result(self, future: Future[object]) -> object:
         try:

@@ -2,7 +2,9 @@
 
 Responsibilities:
 - consume the three topics with a plain confluent-kafka consumer (manual commits; ADR 0050);
-- decode each message against its contract and turn it into a row of its table;
+- decode each consumed batch against its contract: events.interactions a batch at a time
+  into Arrow columns (`analytics.columns`; what the columnar check does not vouch for goes
+  through the schema one by one), the other topics message by message into rows;
 - insert in batches bounded by size (`analytics.batch_size` rows) and time
   (`analytics.batch_max_wait_s` since the first pending row);
 - commit the batch's offsets only after every insert (and every dead letter) succeeded,
@@ -27,13 +29,15 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import faust
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamrec.analytics import schema
+from streamrec.analytics.columns import ColumnBlock, decode_interactions
+from streamrec.analytics.columns import from_events as columns_of
 from streamrec.analytics.errors import QueryError
 from streamrec.analytics.store import open_store
 from streamrec.infra.settings import AnalyticsSettings, Settings
@@ -59,6 +63,8 @@ class _Batch:
 
     def __init__(self, started: float = 0.0) -> None:
         self.rows: dict[str, list[list[Any]]] = {t: [] for _, t, _ in SOURCES.values()}
+        self.block = ColumnBlock()  # events.interactions, as columns
+        self.rows[schema.INTERACTIONS] = self.block  # type: ignore[assignment]
         self.offsets: dict[tuple[str, int], int] = {}
         self.size = 0
         self.dead = 0
@@ -74,8 +80,9 @@ class _Batch:
 class Tables(Protocol):
     """The ClickHouse tables rows are inserted into (`ChdbTables`)."""
 
-    def insert(self, table: str, rows: list[list[Any]]) -> None:
-        """Insert one block; raises QueryError when it fails (the batch is retried)."""
+    def insert(self, table: str, rows: Sequence[list[Any]]) -> None:
+        """Insert one block (a `ColumnBlock` or rows); raises QueryError when it fails (the
+        batch is retried)."""
         ...
 
     def close(self) -> None: ...
@@ -112,9 +119,13 @@ class ChdbTables:
         self.client = client
         self.database = database
 
-    def insert(self, table: str, rows: list[list[Any]]) -> None:
+    def insert(self, table: str, rows: Sequence[list[Any]]) -> None:
         try:
-            schema.insert(self.client, self.database, table, rows)
+            if isinstance(rows, ColumnBlock):
+                # One Arrow block: ClickHouse reads the columns as they are.
+                self.client.insert_arrow(table, rows.table(), database=self.database)
+            else:
+                schema.insert(self.client, self.database, table, list(rows))
         except Exception as exc:  # clickhouse-connect/chDB errors: translate at the boundary
             raise QueryError(f"insert into {self.database}.{table} failed: {exc}") from exc
 
@@ -192,10 +203,39 @@ class AnalyticsSink:
     def poll(self) -> None:
         """One consume call; then a flush if the batch is full or its time is up."""
         room = max(1, self.batch_size - self._batch.size)
-        for msg in self.consumer.consume(num_messages=min(room, 10_000), timeout=0.2):
-            self.take(msg)
+        self.take_batch(self.consumer.consume(num_messages=min(room, 10_000), timeout=0.2))
         if self.due():
             self.flush()
+
+    def take_batch(self, messages: list[Any]) -> None:
+        """A consumed batch into the pending one, in order: each run of interactions decoded
+        together into columns, other topics one by one; every offset noted, dead-lettered
+        ones included (letters go out in the messages' order)."""
+        hot: list[Any] = []
+        hot_topic = EVENTS_INTERACTIONS.name
+        for msg in messages:
+            if msg.topic() == hot_topic and not msg.error():
+                hot.append(msg)
+                continue
+            if hot:
+                self._take_interactions(hot)
+                hot = []
+            self.take(msg)
+        if hot:
+            self._take_interactions(hot)
+
+    def _take_interactions(self, messages: list[Any]) -> None:
+        batch, topic = self._batch, EVENTS_INTERACTIONS.name
+        if not batch.offsets:
+            batch.started = self.clock()
+        # In order, so each partition keeps its last offset (+1: the next to read).
+        batch.offsets.update({(topic, m.partition()): m.offset() + 1 for m in messages})
+        batch.size += len(messages)
+        decoder = self._decoders[topic]
+        dead_before = decoder.dead
+        part = decode_interactions([m.value() for m in messages], lambda i: decoder(messages[i]))
+        self._batch.block.add(part)
+        self._batch.dead += decoder.dead - dead_before
 
     def due(self) -> bool:
         b = self._batch
@@ -212,6 +252,8 @@ class AnalyticsSink:
         event = self._decoders[topic](msg)
         if event is None:  # dead-lettered; its offset is committed with the batch
             self._batch.dead += 1
+        elif table == schema.INTERACTIONS:
+            self._batch.block.add(columns_of([event]))
         else:
             self._batch.rows[table].append(to_row(event))
         self._batch.note(topic, msg.partition(), msg.offset(), self.clock)
@@ -271,7 +313,7 @@ def open_sink(settings: Settings, group: str | None = None) -> AnalyticsSink:
     group = group or f"streamrec-{NAME}"
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "group.id": group,
             "client.id": f"{settings.kafka.client_id}-{NAME}",
             "enable.auto.commit": False,

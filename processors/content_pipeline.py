@@ -252,6 +252,7 @@ class RedisContent:
                 "device": info.device,
                 "torch_threads": info.torch_threads,  # per model process
                 "embed_processes": info.processes,
+                "precision": info.precision,  # on CPU "auto" probes it at start-up (ADR 0103)
                 "embed_pids": ",".join(str(p) for p in info.pids),
             },
         )

@@ -305,7 +305,7 @@ def open_loop(
     """The loop over a fresh reader and producer; the end offsets are taken now."""
     # Every partition, assigned from the beginning; it never joins or commits the group.
     reader = TopicReader(
-        settings.kafka_bootstrap,
+        settings.kafka_config(),
         CATALOG_VECTORS,
         group=f"{group}-reader",
         timeout_s=30.0,

@@ -141,14 +141,14 @@ class World:
 def _logged_interactions(settings: Settings) -> list[Interaction]:
     """Every valid interaction on events.interactions, in log order per partition."""
     found: list[Interaction] = []
-    with TopicReader(settings.kafka_bootstrap, EVENTS_INTERACTIONS, group="scenario") as reader:
+    with TopicReader(settings.kafka_config(), EVENTS_INTERACTIONS, group="scenario") as reader:
         for msgs in reader.read_to_end(timeout_s=120.0):
             found.extend(c.event for c in reader.decode(msgs) if isinstance(c.event, Interaction))
     return found
 
 
 def _published_vectors(settings: Settings) -> dict[str, np.ndarray]:
-    table = read_table(settings.kafka_bootstrap, CATALOG_VECTORS, group="scenario")
+    table = read_table(settings.kafka_config(), CATALOG_VECTORS, group="scenario")
     return {
         item_id: codecs.vector_to_numpy(v).astype(np.float32)
         for item_id, v in table.rows.items()
@@ -252,7 +252,7 @@ class RefreshApplier(threading.Thread):
         self.stop_event = threading.Event()
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_config(),
                 "group.id": f"bench-applier-{uuid.uuid4().hex[:6]}",
                 "enable.auto.commit": False,
             }

@@ -7,7 +7,11 @@ Responsibilities:
   and the OpenAPI schema FastAPI derives from the models in `serving.schemas`;
 - the `lifespan` opens Redis, Feast and the model (`ServingWorker.start`) and, when asked,
   the request-topic server beside it; it closes them on shutdown;
-- errors in layers: the front door outermost (`serving.front_door`: 503 + Retry-After before
+- authentication outermost when `auth.mode` is on (`serving.auth.AuthGate`: `/v1/`, and
+  `/metrics` unless `auth.metrics_open`, need an API key or a JWT; 401 / 403 / 429 +
+  Retry-After before anything else runs; `/healthz`, `/readyz` and the schema stay open), the
+  principal's scope capping the request's priority and named in its impression;
+- errors in layers: then the front door (`serving.front_door`: 503 + Retry-After before
   FastAPI runs when the event loop is behind or admission would refuse), then the fast path
   (`serving.fast_path`: a well-formed GET of the recommendations route is answered by the
   route's own function without FastAPI's routing; anything else goes on), then the body
@@ -20,24 +24,27 @@ Responsibilities:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamrec.infra.settings import Settings
 from streamrec.serving.answer import Answer
+from streamrec.serving.auth import Authenticator, AuthGate, KeyRing, Principal, principal_of
 from streamrec.serving.body_limit import BodyLimit
 from streamrec.serving.errors import Overloaded
 from streamrec.serving.fast_path import FastPath
 from streamrec.serving.front_door import FrontDoor
 from streamrec.serving.ids import new_id
+from streamrec.serving.request_limits import HeadLimit
 from streamrec.serving.schemas import (
     REQUEST_ID_MAX_LENGTH,
     USER_ID_MAX_LENGTH,
@@ -57,6 +64,18 @@ UserId = Annotated[
 ]
 RequestId = Annotated[str | None, Header(max_length=REQUEST_ID_MAX_LENGTH)]
 OVERLOADED = {503: {"model": Problem, "description": "overloaded, do not retry"}}
+# With auth on (serving.auth.AuthGate): the refusals a client may get before the route runs.
+REFUSED = {
+    **OVERLOADED,
+    401: {"model": Problem, "description": "no valid API key or token"},
+    403: {"model": Problem, "description": "this credential may not ask for this user"},
+    429: {"model": Problem, "description": "rate limited: retry after Retry-After seconds"},
+    # Size limits (serving.body_limit, serving.request_limits) and a body that is not JSON.
+    400: {"model": Problem, "description": "the body could not be parsed"},
+    413: {"model": Problem, "description": "body over serving.max_body_bytes"},
+    414: {"model": Problem, "description": "query string over serving.max_query_bytes"},
+    431: {"model": Problem, "description": "headers over serving.max_header_bytes"},
+}
 
 
 def _digits(value: str) -> bool:
@@ -90,15 +109,25 @@ def create_app(
 ) -> ServingApp:
     worker = worker or ServingWorker(settings)
     cfg = settings.serving
+    keys = KeyRing()
+    follower = limits = None
+    if settings.auth.mode == "on":
+        from streamrec.serving.key_store import KeyFollower
+        from streamrec.serving.rate_limit import Limits
+
+        follower = KeyFollower(settings, keys)
+        limits = Limits(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if follower is not None:
+            follower.start()
         await worker.start()
         server = None
         if topic:
             from streamrec.serving.topic_server import TopicServer
 
-            server = TopicServer(settings, worker)
+            server = TopicServer(settings, worker, limits=limits)
             server.start()
         try:
             yield
@@ -106,6 +135,10 @@ def create_app(
             if server is not None:
                 await server.stop()
             await worker.stop()
+            if follower is not None:
+                await asyncio.to_thread(follower.stop)
+            if limits is not None:
+                await limits.aclose()
 
     app = ServingApp(
         title="StreamRec serving",
@@ -114,6 +147,9 @@ def create_app(
         description="Recommendations within a budget, at a degradation level that says how good.",
     )
     app.state.worker = worker
+    app.state.keys = keys
+    app.state.key_follower = follower
+    app.state.limits = limits
 
     def answer(response: Answer) -> Response:
         """The `Recommendations` body, written from the answer's arrays with orjson: its
@@ -129,16 +165,19 @@ def create_app(
         budget_ms: int | None,
         recent: list[str],
         request_id: str | None,
+        principal: Principal | None,
     ) -> RecQuery:
         return RecQuery(
             request_id=request_id or new_id(),
             user_id=user_id,
             k=k,
-            priority=priority,
+            # The principal's scope sets the highest class: a client may only ask for less.
+            priority=principal.priority_for(priority) if principal is not None else priority,
             recent_item_ids=tuple(recent),
             # Only an absent budget is the default: 0 is refused (422) on GET and POST alike.
             budget_ms=cfg.request_budget_ms if budget_ms is None else budget_ms,
             channel="http",
+            principal=principal.id if principal is not None else "",
         )
 
     async def recommend(query: RecQuery) -> Response:
@@ -146,7 +185,7 @@ def create_app(
         return answer(await worker.recommender.recommend(query))
 
     async def fast_get(
-        user_id: str, params: dict[str, str], request_id: str | None
+        user_id: str, params: dict[str, str], request_id: str | None, principal: Any
     ) -> Response | None:
         """The GET route for `serving.fast_path`: None when the query does not validate
         (FastAPI then answers it, with its 422 and the reasons)."""
@@ -163,6 +202,7 @@ def create_app(
                 int(budget) if budget is not None else None,
                 [],
                 request_id,
+                principal,
             )
         except ValidationError:
             return None
@@ -174,32 +214,42 @@ def create_app(
     @app.get(
         "/v1/users/{user_id}/recommendations",
         response_model=Recommendations,
-        responses=OVERLOADED,
+        responses=REFUSED,
         summary="Recommendations for a user",
     )
     async def get_recommendations(
+        request: Request,
         user_id: UserId,
         k: Annotated[int, Query(ge=1, le=200)] = 20,
         priority: Priority = "interactive",
         budget_ms: Annotated[int | None, Query(ge=5, le=10_000)] = None,
         x_request_id: RequestId = None,
     ) -> Response:
-        return await recommend(query_of(user_id, k, priority, budget_ms, [], x_request_id))
+        return await recommend(
+            query_of(user_id, k, priority, budget_ms, [], x_request_id, principal_of(request.scope))
+        )
 
     @app.post(
         "/v1/users/{user_id}/recommendations",
         response_model=Recommendations,
-        responses=OVERLOADED,
+        responses=REFUSED,
         summary="Recommendations for a user, with the current session's context",
     )
     async def post_recommendations(
+        request: Request,
         user_id: UserId,
         body: SessionContext,
         x_request_id: RequestId = None,
     ) -> Response:
         return await recommend(
             query_of(
-                user_id, body.k, body.priority, body.budget_ms, body.recent_item_ids, x_request_id
+                user_id,
+                body.k,
+                body.priority,
+                body.budget_ms,
+                body.recent_item_ids,
+                x_request_id,
+                principal_of(request.scope),
             )
         )
 
@@ -207,13 +257,19 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="A ranker and the item snapshot are loaded")
+    @app.get(
+        "/readyz",
+        summary="A ranker and the item snapshot are loaded",
+        responses={503: {"description": "not ready yet"}},
+    )
     async def readyz() -> JSONResponse:
         parts = worker.readiness()
-        ready = parts["model"] and parts["items"]
+        if follower is not None:  # a key created before the start must be known
+            parts["keys"] = follower.loaded.is_set()
+        ready = parts["model"] and parts["items"] and parts.get("keys", True)
         return JSONResponse({"ready": ready, **parts}, status_code=200 if ready else 503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         body = generate_latest(worker.metrics.registry) + generate_latest(REGISTRY)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -242,7 +298,7 @@ def create_app(
 
     # In front of FastAPI (`ServingApp`): an overloaded worker refuses first, then plain GETs
     # of the recommendations route skip FastAPI's stack (serving.fast_path).
-    app.front = FrontDoor(
+    front: ASGIApp = FrontDoor(
         FastPath(app.inner, answer=fast_get),
         lag=worker.lag,
         admission=lambda: worker.recommender.admission if worker.recommender else None,
@@ -253,4 +309,20 @@ def create_app(
         retry_after_s=cfg.retry_after_s,
         on_refuse=refused,
     )
+    if settings.auth.mode == "on":
+
+        async def limit(principal: Principal, user_id: str | None) -> float | None:
+            assert limits is not None
+            return await limits.http(principal.id, principal.rate_per_s, user_id)
+
+        front = AuthGate(
+            front,
+            Authenticator(settings.auth, keys),
+            limit,
+            guard_metrics=not settings.auth.metrics_open,
+            on_refuse=lambda kind: worker.metrics.rejected.labels("http", kind).inc(),
+        )
+        app.state.authenticator = front.authenticator
+    # Outermost: an oversized head is refused before authentication or validation reads it.
+    app.front = HeadLimit(front, cfg.max_header_bytes, cfg.max_query_bytes)
     return app

@@ -189,11 +189,15 @@ class RequestBatcher(Generic[T, R]):
         self.task = None
 
     async def submit(self, item: T) -> R:
+        return await self.submit_future(item)
+
+    def submit_future(self, item: T) -> asyncio.Future[R]:
+        """`submit` without a coroutine: the future its batch answers."""
         if self.queue is None:
             raise RuntimeError("batcher not started")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self.queue.put_nowait((item, future))
-        return await future
+        return future
 
     async def _loop(self) -> None:
         assert self.queue is not None and self._slots is not None

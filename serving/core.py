@@ -245,31 +245,37 @@ class Recommender:
         """An answer at some level, or `Overloaded` from admission."""
         started = time.monotonic()
         key = (q.user_id, q.k, q.recent_item_ids)
-        deadline = Deadline(q.budget_ms, start=started)
+        # An HTTP request reached this handler after waiting in the socket and uvicorn's
+        # parser for about the event loop's lag: its budget started then, as the client's
+        # did. (A topic request's budget already counts its age from `sent_at`.)
+        waited = self.loop_lag() if q.channel == "http" else 0.0
+        deadline = Deadline(q.budget_ms, start=started - waited)
         if self.cache.get(key) is not None:
             # A hit skips admission (it costs nothing); XFetch may refresh it in the background.
             cached, _ = await self.cache.get_or_compute(
                 key, lambda: self._compute(q, deadline), cacheable=_cacheable
             )
-            self.metrics.cache.labels("hit").inc()
-            shared_metrics.CACHE_REQUESTS.labels("responses", "hit").inc()
+            child = self.metrics.child
+            child(self.metrics.cache, "hit").inc()
+            child(shared_metrics.CACHE_REQUESTS, "responses", "hit").inc()
             return self._finish(await self._without_removed(cached), q, started)
         async with self.admission.slot(q.priority, deadline.budget_s * self.cfg.max_queue_share):
             self.metrics.in_flight.set(self.admission.in_flight)
             answer, source = await self.cache.get_or_compute(
                 key, lambda: self._compute(q, deadline), cacheable=_cacheable
             )
-        self.metrics.cache.labels(source).inc()
-        shared_metrics.CACHE_REQUESTS.labels(
-            "responses", "miss" if source == "computed" else "hit"
+        child = self.metrics.child
+        child(self.metrics.cache, source).inc()
+        child(
+            shared_metrics.CACHE_REQUESTS, "responses", "miss" if source == "computed" else "hit"
         ).inc()
         if source == "hit":  # a computed (or coalesced) answer was checked as it was made
             answer = await self._without_removed(answer)
         return self._finish(answer, q, started)
 
-    async def _compute(self, q: RecQuery, deadline: Deadline) -> Answer:
-        """The request's answer, made in the batch it joins."""
-        return await self.requests.submit(Member(q, deadline))
+    def _compute(self, q: RecQuery, deadline: Deadline) -> asyncio.Future[Answer]:
+        """The request's answer, made in the batch it joins (its future: no task of its own)."""
+        return self.requests.submit_future(Member(q, deadline))
 
     async def _without_removed(self, answer: Answer) -> Answer:
         """Drop items removed since the answer was made (or cached): a removal is honoured at
@@ -324,12 +330,13 @@ class Recommender:
     def _finish(self, answer: Answer, q: RecQuery, started: float) -> Answer:
         latency_ms = (time.monotonic() - started) * 1000.0
         answer = answer.stamped(q.request_id, latency_ms)
-        self.metrics.requests.labels(q.channel, answer.level).inc()
-        self.metrics.latency.labels(q.channel).observe(latency_ms / 1000.0)
-        shared_metrics.DEGRADATION.labels(answer.level).inc()
-        shared_metrics.REQUEST_SECONDS.labels(q.channel).observe(latency_ms / 1000.0)
+        m, child = self.metrics, self.metrics.child
+        child(m.requests, q.channel, answer.level).inc()
+        child(m.latency, q.channel).observe(latency_ms / 1000.0)
+        child(shared_metrics.DEGRADATION, answer.level).inc()
+        child(shared_metrics.REQUEST_SECONDS, q.channel).observe(latency_ms / 1000.0)
         if self.impressions is not None:
-            self.impressions.publish(answer, q.channel)
+            self.impressions.publish(answer, q.channel, q.principal)
         return answer
 
     # --- the request path: everything between, once per batch -----------------------------

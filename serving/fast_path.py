@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.responses import Response
@@ -33,8 +34,9 @@ PARAMS = frozenset({"k", "priority", "budget_ms"})
 # The route's path with the user id's own pattern (serving.schemas), anchored at both ends.
 ROUTE = re.compile(r"/v1/users/(" + USER_ID_PATTERN.strip("^$") + r")/recommendations")
 
-# (user_id, query parameters, x-request-id) -> the answer, or None: let FastAPI handle it.
-Answer = Callable[[str, dict[str, str], str | None], Awaitable[Response | None]]
+# (user_id, query parameters, x-request-id, the principal `serving.auth.AuthGate` let in or
+# None) -> the answer, or None: let FastAPI handle it.
+Answer = Callable[[str, dict[str, str], str | None, Any], Awaitable[Response | None]]
 
 
 class FastPath:
@@ -46,7 +48,7 @@ class FastPath:
         if scope["type"] == "http" and scope["method"] == "GET":
             request = _parse(scope)
             if request is not None:
-                response = await self.answer(*request)
+                response = await self.answer(*request, scope.get("auth"))
                 if response is not None:
                     await response(scope, receive, send)
                     return

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from streamrec.serving.admission import PRIORITIES, AdmissionController
+from streamrec.serving.auth import principal_of
 from streamrec.serving.loop_lag import LoopLag
 from streamrec.serving.raw_response import send_json
 
@@ -84,10 +85,13 @@ class FrontDoor:
 
 
 def _priority(scope: Scope) -> str:
-    """The `priority` query parameter (the POST form's body is not read here: interactive)."""
+    """The `priority` query parameter (the POST form's body is not read here: interactive),
+    at most the class of the principal `serving.auth.AuthGate` let in."""
+    asked = "interactive"
     query = scope.get("query_string", b"")
     if b"priority=" in query:
         value = parse_qs(query.decode("latin-1")).get("priority", [""])[0]
         if value in PRIORITIES:
-            return value
-    return "interactive"
+            asked = value
+    principal = principal_of(scope)
+    return principal.priority_for(asked) if principal is not None else asked

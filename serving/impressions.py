@@ -75,7 +75,7 @@ class ImpressionPublisher:
         if err is not None:
             self.metrics.impressions_failed.inc()
 
-    def publish(self, response: Answer, channel: str) -> None:
+    def publish(self, response: Answer, channel: str, principal: str = "") -> None:
         """Queue the answer's impression; it leaves with the others of this loop turn (at
         once when called off the event loop)."""
         if self.producer is None:
@@ -95,6 +95,7 @@ class ImpressionPublisher:
                 "channel": channel,
                 "latency_ms": response.latency_ms,
                 "served_at": utcnow(),
+                "principal": principal,  # the audit trail: who asked
             }
         )
         self._pending.append({"key": response.user_id.encode(), "value": value})

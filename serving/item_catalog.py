@@ -14,13 +14,10 @@ processors dead-letter it); a broker outage leaves the last known catalog in pla
 
 from __future__ import annotations
 
-import threading
-import uuid
-
 from streamrec.infra.settings import Settings
+from streamrec.serving.explanations import explainable_genres
 from streamrec.serving.ports import ItemInfo
-from streamrec.streams.errors import TopicReadError
-from streamrec.streams.table_reader import TopicReader
+from streamrec.streams.table_reader import TableFollower
 from streamrec.topics import CATALOG_ITEMS, CatalogItem
 
 
@@ -30,9 +27,23 @@ class ItemCatalog:
     def __init__(self) -> None:
         self.items: dict[str, ItemInfo] = {}
         self.removed: set[str] = set()
+        # item id -> (the ItemInfo it was made from, its explainable genres): made once per
+        # item version instead of once per answer that explains it
+        self._explainable: dict[str, tuple[ItemInfo, tuple[str, ...]]] = {}
 
     def get(self, item_id: str) -> ItemInfo | None:
         return self.items.get(item_id)
+
+    def explainable_genres(self, item_id: str) -> tuple[str, ...]:
+        """The item's genres a template may name (`explanations.explainable_genres`)."""
+        info = self.items.get(item_id)
+        if info is None:
+            return ()
+        made = self._explainable.get(item_id)
+        if made is None or made[0] is not info:
+            made = (info, explainable_genres(info.genres))
+            self._explainable[item_id] = made
+        return made[1]
 
     def popularity(self, item_id: str) -> float:
         info = self.items.get(item_id)
@@ -41,6 +52,7 @@ class ItemCatalog:
     def apply(self, item: CatalogItem) -> None:
         if item.op == "remove":
             self.items.pop(item.item_id, None)
+            self._explainable.pop(item.item_id, None)
             self.removed.add(item.item_id)
             return
         old = self.items.get(item.item_id)
@@ -61,53 +73,15 @@ class ItemCatalog:
         return len(self.items)
 
 
-class CatalogFollower:
+class CatalogFollower(TableFollower):
     """Follows catalog.items into an `ItemCatalog` on a daemon thread."""
 
     def __init__(self, settings: Settings, catalog: ItemCatalog) -> None:
-        self.settings = settings
+        super().__init__(settings, CATALOG_ITEMS, "serving-catalog")
         self.catalog = catalog
-        self.loaded = threading.Event()
-        self.skipped = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="catalog-follower", daemon=True)
-        self._thread.start()
+    def apply(self, event: CatalogItem) -> None:
+        self.catalog.apply(event)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        reader = self._open()
-        if reader is None:
-            return
-        try:
-            while not self._stop.is_set():
-                for change in reader.decode(reader.poll(1000, timeout_s=0.2)):
-                    if isinstance(change.event, CatalogItem):
-                        self.catalog.apply(change.event)
-                    elif change.key is not None:  # tombstone: the item's record was deleted
-                        self.catalog.items.pop(change.key, None)
-                self.skipped = reader.skipped
-                if reader.caught_up:
-                    self.loaded.set()
-        finally:
-            reader.close()
-
-    def _open(self) -> TopicReader | None:
-        while not self._stop.is_set():
-            try:
-                return TopicReader(
-                    self.settings.kafka_bootstrap,
-                    CATALOG_ITEMS,
-                    # Every worker reads the whole catalog: a group of its own, nothing committed.
-                    group=f"serving-catalog-{uuid.uuid4().hex[:8]}",
-                    timeout_s=5.0,
-                )
-            except TopicReadError:
-                self._stop.wait(1.0)  # broker not up yet: try again
-        return None
+    def forget(self, key: str) -> None:
+        self.catalog.items.pop(key, None)

@@ -145,7 +145,7 @@ class ModelManager:
         """registry.changes -> wake the poller at once for ranker promotions and rollbacks."""
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config(),
                 "group.id": f"serving-registry-{uuid.uuid4().hex[:8]}",
                 "auto.offset.reset": "latest",
                 "enable.auto.commit": False,

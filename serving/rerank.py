@@ -13,7 +13,6 @@ Pure functions over in-memory data: no I/O, cheap enough for every request.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -32,7 +31,8 @@ def rerank(
 ) -> list[tuple[str, float]]:
     """The top-k of `scored` (item id, score; any order) after the rules and diversity."""
     ordered = sorted(scored, key=lambda p: p[1], reverse=True)
-    chosen, deferred, _ = _greedy(ordered, k, exclude, item_info, max_genre_share)
+    floor = ordered[-1][1] if ordered else 0.0
+    chosen, deferred, _ = _greedy(ordered, floor, k, exclude, item_info, max_genre_share)
     return _backfill(chosen, deferred, k)
 
 
@@ -57,10 +57,10 @@ def rerank_arrays(
             top = top[np.argsort(-scores[top], kind="stable")]
         else:
             top = np.argsort(-scores, kind="stable")
-        ordered = [
-            (item_ids[i], s) for i, s in zip(top.tolist(), scores[top].tolist(), strict=True)
-        ]
-        chosen, deferred, full = _greedy(ordered, k, exclude, item_info, max_genre_share)
+        vals = scores[top].tolist()
+        ordered = zip(map(item_ids.__getitem__, top.tolist()), vals, strict=True)  # lazily
+        floor = vals[-1] if vals else 0.0
+        chosen, deferred, full = _greedy(ordered, floor, k, exclude, item_info, max_genre_share)
         if full or head == n:
             return _backfill(chosen, deferred, k)
         head = n
@@ -107,9 +107,13 @@ def rerank_many(
         if n < width:  # this row's padding sorts last: keep its own entries only
             keep = idx < n
             idx, vals = idx[keep], vals[keep]
-        ordered = [(ids[i], v) for i, v in zip(idx.tolist(), vals.tolist(), strict=True)]
-        chosen, deferred, full = _greedy(ordered, ks[b], excludes[b], item_info, max_genre_share)
-        if full or len(ordered) >= n:
+        values = vals.tolist()
+        ordered = zip(map(ids.__getitem__, idx.tolist()), values, strict=True)  # lazily
+        floor = values[-1] if values else 0.0
+        chosen, deferred, full = _greedy(
+            ordered, floor, ks[b], excludes[b], item_info, max_genre_share
+        )
+        if full or len(values) >= n:
             out.append(_backfill(chosen, deferred, ks[b]))
         else:  # the rules used up the shared head: this member's full list, on its own
             out.append(
@@ -119,34 +123,43 @@ def rerank_many(
 
 
 def _greedy(
-    ordered: Sequence[tuple[str, float]],
+    ordered: Iterable[tuple[str, float]],
+    floor: float,
     k: int,
     exclude: set[str],
     item_info: ItemInfoFn,
     max_genre_share: float,
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]], bool]:
     """Items best first under the rules and the genre cap: (chosen, deferred, k reached at an
-    item scored strictly above the last of `ordered`, so a longer `ordered` (or one that
-    broke a tie at its edge otherwise) would not change the choice)."""
+    item scored strictly above `floor`, the last score of `ordered`, so a longer `ordered`
+    (or one that broke a tie at its edge otherwise) would not change the choice). `ordered`
+    is read only as far as the choice needs."""
     cap = max(1, math.ceil(k * max_genre_share))
-    genre_counts: Counter[str] = Counter()
+    genre_counts: dict[str, int] = {}
     chosen: list[tuple[str, float]] = []
     deferred: list[tuple[str, float]] = []
     seen_ids: set[str] = set()
-    floor = ordered[-1][1] if ordered else 0.0
-    for item_id, score in ordered:
+    for pair in ordered:
+        item_id = pair[0]
         if item_id in exclude or item_id in seen_ids:
             continue
         seen_ids.add(item_id)
         info = item_info(item_id)
-        genres: Sequence[str] = info.genres if info is not None else ()
-        if any(genre_counts[g] >= cap for g in genres):
-            deferred.append((item_id, score))
-            continue
-        chosen.append((item_id, score))
-        genre_counts.update(genres)
+        if info is not None and info.genres:
+            genres = info.genres
+            full = False
+            for g in genres:  # a loop, not any(genexpr): this runs ~25 times an answer
+                if genre_counts.get(g, 0) >= cap:
+                    full = True
+                    break
+            if full:
+                deferred.append(pair)
+                continue
+            for g in genres:
+                genre_counts[g] = genre_counts.get(g, 0) + 1
+        chosen.append(pair)
         if len(chosen) == k:
-            return chosen, deferred, score > floor
+            return chosen, deferred, pair[1] > floor
     return chosen, deferred, False
 
 

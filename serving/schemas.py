@@ -35,6 +35,7 @@ class RecQuery(BaseModel):
     recent_item_ids: tuple[str, ...] = ()
     budget_ms: int = Field(150, ge=5, le=10_000)
     channel: Literal["http", "kafka"] = "http"
+    principal: str = ""  # who asked (the impression's audit trail); "" with auth off
 
 
 class SessionContext(BaseModel):

@@ -27,15 +27,16 @@ class RequestTopicClient:
         # Under `recs.responses` (serving's default `reply_topics`), created here: the broker
         # creates no topic on its own.
         self.reply_to = f"{RECS_RESPONSES.name}.{prefix}.{uuid.uuid4().hex[:6]}"
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        admin = AdminClient({**settings.kafka_config()})
         admin.create_topics([NewTopic(self.reply_to, 1, 1)])[self.reply_to].result(30)
         self.producer = latency_producer(settings)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                **settings.kafka_config(),
                 "group.id": f"{prefix}-{uuid.uuid4().hex[:6]}",
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": settings.serving.topic_fetch_wait_ms,
+                "socket.nagle.disable": True,  # requests and replies are small writes
             }
         )
         self.consumer.subscribe([self.reply_to])

@@ -15,7 +15,8 @@ Responsibilities:
   loses nothing, the group's next owner of the partition answers it again.
 
 Failure policy: every request ends in exactly one of a reply, a POPULAR answer (shed), or a
-dead letter carrying the reason, and the server carries on. Dead-lettered are: a malformed
+dead letter carrying the reason, and the server carries on. Dead-lettered are: a request over
+its producer principal's or its user's rate limit (`serving.rate_limit`, with auth on), a malformed
 message (not JSON, wrong schema), a `reply_to` that matches none of `serving.reply_topics`
 (the client chooses the topic: it must not write into another topic, nor make the broker
 create one), a failure while answering (logged with its traceback), and a reply the broker
@@ -38,6 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streamrec.infra.settings import Settings
 from streamrec.serving.answer import Answer
 from streamrec.serving.errors import Overloaded
+from streamrec.serving.rate_limit import Limits
 from streamrec.serving.schemas import RecQuery
 from streamrec.serving.worker import ServingWorker
 from streamrec.streams import codecs
@@ -57,10 +59,17 @@ PROCESSOR = "serving"
 
 
 class TopicServer:
-    def __init__(self, settings: Settings, worker: ServingWorker) -> None:
+    def __init__(
+        self, settings: Settings, worker: ServingWorker, limits: Limits | None = None
+    ) -> None:
         self.settings = settings
         self.worker = worker
         self.cfg = settings.serving
+        # The HTTP API's limits (shared buckets), per producer principal and user asked for;
+        # with auth on and none given (the topic-only server), its own.
+        self._own_limits = limits is None and settings.auth.mode == "on"
+        self.limits = Limits(settings) if self._own_limits else limits
+        self.limited = 0
         # A delivery report per reply: the request's offset is committed on it.
         # A reply topic the broker does not have fails in 5 s rather than librdkafka's 30 s
         # (the request is then dead-lettered): the client creates its topic before asking.
@@ -100,13 +109,15 @@ class TopicServer:
                 await asyncio.to_thread(thread.join, 10)
         await asyncio.to_thread(self.producer.flush, 5)
         self.producer = None  # type: ignore[assignment] - release the librdkafka handle
+        if self._own_limits and self.limits is not None:
+            await self.limits.aclose()
 
     # --- consuming -------------------------------------------------------------------------
 
     def _consume(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config(),
                 "group.id": self.cfg.consumer_group,
                 "client.id": "serving-requests",
                 "auto.offset.reset": "latest",
@@ -114,6 +125,7 @@ class TopicServer:
                 # Offsets are stored by hand once a reply is delivered (`_finished`).
                 "enable.auto.offset.store": False,
                 "fetch.wait.max.ms": self.cfg.topic_fetch_wait_ms,
+                "socket.nagle.disable": True,  # requests and replies are small writes
                 "session.timeout.ms": 10_000,
             }
         )
@@ -241,6 +253,17 @@ class TopicServer:
             recommender = self.worker.recommender
             if recommender is None:
                 raise RuntimeError("the serving worker is not started")
+            if self.limits is not None:
+                wait_s = await self.limits.topic(request.principal, request.user_id)
+                if wait_s is not None:
+                    self.limited += 1
+                    self.worker.metrics.rejected.labels("kafka", "rate limited").inc()
+                    self._decode.reject(
+                        msg,
+                        f"rate limit of principal {request.principal!r} exceeded: "
+                        f"retry in {wait_s:.1f} s",
+                    )
+                    return
             age_ms = (datetime.now(UTC) - request.sent_at).total_seconds() * 1000.0
             query = RecQuery(
                 request_id=request.correlation_id,
@@ -250,6 +273,7 @@ class TopicServer:
                 recent_item_ids=tuple(request.recent_item_ids),
                 budget_ms=int(min(10_000, max(5.0, request.budget_ms - max(0.0, age_ms)))),
                 channel="kafka",
+                principal=f"topic:{request.principal}",
             )
             try:
                 response = await recommender.recommend(query)

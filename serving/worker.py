@@ -42,7 +42,7 @@ class Explainer:
         cap_s: float = 0.02,
         check_removed: bool = False,
     ):
-        from streamrec.serving.explanations import CHECKED_LUA
+        from streamrec.serving.explanations import BATCH_LUA, CHECKED_LUA
 
         self.client = client
         self.catalog = catalog
@@ -50,6 +50,8 @@ class Explainer:
         self.cap_s = cap_s
         # check_removed: the answer's removal check rides in the same round trip (ADR 0056)
         self.script = client.register_script(CHECKED_LUA) if check_removed else None
+        self.batch_script = client.register_script(BATCH_LUA)
+        self.check_removed = check_removed
 
     def _watched(self, recent: list[str]) -> list[Any]:
         from streamrec.serving.explanations import WatchedItem
@@ -61,42 +63,25 @@ class Explainer:
                 watched.append(WatchedItem(item_id, info.title, tuple(info.genres)))
         return watched
 
-    def _facts(self, item_ids: list[str], trending: set[str]) -> dict[str, Any]:
-        from streamrec.serving.explanations import ItemFacts
-
-        facts = {}
-        for item_id in item_ids:
-            info = self.catalog.get(item_id)
-            genres = tuple(info.genres) if info is not None else ()
-            facts[item_id] = ItemFacts(genres=genres, popular=item_id in trending)
-        return facts
-
     async def explain_many(
         self, requests: Sequence[tuple[str, list[str], list[str]]], lefts_s: Sequence[float]
-    ) -> tuple[list[list[str | None]], set[str] | None]:
+    ) -> tuple[list[list[str]], set[str] | None]:
         """A batch's explanations (per (user, final item ids, recent items), one text per
         item) and, when it checks them, which of all its items are removed now: ONE round
         trip for the batch, within the cap and the least time any member still has."""
         from streamrec.serving.explanations import explain_batch
 
-        trending = self.popular()
-        batch = [
-            (user_id, ids, self._watched(recent), self._facts(ids, trending))
-            for user_id, ids, recent in requests
-        ]
         live = [left for left in lefts_s if left > 0]
         timeout_s = max(0.001, min(self.cap_s, min(live, default=0.0)))
-        texts, gone = await explain_batch(
-            batch,
-            store=self.client,
-            script=self.script,
+        return await explain_batch(
+            [(user_id, ids, self._watched(recent)) for user_id, ids, recent in requests],
+            self.catalog.explainable_genres,
+            self.popular(),
+            script=self.batch_script,
             removed_key=REMOVED_ITEMS.key(),
+            check_removed=self.check_removed,
             timeout_s=timeout_s,
         )
-        return [
-            [t[i].text if i in t else None for i in ids]
-            for t, (_, ids, _) in zip(texts, requests, strict=True)
-        ], gone
 
     async def __call__(
         self, user_id: str, items: list[RecommendedItem], recent: list[str], left_s: float

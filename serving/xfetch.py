@@ -99,14 +99,23 @@ class XFetchCache(CoalescingCache[V]):
 
     def _timed(
         self, key: Hashable, compute: Callable[[], Awaitable[V]]
-    ) -> Callable[[], Awaitable[V]]:
-        async def run() -> V:
-            started = self.clock()
-            value = await compute()
-            self.deltas[key] = self.clock() - started
-            return value
+    ) -> Callable[[], asyncio.Future[V]]:
+        """`compute` started as a future whose successful end records its time. A compute
+        that returns a future already (the request batcher's) is not wrapped in a task: a
+        task per request cost ~15 us of the event loop's time, on every answer."""
 
-        return run
+        def start() -> asyncio.Future[V]:
+            started = self.clock()
+            future = asyncio.ensure_future(compute())
+
+            def timed(done: asyncio.Future[V]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    self.deltas[key] = self.clock() - started
+
+            future.add_done_callback(timed)
+            return future
+
+        return start
 
     def _start(
         self,
@@ -114,7 +123,7 @@ class XFetchCache(CoalescingCache[V]):
         compute: Callable[[], Awaitable[V]],
         cacheable: Callable[[V], bool],
     ) -> asyncio.Future[V]:
-        task = asyncio.ensure_future(self._timed(key, compute)())
+        task = self._timed(key, compute)()
         self.in_flight[key] = task
         task.add_done_callback(lambda t: self._done(key, t, cacheable))
         return task

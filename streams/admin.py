@@ -16,6 +16,7 @@ from confluent_kafka.admin import (
 )
 
 from streamrec.infra.settings import Settings
+from streamrec.streams.login import LoginWatch
 from streamrec.topics import ALL_TOPICS, TopicSpec
 from streamrec.topics.errors import TopicError
 
@@ -42,7 +43,8 @@ class TopicManager:
     def __init__(self, settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
         self.settings = settings
         self.specs = specs
-        self.admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        self.login = LoginWatch()
+        self.admin = AdminClient({**settings.kafka_config(), "error_cb": self.login})
 
     def partitions_of(self, spec: TopicSpec) -> int:
         return spec.partitions or self.settings.kafka.default_partitions
@@ -112,7 +114,7 @@ class TopicManager:
         configs = self.describe_configs(present, timeout_s)
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config(),
                 "group.id": "streamrec-topics-list",
                 "enable.auto.commit": False,
             }
@@ -147,6 +149,9 @@ class TopicManager:
         try:
             return self.admin.list_topics(timeout=timeout_s)
         except KafkaException as exc:
+            refused = self.login.explain(self.admin, self.settings.kafka.username)
+            if refused is not None:
+                raise TopicError(f"Kafka at {self.settings.kafka_bootstrap}: {refused}") from None
             raise TopicError(
                 f"cannot reach Kafka at {self.settings.kafka_bootstrap} ({exc}); "
                 "is the stack up? (streamrec up)"
@@ -158,7 +163,7 @@ class TopicManager:
         deadline = time.monotonic() + timeout_s
         consumer = Consumer(
             {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+                **self.settings.kafka_config(),
                 "group.id": "streamrec-topics-apply",
             }
         )

@@ -8,6 +8,7 @@ dead letter with its reason instead of an exception in Faust's deserializer.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import faust
@@ -28,6 +29,17 @@ def _store_url() -> str:
         return "memory://"
 
 
+def broker_credentials(settings: Settings) -> faust.SASLCredentials:
+    """SCRAM over TLS, verified against the settings' CA (aiokafka under Faust)."""
+    k = settings.kafka
+    return faust.SASLCredentials(
+        username=k.username,
+        password=k.password.get_secret_value(),
+        ssl_context=ssl.create_default_context(cafile=settings.kafka_ca_file),
+        mechanism=k.sasl_mechanism,
+    )
+
+
 def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
     """A Faust app for `app_id` (its consumer group), state under the state dir."""
     datadir = settings.state_dir / "faust" / app_id
@@ -46,6 +58,8 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
     }
+    if settings.kafka.security_protocol == "SASL_SSL":
+        config["broker_credentials"] = broker_credentials(settings)
     config.update(overrides)
     app = faust.App(app_id, **config)
     # faust's fetcher can deliver records fetched before a rebalance after it, which stalls

@@ -19,7 +19,7 @@ Lags = dict[str, dict[str, int]]
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 3000})
+    return AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000})
 
 
 def consumer_lags(

@@ -7,11 +7,15 @@ Responsibilities:
   `settings.analytics.metrics_port` (0 = a free port) and register the worker in Redis
   (name, metrics URL, pid, heartbeat time) with a short TTL, refreshed by a daemon thread;
   a worker that dies simply stops refreshing and its key expires (the dashboard then
-  shows it missing); with its consumer `group`, the same thread sets
-  `streamrec_consumer_lag` for the group every 5 s (committed vs end offsets);
+  shows it missing), while a clean stop (`stop()`, run on SIGTERM/SIGINT) overwrites it with
+  a last record, `state="stopped"` and `stopped_at`, kept `analytics.stopped_ttl_s`, which a
+  kill -9 cannot write (the dashboard then shows it stopped, not red); with its consumer
+  `group`, the same thread sets `streamrec_consumer_lag` for the group every 5 s
+  (committed vs end offsets);
 - `attach(app, settings, name, group=None)`: the same for a Faust app (group: the app's
   id), started with the worker and stopped with it;
-- `live_workers(settings)`: the registered workers whose heartbeat has not expired.
+- `live_workers(settings)`: the registered workers whose heartbeat has not expired;
+  `stopped_workers(settings)`: the stop records of workers that stopped cleanly.
 
 Usage (a Faust processor; see processors/interaction_counter.py)::
 
@@ -49,7 +53,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
@@ -108,6 +112,8 @@ class WorkerBeat(BaseModel):
     group: str | None = None
     started_at: float
     heartbeat_at: float
+    state: Literal["running", "stopped"] = "running"
+    stopped_at: float | None = None
 
 
 class MetricsHandle:
@@ -124,17 +130,19 @@ class MetricsHandle:
         self.url = f"http://{cfg.metrics_host}:{self.port}/metrics"
         self._interval = cfg.heartbeat_interval_s
         self._ttl = cfg.heartbeat_ttl_s
+        self._stopped_ttl = cfg.stopped_ttl_s
         self._key = WORKER_HEARTBEAT.key(name=name, pid=str(os.getpid()))
         self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         self._started = time.time()
         self._admin: Any = None
         self._stopped = threading.Event()
+        self._clear_stop_records()  # an earlier clean stop of this name is history now
         self.beat()  # registered before serve() returns, so callers can wait on it
         self._beater = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
         self._beater.start()
 
-    def beat(self) -> None:
-        record = WorkerBeat(
+    def _record(self, **extra: Any) -> WorkerBeat:
+        return WorkerBeat(
             name=self.name,
             pid=os.getpid(),
             host=socket.gethostname(),
@@ -142,7 +150,17 @@ class MetricsHandle:
             group=self.group,
             started_at=self._started,
             heartbeat_at=time.time(),
+            **extra,
         )
+
+    def _clear_stop_records(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            for key, value in _registrations(self._redis, self.name):
+                if WorkerBeat.model_validate(json.loads(value)).state == "stopped":
+                    self._redis.delete(key)
+
+    def beat(self) -> None:
+        record = self._record()
         # Redis down: the worker keeps working; the dashboard shows it missing.
         with contextlib.suppress(redis.RedisError):
             self._redis.set(self._key, record.model_dump_json(), ex=self._ttl)
@@ -172,12 +190,14 @@ class MetricsHandle:
             CONSUMER_LAG.labels(topic, self.group).set(lag)
 
     def stop(self) -> None:
-        """Deregister and close the endpoint (a crash skips this; the TTL covers it)."""
+        """Leave the stop record and close the endpoint (a crash skips this; the TTL covers it)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self._beater.join(timeout=self._interval + 2)  # no running beat after the stop record
+        record = self._record(state="stopped", stopped_at=time.time())
         with contextlib.suppress(redis.RedisError):
-            self._redis.delete(self._key)
+            self._redis.set(self._key, record.model_dump_json(), ex=self._stopped_ttl)
         self._server.shutdown()
         self._server.server_close()
         self._redis.close()
@@ -209,13 +229,28 @@ def attach(app: Any, settings: Settings, name: str, group: str | None = None) ->
             handle.pop("h").stop()
 
 
-def live_workers(settings: Settings) -> list[WorkerBeat]:
-    """Workers whose heartbeat key has not expired, by name then pid."""
+def _registrations(client: redis.Redis, name: str = "*") -> list[tuple[bytes, bytes]]:
+    keys = list(client.scan_iter(match=WORKER_HEARTBEAT.key(name=name, pid="*"), count=500))
+    values = client.mget(keys) if keys else []
+    return [(k, v) for k, v in zip(keys, values, strict=True) if v]
+
+
+def registered_workers(settings: Settings) -> list[WorkerBeat]:
+    """Every record in the registry, running or stopped, by name then pid."""
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
     try:
-        keys = list(client.scan_iter(match=WORKER_HEARTBEAT.key(name="*", pid="*"), count=500))
-        values = client.mget(keys) if keys else []
+        values = [v for _, v in _registrations(client)]
     finally:
         client.close()
-    beats = [WorkerBeat.model_validate(json.loads(v)) for v in values if v]
+    beats = [WorkerBeat.model_validate(json.loads(v)) for v in values]
     return sorted(beats, key=lambda b: (b.name, b.pid))
+
+
+def live_workers(settings: Settings) -> list[WorkerBeat]:
+    """Workers whose heartbeat key has not expired, by name then pid."""
+    return [b for b in registered_workers(settings) if b.state == "running"]
+
+
+def stopped_workers(settings: Settings) -> list[WorkerBeat]:
+    """The stop records of workers that stopped cleanly (kept `analytics.stopped_ttl_s`)."""
+    return [b for b in registered_workers(settings) if b.state == "stopped"]

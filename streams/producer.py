@@ -23,7 +23,7 @@ from streamrec.topics.base import Event
 def bulk_producer(settings: Settings, **overrides: Any) -> Producer:
     r = settings.replay
     config = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_config(),
         "client.id": f"{settings.kafka.client_id}-bulk",
         "enable.idempotence": True,
         "acks": "all",
@@ -39,11 +39,14 @@ def bulk_producer(settings: Settings, **overrides: Any) -> Producer:
 
 def latency_producer(settings: Settings, **overrides: Any) -> Producer:
     config = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **settings.kafka_config(),
         "client.id": f"{settings.kafka.client_id}-fast",
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 0,
+        # Nagle's algorithm holds a small write until the previous one is acknowledged: with
+        # the broker's delayed ACKs, a reply could wait up to ~40 ms for no reason.
+        "socket.nagle.disable": True,
     }
     config.update(overrides)
     return Producer(config)

@@ -24,7 +24,9 @@ Responsibilities:
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from streamrec.infra.settings import Settings
 from streamrec.streams import codecs
 from streamrec.streams.errors import TopicReadError, TopicReadTimeout
 from streamrec.topics import TopicSpec
@@ -169,7 +172,7 @@ class TopicReader:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: str | Mapping[str, Any],
         topic: str | TopicSpec,
         *,
         group: str = "streamrec-topic-reader",
@@ -182,9 +185,12 @@ class TopicReader:
         self.topic = topic.name if isinstance(topic, TopicSpec) else topic
         self.raise_on_error = raise_on_error
         self.decoder = Decoder(self.spec) if self.spec is not None else None
+        # A mapping is the client's connection settings (`Settings.kafka_config()`: bootstrap
+        # and security), a string a bare address.
+        connection = {"bootstrap.servers": bootstrap} if isinstance(bootstrap, str) else bootstrap
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **connection,
                 "group.id": group,  # librdkafka wants one; never joined (assigned) nor committed
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
@@ -305,7 +311,7 @@ def apply_changes(rows: dict[str, Event], changes: Iterable[Change]) -> None:
 
 
 def read_table(
-    bootstrap: str,
+    bootstrap: str | Mapping[str, Any],
     spec: TopicSpec,
     *,
     group: str = "streamrec-table-reader",
@@ -318,3 +324,77 @@ def read_table(
             apply_changes(table.rows, reader.decode(msgs))
         table.skipped = reader.skipped
     return table
+
+
+class TableFollower:
+    """A compacted topic read from its beginning and then followed, on a daemon thread: each
+    record goes to `apply`, each tombstone's key to `forget`. `loaded` is set once the reader
+    has caught up with the end offsets it saw at start. Every follower reads with a group of
+    its own and commits nothing (every process holds the whole table). While the broker is
+    unreachable it retries once a second; an outage later leaves what was applied in place."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: TopicSpec,
+        name: str,
+        poll_timeout_s: float = 0.2,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.name = name
+        self.poll_timeout_s = poll_timeout_s
+        self.config = dict(config or {})
+        self.loaded = threading.Event()
+        self.applied = 0
+        self.skipped = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def apply(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def forget(self, key: str) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        reader = self._open()
+        if reader is None:
+            return
+        try:
+            while not self._stop.is_set():
+                for change in reader.decode(reader.poll(1000, timeout_s=self.poll_timeout_s)):
+                    if change.event is not None:
+                        self.apply(change.event)
+                    elif change.key is not None:  # a tombstone: the record was deleted
+                        self.forget(change.key)
+                    self.applied += 1
+                self.skipped = reader.skipped
+                if reader.caught_up:
+                    self.loaded.set()
+        finally:
+            reader.close()
+
+    def _open(self) -> TopicReader | None:
+        while not self._stop.is_set():
+            try:
+                return TopicReader(
+                    self.settings.kafka_config(),
+                    self.topic,
+                    group=f"{self.name}-{uuid.uuid4().hex[:8]}",
+                    config=self.config,
+                    timeout_s=5.0,
+                )
+            except TopicReadError:
+                self._stop.wait(1.0)  # broker not up yet: try again
+        return None

@@ -29,6 +29,9 @@ def make_settings(state_dir: Path, **sections: dict[str, object]) -> Settings:
             "redis_port": free_port(),
             "kafka_heap": "512m",
         },
+        # The suite's servers run without authentication, as the local demo does; the default
+        # (on) is what tests/integration/serving/test_auth.py turns on and tests.
+        auth={"mode": "off"},
     )
     return base.with_overrides(**sections) if sections else base
 

@@ -10,7 +10,7 @@ from streamrec.infra.settings import Settings
 
 
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "t-offsets"})
+    consumer = Consumer({**settings.kafka_config(), "group.id": "t-offsets"})
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]
         return {
@@ -34,7 +34,7 @@ def read_range(
         return []
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **settings.kafka_config(),
             "group.id": "t-read",
             "enable.auto.commit": False,
         }

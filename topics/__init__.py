@@ -3,6 +3,7 @@
 Import specs and schemas from here rather than spelling topic names as strings.
 """
 
+from streamrec.topics.auth_keys import AUTH_KEYS, ApiKeyRecord
 from streamrec.topics.base import Event, TopicSpec
 from streamrec.topics.cache_invalidations import CACHE_INVALIDATIONS, RefreshCommand
 from streamrec.topics.candidates import CANDIDATES, CandidatesUpdated
@@ -36,12 +37,14 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LLM_ENRICH_REQUESTS,
     LLM_ENRICH_RESULTS,
     DEAD_LETTERS,
+    AUTH_KEYS,
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
 __all__ = [
     "ALL_TOPICS",
+    "AUTH_KEYS",
     "BY_NAME",
     "CACHE_INVALIDATIONS",
     "CANDIDATES",
@@ -56,6 +59,7 @@ __all__ = [
     "RECS_RESPONSES",
     "RECS_SERVED",
     "REGISTRY_CHANGES",
+    "ApiKeyRecord",
     "CandidatesUpdated",
     "CatalogItem",
     "DeadLetter",

@@ -24,6 +24,15 @@ class RecRequest(Event):
         "(default recs.responses*) and exist, else the request is dead-lettered",
     )
     priority: Priority = Field("interactive", description="lower classes are shed first")
+    principal: str = Field(
+        "anonymous",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="the producing client's name: requests are rate limited per principal "
+        "(auth.principal_rate_per_s) and it is kept in the impression's audit trail. A claim, "
+        "not a proof: who may produce at all is the broker's ACLs' business",
+    )
     recent_item_ids: list[str] = Field(
         default_factory=list, max_length=50, description="seen in this session: not recommended"
     )

@@ -19,6 +19,12 @@ class Impression(Event):
     variant: str = "control"
     channel: Literal["http", "kafka"] = "http"
     latency_ms: float = Field(ge=0)
+    principal: str = Field(
+        "",
+        max_length=200,
+        description="who asked (the audit trail): `key:<key id>`, `jwt:<subject>`, or for the "
+        "request topic `topic:<principal>`; empty when serving ran with auth.mode=off",
+    )
     served_at: UtcDatetime = Field(default_factory=utcnow)
 
 

@@ -1,6 +1,6 @@
 """registry.changes: a model or index version was promoted or rolled back."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,9 @@ class RegistryChange(Event):
     version: str
     action: Literal["promote", "rollback", "publish"]
     at: UtcDatetime = Field(default_factory=utcnow)
+    # The evaluation gate's verdict and figures for a published candidate (optional, so
+    # messages without it still validate).
+    gate: dict[str, Any] | None = None
 
 
 REGISTRY_CHANGES = TopicSpec(

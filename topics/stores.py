@@ -101,5 +101,8 @@ WORKER_HEARTBEAT = StoreKey(
     pattern="workers:{name}:{pid}",
     redis_type="string",
     ttl_s=8,
-    description="a live worker (JSON streams.metrics.WorkerBeat); expires when it stops beating",
+    description=(
+        "a live worker (JSON streams.metrics.WorkerBeat); expires when it stops beating; a"
+        " clean stop rewrites it with state=stopped, kept analytics.stopped_ttl_s"
+    ),
 )

@@ -1,7 +1,8 @@
 """What the dashboard watches, collected every `analytics.dashboard_interval_s`.
 
 Responsibilities:
-- live workers from the Redis registry (`streams.metrics.live_workers`);
+- live workers from the Redis registry (`streams.metrics.registered_workers`), and the stop
+  records of those that stopped cleanly (shown stopped, not red, unless seen live since);
 - each live worker's /metrics, scraped and turned into rates over the last 10 s
   (events/s, failures/s, answers/s by level, p95 from histogram bucket deltas, cache hit
   ratio, open breakers, queue depth);
@@ -10,7 +11,8 @@ Responsibilities:
   also exported as `streamrec_consumer_lag` on the dashboard's own /metrics;
 - store probes (Kafka, Redis; ClickHouse: a server DSN is pinged, the embedded chDB is
   healthy while its owner, the analytics sink, is live);
-- the last `dashboard_history_s` of series for the plots.
+- the last `dashboard_history_s` of series for the plots: older points are dropped, and a
+  line (or plot) with nothing left goes, so the page can say there is no data.
 
 Nothing here raises into the web app: a failed probe is an observation (red or amber).
 """
@@ -94,6 +96,21 @@ def histogram_p95(now: Samples, before: Samples | None, name: str) -> float | No
     return None
 
 
+def prune(series: dict[str, dict[str, deque[tuple[float, float]]]], since: float) -> None:
+    """Drop points before `since`, then the lines and plots left empty (a stopped worker's
+    line ages out instead of lingering off the plot's left edge)."""
+    for plot in list(series):
+        lines = series[plot]
+        for name in list(lines):
+            line = lines[name]
+            while line and line[0][0] < since:
+                line.popleft()
+            if not line:
+                del lines[name]
+        if not lines:
+            del series[plot]
+
+
 class Collector:
     """Keeps the latest `State`; `run()` refreshes it until cancelled."""
 
@@ -104,6 +121,7 @@ class Collector:
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
         self.http = httpx.AsyncClient(timeout=1.5)
         self.seen: set[str] = set()
+        self.last_live: dict[str, float] = {}  # name -> when this collector last saw it live
         # Recent scrapes per worker process: rates are taken over RATE_WINDOW_S, not one
         # interval, so a worker that commits once a second does not flicker to 0 ev/s.
         self._scrapes: dict[str, deque[tuple[float, Samples]]] = {}
@@ -119,7 +137,12 @@ class Collector:
 
     async def refresh(self) -> State:
         now = time.time()
-        beats = await asyncio.to_thread(self._live_workers)
+        registered = await asyncio.to_thread(self._registered_workers)
+        beats = [b for b in registered if b.state == "running"]
+        stopped: dict[str, float] = {}
+        for b in registered:
+            if b.state == "stopped" and b.stopped_at is not None:
+                stopped[b.name] = max(b.stopped_at, stopped.get(b.name, 0.0))
         groups = {b.name: b.group for b in beats if b.group}
         lags, kafka_ok = await asyncio.to_thread(self.consumer_lags, set(groups.values()))
         redis_ok = await asyncio.to_thread(self._ping_redis)
@@ -133,11 +156,17 @@ class Collector:
             del self._scrapes[gone]
         for name, entries in by_name.items():
             self.seen.add(name)
+            self.last_live[name] = now
             workers[name] = self._observe(name, entries, now)
         for name in WORKER_NAMES:
             if name not in workers:
                 ran = name in self.seen or consumer_group(name) in lags
-                workers[name] = WorkerObs(name=name, live=False, ever_ran=ran)
+                # A stop record older than the last live sighting is a previous run's: this
+                # one died without one.
+                clean = stopped.get(name)
+                if clean is not None and clean <= self.last_live.get(name, 0.0):
+                    clean = None
+                workers[name] = WorkerObs(name=name, live=False, ever_ran=ran, stopped_at=clean)
         obs = Observation(
             workers=workers,
             lags=lags,
@@ -156,9 +185,9 @@ class Collector:
         )
         return self.state
 
-    def _live_workers(self) -> list[Any]:
+    def _registered_workers(self) -> list[metrics.WorkerBeat]:
         try:
-            return metrics.live_workers(self.settings)
+            return metrics.registered_workers(self.settings)
         except redis.RedisError:
             return []
 
@@ -299,6 +328,7 @@ class Collector:
                     add("answers per second by level", level, per_s)
         for group, by_topic in lags.items():
             add("consumer lag", group.removeprefix("streamrec-"), float(sum(by_topic.values())))
+        prune(self.series, now - self.cfg.dashboard_history_s)
 
     async def close(self) -> None:
         await self.http.aclose()

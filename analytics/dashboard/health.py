@@ -1,9 +1,11 @@
 """The dashboard's health rules: observations in, a colour (status) per node and edge out.
 
 Pure functions (no I/O) so the rules are tested without a stack. Statuses:
-`ok` (green), `warn` (amber), `down` (red), `idle` (grey: never started here).
+`ok` (green), `warn` (amber), `down` (red), `idle` (grey: never started here), `stopped`
+(grey: it stopped cleanly, leaving a stop record a crash cannot write).
 
-- worker: `down` when its heartbeat is missing but it ran (registered while the dashboard
+- worker: `stopped` when it is not live and its last record is a clean stop; `down` when its
+  heartbeat is missing but it ran (registered while the dashboard
   watched, or its consumer group has committed offsets), or a breaker is open; `warn` when its
   failed/handled ratio, p95 latency (requests: `request_latency_warn_s`, batches:
   `latency_warn_s`) or input lag is over the threshold, when most answers are below FULL, or
@@ -15,6 +17,7 @@ Pure functions (no I/O) so the rules are tested without a stack. Statuses:
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -22,8 +25,8 @@ from pydantic import BaseModel, Field
 from streamrec.analytics.dashboard.topology import EDGES, NODES, consumer_group
 from streamrec.infra.settings import AnalyticsSettings
 
-Status = Literal["ok", "warn", "down", "idle"]
-_RANK: dict[str, int] = {"idle": 0, "ok": 1, "warn": 2, "down": 3}
+Status = Literal["ok", "warn", "down", "idle", "stopped"]
+_RANK: dict[str, int] = {"idle": 0, "stopped": 0, "ok": 1, "warn": 2, "down": 3}
 
 
 class WorkerObs(BaseModel):
@@ -32,6 +35,7 @@ class WorkerObs(BaseModel):
     name: str
     live: bool
     ever_ran: bool = False
+    stopped_at: float | None = Field(None, description="its clean stop, when that is the last news")
     scrape_ok: bool = True
     pids: list[int] = Field(default_factory=list)
     events_per_s: float = 0.0
@@ -84,6 +88,9 @@ def _worker_lag(obs: Observation, name: str) -> int:
 
 
 def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Status, str]:
+    if not w.live and w.stopped_at is not None:
+        at = time.strftime("%H:%M:%S UTC", time.gmtime(w.stopped_at))
+        return "stopped", f"stopped cleanly {at}"
     if not w.live:
         return ("down", "heartbeat missing") if w.ever_ran else ("idle", "not running")
     if w.breakers_open:
@@ -144,7 +151,7 @@ def assess(obs: Observation, cfg: AnalyticsSettings) -> tuple[list[NodeState], l
             worker = e.target.split(":", 1)[1]
             topic = e.source.split(":", 1)[1]
             lag = obs.lags.get(group_of(obs, worker), {}).get(topic)
-            if dst in ("down", "idle"):
+            if dst in ("down", "idle", "stopped"):
                 edges.append(EdgeState(source=e.source, target=e.target, status=dst))
             elif lag is None:
                 edges.append(EdgeState(source=e.source, target=e.target, status=worst(src, dst)))

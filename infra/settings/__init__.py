@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from streamrec.infra.errors import SettingsError
 from streamrec.infra.settings.analytics import AnalyticsSettings, ClickHouseSettings
+from streamrec.infra.settings.auth import AuthSettings
 from streamrec.infra.settings.base import MASK, Section, redact_url, shown
 from streamrec.infra.settings.candidates import CandidateSettings
 from streamrec.infra.settings.environment import (
@@ -48,6 +50,7 @@ from streamrec.infra.settings.vectors import IndexSettings
 __all__ = [
     "MASK",
     "AnalyticsSettings",
+    "AuthSettings",
     "CandidateSettings",
     "ClickHouseSettings",
     "DataSettings",
@@ -95,6 +98,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     candidates: CandidateSettings = CandidateSettings()
     serving: ServingSettings = ServingSettings()
+    auth: AuthSettings = AuthSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     invalidation: InvalidationSettings = InvalidationSettings()
     llm: LLMSettings = LLMSettings()
@@ -127,13 +131,50 @@ class Settings(BaseSettings):
         return self.kafka.bootstrap or f"{self.stack.host}:{self.stack.kafka_port}"
 
     @property
+    def tls_dir(self) -> Path:
+        """Where `streamrec up` keeps the CA and the servers' certificates it generates."""
+        return self.state_dir / "tls"
+
+    @property
+    def kafka_ca_file(self) -> str:
+        return self.kafka.ca_file or str(self.tls_dir / "ca.pem")
+
+    def kafka_config(self) -> dict[str, str]:
+        """librdkafka's connection settings (bootstrap and security). It carries the
+        password: hand it to a client only."""
+        k = self.kafka
+        config = {"bootstrap.servers": self.kafka_bootstrap}
+        if k.security_protocol == "SASL_SSL":
+            config |= {
+                "security.protocol": "SASL_SSL",
+                "sasl.mechanism": k.sasl_mechanism,
+                "sasl.username": k.username,
+                "sasl.password": k.password.get_secret_value(),
+                "ssl.ca.location": self.kafka_ca_file,
+            }
+        return config
+
+    @property
+    def redis_ca_file(self) -> str:
+        return self.redis.ca_file or str(self.tls_dir / "ca.pem")
+
+    @property
     def redis_url(self) -> str:
         """The URL to connect with. It carries the password: hand it to a client only, and
         print `redact_url(settings.redis_url)`."""
-        return (
-            self.redis.url.get_secret_value()
-            or f"redis://{self.stack.host}:{self.stack.redis_port}/0"
-        )
+        return self.redis.url.get_secret_value() or self.local_redis_url
+
+    @property
+    def local_redis_url(self) -> str:
+        """The local stack's redis-server, with the user, password and TLS of the settings."""
+        r = self.redis
+        auth = ""
+        if r.password.get_secret_value():
+            auth = f"{quote(r.username, safe='')}:{quote(r.password.get_secret_value(), safe='')}@"
+        scheme, query = "redis", ""
+        if r.tls:
+            scheme, query = "rediss", f"?ssl_ca_certs={quote(self.redis_ca_file)}"
+        return f"{scheme}://{auth}{self.stack.host}:{self.stack.redis_port}/0{query}"
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -14,6 +14,9 @@ class ClickHouseSettings(Section):
         SecretStr(""), description="http://user:password@host:8123 or chdb:///dir; a secret"
     )
     database: str = "streamrec"
+    # Given apart from the DSN so that a password never has to be URL-escaped into it.
+    username: str = Field("", description="server user; empty: the DSN's (or default)")
+    password: SecretStr = Field(SecretStr(""), description="server user's password; a secret")
 
 
 class AnalyticsSettings(Section):
@@ -25,6 +28,9 @@ class AnalyticsSettings(Section):
     metrics_port: int = Field(0, ge=0, description="every worker's /metrics; 0 = a free port")
     heartbeat_interval_s: float = Field(2.0, gt=0, description="worker registry refresh")
     heartbeat_ttl_s: int = Field(8, ge=1, description="a worker silent this long is missing")
+    stopped_ttl_s: int = Field(
+        86_400, ge=1, description="a worker that stopped cleanly shows as stopped this long"
+    )
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 18090
     dashboard_interval_s: float = Field(2.0, gt=0, description="dashboard: collect every")

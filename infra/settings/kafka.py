@@ -1,17 +1,37 @@
-"""Kafka clients: the broker they talk to, and the bulk producer of backfills."""
+"""Kafka clients: the broker they talk to, how they authenticate, and the bulk producer."""
 
 from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
 
 from streamrec.infra.settings.base import Section
 
 
 class KafkaSettings(Section):
-    """Clients' view of the broker; `bootstrap` empty means the local stack's broker."""
+    """Clients' view of the broker; `bootstrap` empty means the local stack's broker.
+
+    `security_protocol` SASL_SSL makes every client (librdkafka, aiokafka, the CLI)
+    authenticate with SCRAM over TLS, and makes `streamrec up` start the local broker with
+    that listener (`up --secure` sets it). An empty `ca_file` means the CA that `up`
+    generated in the state dir."""
 
     bootstrap: str = ""
     default_partitions: int = 6
     replication_factor: int = 1
     client_id: str = "streamrec"
+    security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    username: str = Field("streamrec", min_length=1, description="SASL user")
+    password: SecretStr = Field(SecretStr(""), description="SASL password; a secret")
+    ca_file: str = Field("", description="PEM CA bundle the broker's certificate chains to")
+
+    @model_validator(mode="after")
+    def _secured_needs_a_password(self) -> KafkaSettings:
+        if self.security_protocol == "SASL_SSL" and not self.password.get_secret_value():
+            raise ValueError("SASL_SSL needs a password: set STREAMREC_KAFKA__PASSWORD")
+        return self
 
 
 class ReplaySettings(Section):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from streamrec.infra.settings.base import Section
@@ -15,7 +17,11 @@ class EmbeddingSettings(Section):
     batch_size: int = 64
     max_wait_ms: int = Field(50, ge=1, description="a partial buffer is embedded after this")
     buffer_size: int = Field(256, ge=1, description="items taken at once, most popular first")
-    cpu_bf16: bool = Field(True, description="bf16 autocast on CPU (ADR 0010)")
+    cpu_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="on CPU: fp32, bf16 autocast, or auto = whichever the model runs faster "
+        "on this machine, probed once at start-up (ADR 0103)",
+    )
     overlap_buffers: bool = Field(
         True, description="embed buffer n+1 while buffer n is published (ADR 0081)"
     )

@@ -39,6 +39,8 @@ class ServingSettings(Section):
         "score (the ranker hurts them: BENCHMARKS.md's cold-start table); 0: always the ranker",
     )
     max_body_bytes: int = 16_384
+    max_header_bytes: int = Field(8_192, ge=1024, description="all header names and values; 431")
+    max_query_bytes: int = Field(2_048, ge=256, description="the query string; 414")
     # admission: requests ranked at once, and bounded waiting room per priority class
     max_in_flight: int = 64
     admission: bool = Field(

@@ -20,6 +20,7 @@ from streamrec.cli import config as config_cmd
 from streamrec.cli import data, demo, stack, topics, worker
 from streamrec.cli import features as features_cmd
 from streamrec.cli import index as index_cmd
+from streamrec.cli import keys as keys_cmd
 from streamrec.cli import llm as llm_cmd
 from streamrec.cli import models as models_cmd
 from streamrec.cli import replay as replay_cmd
@@ -48,6 +49,7 @@ for module in (
     catalog_cmd,
     index_cmd,
     serve_cmd,
+    keys_cmd,
     analytics_cmd,
     models_cmd,
     config_cmd,

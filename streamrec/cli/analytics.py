@@ -10,6 +10,33 @@ from streamrec.infra.settings import Settings
 def register(app: typer.Typer) -> None:
     app.command("report", help="Traffic, latency, levels, CTR per variant, coverage.")(report)
     app.command("dashboard", help="Serve the live topology map (Ctrl-C stops it).")(dashboard)
+    app.command("audit", help="Who fetched a user's recommendations on a day (UTC).")(audit)
+
+
+def audit(
+    ctx: typer.Context,
+    user: str = typer.Option(..., help="the user whose recommendations were fetched"),
+    day: str = typer.Option("yesterday", help="YYYY-MM-DD, today or yesterday (UTC)"),
+) -> None:
+    from datetime import UTC, date, datetime, time, timedelta
+
+    from streamrec.analytics.audit import who_asked
+    from streamrec.analytics.store import store_session
+
+    settings: Settings = ctx.obj
+    today = datetime.now(UTC).date()
+    named = {"today": today, "yesterday": today - timedelta(days=1)}
+    try:
+        chosen = named[day] if day in named else date.fromisoformat(day)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--day") from exc
+    start = datetime.combine(chosen, time(), UTC)
+    with store_session(settings) as client:
+        rows = who_asked(client, settings.clickhouse.database, user, start, start + timedelta(1))
+    for row in rows:
+        typer.echo(f"{row.principal or '(auth off)'}\t{row.answers}\t{row.first}\t{row.last}")
+    if not rows:
+        typer.echo(f"no answers for user {user} on {chosen}")
 
 
 def report(

@@ -65,7 +65,8 @@ def run_scenario(
     if mode not in (*MODES, "both"):
         raise typer.BadParameter("naive, streamrec or both", param_hint="--mode")
     modes: tuple[Mode, ...] = MODES if mode == "both" else (_mode(mode),)
-    settings: Settings = ctx.obj
+    # Load experiments on the local stack compare serving modes, not credentials: auth off.
+    settings: Settings = ctx.obj.with_overrides(auth={"mode": "off"})
     scratch = None
     if fresh:
         from streamrec.infra.processes import free_port

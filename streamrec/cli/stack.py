@@ -20,13 +20,54 @@ def register(app: typer.Typer) -> None:
     app.command("doctor", help="Check the system programs the stack needs.")(doctor)
 
 
-def up(ctx: typer.Context) -> None:
+def up(
+    ctx: typer.Context,
+    secure: bool = typer.Option(
+        False,
+        help="Kafka over SASL_SSL (SCRAM) and Redis over TLS with a generated CA; the "
+        "passwords come from STREAMREC_KAFKA__PASSWORD and STREAMREC_REDIS__PASSWORD",
+    ),
+) -> None:
     settings: Settings = ctx.obj
+    if secure:
+        settings = _secured(settings)
     _require_programs(settings)
     started = StackManager(settings).up()
     for part, did in started.items():
         out.print(f"{part}: {'started' if did else 'already running'}")
     _print_status(settings)
+
+
+def _secured(settings: Settings) -> Settings:
+    """The settings with both transports secured; every client must then run with them."""
+    missing = [
+        name
+        for name, value in (
+            ("STREAMREC_KAFKA__PASSWORD", settings.kafka.password),
+            ("STREAMREC_REDIS__PASSWORD", settings.redis.password),
+        )
+        if not value.get_secret_value()
+    ]
+    if missing:
+        out.print(f"[red]--secure needs[/] {', '.join(missing)}", highlight=False)
+        raise typer.Exit(2)
+    secured = settings.with_overrides(
+        kafka={"security_protocol": "SASL_SSL"},
+        redis={"tls": True, "username": settings.redis.username or "streamrec"},
+    )
+    needed = {k: v for k, v in secured.printable(changed_only=True).items() if "PASSWORD" not in k}
+    out.print(
+        "clients need: "
+        + " ".join(
+            f"{k}={v}"
+            for k, v in needed.items()
+            if k.startswith(("STREAMREC_KAFKA", "STREAMREC_REDIS"))
+        )
+        + " (and the passwords)",
+        highlight=False,
+        soft_wrap=True,  # one line to copy
+    )
+    return secured
 
 
 def down(

@@ -79,6 +79,9 @@ def run_demo(
     settings: Settings, console: Console | None = None, steps: list[str] | None = None
 ) -> DemoContext:
     console = console or Console()
+    # The local demo asks without credentials: its serving worker runs with auth off (the
+    # default is on; docs/security.md shows the same steps with a key).
+    settings = settings.with_overrides(auth={"mode": "off"})
     ctx = DemoContext(settings=settings, console=console)
     started = time.monotonic()
     selected = select_steps(steps)

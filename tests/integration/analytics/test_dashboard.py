@@ -1,5 +1,5 @@
-"""`streamrec dashboard` in real headless chromium: the whole stack is drawn, and a processor
-that dies turns red."""
+"""`streamrec dashboard` in real headless chromium: the whole stack is drawn, a processor
+that dies turns red, and one stopped cleanly turns grey "stopped"."""
 
 from __future__ import annotations
 
@@ -113,5 +113,15 @@ def test_page_draws_the_stack_and_a_dead_processor_turns_red(dashboard, tmp_path
         assert into and all(e["data-status"] == "down" for e in into)
         assert re.search(rf"DOWN: [^<]*{WORKER}", html)
         browser.screenshot(url + "/", tmp_path / "after.png")  # kept in pytest's basetemp
+
+        worker.start()  # again, then a clean stop (SIGTERM): grey "stopped", not red
+        wait_for(lambda: _node(url, f"worker:{WORKER}")["status"] == "ok", 90, f"{WORKER} ok")
+        worker.stop()
+        wait_for(
+            lambda: _node(url, f"worker:{WORKER}")["status"] == "stopped", 30, f"{WORKER} stopped"
+        )
+        page = _parse(browser.dump_dom(url + "/"))
+        assert page.nodes[f"worker:{WORKER}"]["data-status"] == "stopped"
+        assert page.nodes[f"worker:{WORKER}"]["fill"] != RED
     finally:
         worker.stop()

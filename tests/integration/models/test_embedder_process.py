@@ -32,14 +32,17 @@ def catalog_texts(n: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    return Settings().with_overrides(embedding={"device": "cpu"})
+    # bf16 fixed: an "auto" probe in each process could choose differently in each.
+    return Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "bf16"})
 
 
 @pytest.fixture(scope="module")
 def children() -> Iterator[EmbedderProcess]:
     """Two single-threaded children in fp32: split calls must match one process exactly
     (bf16 autocast rounds differently on 1 and 2 threads; see the default-settings test)."""
-    fp32 = Settings().with_overrides(embedding={"device": "cpu", "processes": 2, "cpu_bf16": False})
+    fp32 = Settings().with_overrides(
+        embedding={"device": "cpu", "processes": 2, "cpu_precision": "fp32"}
+    )
     with EmbedderProcess(fp32) as pool:
         yield pool
 
@@ -65,7 +68,7 @@ def test_split_calls_return_one_process_vectors_in_input_order(children):
     assert info.processes == 2 and len(set(info.pids)) == 2 and os.getpid() not in info.pids
     assert info.torch_threads == 1 and all(c.torch_threads == 1 for c in children.children)
     texts = catalog_texts(300)  # several batches per child, lengths shuffled
-    fp32 = Settings().with_overrides(embedding={"device": "cpu", "cpu_bf16": False})
+    fp32 = Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "fp32"})
     local = Embedder(fp32).embed(texts)
     split_rows = children.embed(texts)
     timed_rows, seconds = asyncio.run(children.embed_timed(texts))
@@ -93,6 +96,20 @@ def test_default_settings_one_single_threaded_child_per_core_close_to_in_process
         assert info.torch_threads == 1
     local = Embedder(settings).embed(texts)
     assert np.abs(rows - local).max() < 5e-3
+    assert np.sum(rows * local, axis=1).min() > 0.9999
+
+
+def test_auto_precision_probes_once_and_sets_one_precision_in_every_child():
+    auto = Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "auto"})
+    texts = catalog_texts(100)
+    with EmbedderProcess(auto) as pool:
+        info, rows = pool.info, pool.embed(texts)
+    probe = info.probe
+    assert probe is not None and probe.fp32_items_per_s > 0 and probe.bf16_items_per_s > 0
+    assert info.precision == probe.choice() in ("fp32", "bf16")
+    assert {c.precision for c in pool.children} == {info.precision}
+    chosen = auto.with_overrides(embedding={"cpu_precision": info.precision})
+    local = Embedder(chosen).embed(texts)
     assert np.sum(rows * local, axis=1).min() > 0.9999
 
 

@@ -15,7 +15,15 @@ from streamrec.features.online import UserFeatures as OnlineUserFeatures
 from streamrec.infra.settings import Settings
 from streamrec.llm.keys import explanation_key
 from streamrec.serving.errors import DependencyError
-from streamrec.serving.explanations import CHECKED_LUA, ItemFacts, explain_and_check
+from streamrec.serving.explanations import (
+    BATCH_LUA,
+    CHECKED_LUA,
+    ItemFacts,
+    WatchedItem,
+    explain_and_check,
+    explain_batch,
+    explain_items,
+)
 from streamrec.serving.feature_store import FeastUserFeatures
 from streamrec.serving.ports import Candidates, FeatureRead
 from streamrec.serving.redis_stores import RedisCandidates, RedisHistory, RedisRequestReads
@@ -171,6 +179,60 @@ async def test_explanations_and_the_removal_check_in_one_round_trip(
         store.rpush(removed, "b")
         texts, gone = await explain_and_check(script, removed, user, ["a"], timeout_s=2.0)
         assert gone is None and texts["a"].source == "llm"
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_of_explanations_reads_as_each_member_alone_in_one_trip(
+    stack: Settings, unique: str
+) -> None:
+    # The batch script builds the keys from three arguments: its texts and removals must be
+    # the ones each member reads on its own through MGET, for members sharing items, a
+    # member with no items, and a batch past the script's unpack chunk (4,000 values).
+    store = redis.Redis.from_url(stack.redis_url)
+    removed = f"test:removed:{unique}"
+    store.sadd(removed, "i2", "i4500")
+    users = [f"u{n}-{unique}" for n in range(4)]
+    store.set(LLM_RESULT.key(key=explanation_key(users[0], "i1")), orjson.dumps({"text": "A"}))
+    store.set(LLM_RESULT.key(key=explanation_key(users[2], "i1")), orjson.dumps({"text": "C"}))
+    store.set(LLM_RESULT.key(key=explanation_key(users[3], "i4999")), b"{not json")
+    recent = [WatchedItem("w", "Heat (1995)", ("Crime",))]
+    genres = {"i1": ("Crime",), "i3": ("Comedy",)}
+    members = [
+        (users[0], ["i1", "i2", "i3"], recent),
+        (users[1], [], recent),
+        (users[2], ["i3", "i1"], []),
+        (users[3], [f"i{n}" for n in range(5000)], []),
+    ]
+    client = aioredis.from_url(stack.redis_url)
+    try:
+        script = client.register_script(BATCH_LUA)
+        for check in (True, False):
+            before = _scripts_run(store)
+            texts, gone = await explain_batch(
+                members,
+                lambda i: genres.get(i, ()),
+                {"i3"},
+                script=script,
+                removed_key=removed,
+                check_removed=check,
+                timeout_s=5.0,
+            )
+            assert _scripts_run(store) - before in (1, 2)  # the first call loads it
+            assert gone == ({"i2", "i4500"} if check else None)
+            popular = "Popular in Comedy this week"
+            assert texts[0] == ["A", "Because you watched Heat (1995)", popular]
+            assert texts[1] == [] and texts[2] == [popular, "C"]
+            for (user, ids, seen), got in zip(members, texts, strict=True):
+                alone = await explain_items(
+                    client,
+                    user,
+                    ids,
+                    recent=seen,
+                    facts={i: ItemFacts(genres.get(i, ()), i == "i3") for i in ids},
+                    timeout_s=5.0,
+                )
+                assert got == [alone[i].text for i in ids]
     finally:
         await client.aclose()
 

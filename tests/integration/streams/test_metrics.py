@@ -43,6 +43,8 @@ def test_serve_registers_exposes_beats_and_deregisters(stack, unique):
     finally:
         handle.stop()
     assert _mine(settings, name) == []
+    (record,) = [b for b in metrics.stopped_workers(settings) if b.name == name]
+    assert record.state == "stopped" and record.stopped_at >= beat.heartbeat_at
     with pytest.raises(httpx.HTTPError):
         httpx.get(handle.url, timeout=2)
 

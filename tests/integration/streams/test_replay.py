@@ -86,3 +86,28 @@ def test_time_window_and_rate_pacing(stack, ml100k):
     assert 0 < report.produced < 2000  # one day of ratings
     # Pacing held the producer to the rate (lower bound only; no upper timing assertion).
     assert report.seconds >= (report.produced - 1) / 2000
+
+
+def test_columnar_chunks_report_bad_rows_by_line_and_lose_no_valid_event(stack, tmp_path):
+    rows = [f"{900 + i}\t{i}\t{i % 6}\t{880000000 + i}" for i in range(40)]
+    rows[3] = "901\t7\t12\t880000003"  # rating out of range
+    rows[10] = "902\t7"  # wrong shape
+    rows[25] = "903\t7\t4\tlater"  # no timestamp
+    (tmp_path / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n"
+    )
+    errors = tmp_path / "errors.jsonl"
+    source = MovieLensInteractions(tmp_path)
+    before = end_offsets(stack, EVENTS_INTERACTIONS.name)
+    report = replay(
+        stack, source, "ml-100k", ReplayOptions(progress=False, errors_file=errors), total=40
+    )
+    ids = _ids(stack, before, end_offsets(stack, EVENTS_INTERACTIONS.name))
+    assert (report.read, report.produced, report.malformed) == (40, 37, 3)
+    assert sorted(ids) == sorted(f"ml-100k:{i + 2}" for i in range(40) if i not in (3, 10, 25))
+    reported = {
+        orjson.loads(line)["line"]: orjson.loads(line) for line in errors.read_bytes().splitlines()
+    }
+    assert sorted(reported) == [5, 12, 27]
+    assert "rating" in reported[5]["reason"] and "4 tab-separated" in reported[12]["reason"]
+    assert reported[27]["reason"] == "the timestamp is not a number"

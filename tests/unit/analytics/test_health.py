@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from streamrec.analytics.dashboard.collector import histogram_p95, parse
+from collections import deque
+
+from streamrec.analytics.dashboard.collector import histogram_p95, parse, prune
 from streamrec.analytics.dashboard.health import Observation, WorkerObs, assess
 from streamrec.analytics.dashboard.topology import BY_ID, EDGES, NODES
 from streamrec.infra.settings import AnalyticsSettings
@@ -100,3 +102,30 @@ def test_serving_latency_against_the_request_budget_and_degradation():
     degraded = fine.model_copy(update={"levels_per_s": {"FULL": 10.0, "POPULAR": 90.0}})
     nodes, _ = _assess({"serving": degraded})
     assert nodes["worker:serving"].status == "warn"
+
+
+def test_clean_stop_is_stopped_and_a_lost_heartbeat_is_down():
+    nodes, edges = _assess(
+        {
+            "trending": WorkerObs(name="trending", live=False, ever_ran=True, stopped_at=3600.0),
+            "session-features": WorkerObs(name="session-features", live=False, ever_ran=True),
+        }
+    )
+    assert nodes["worker:trending"].status == "stopped"
+    assert nodes["worker:trending"].detail == "stopped cleanly 01:00:00 UTC"
+    assert edges[("topic:events.interactions", "worker:trending")].status == "stopped"
+    assert nodes["worker:session-features"].status == "down"  # no stop record: it died
+
+
+def test_prune_drops_old_points_then_empty_lines_and_plots():
+    series = {
+        "events per second": {
+            "trending": deque([(10.0, 1.0), (50.0, 2.0)]),
+            "gone": deque([(5.0, 1.0)]),
+        },
+        "p95 latency (ms)": {"gone": deque([(1.0, 3.0)])},
+    }
+    prune(series, since=20.0)
+    assert series == {"events per second": {"trending": deque([(50.0, 2.0)])}}
+    prune(series, since=60.0)
+    assert series == {}  # the page then says "no data in the last 10 minutes"

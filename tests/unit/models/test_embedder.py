@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamrec.infra.settings import Settings
-from streamrec.models.embedder import Embedder, content_hash, item_text
+from streamrec.models.embedder import Embedder, ProbeResult, content_hash, item_text
 from streamrec.topics import CatalogItem
 
 
@@ -56,7 +56,34 @@ def test_similar_texts_are_closer_than_unrelated_ones(embedder):
 
 def test_cpu_bf16_stays_within_cosine_tolerance_of_fp32(embedder):
     texts = [f"Movie number {i} about {w}" for i, w in enumerate(["war", "love", "space"] * 10)]
-    fp32 = Embedder(Settings().with_overrides(embedding={"device": "cpu", "cpu_bf16": False}))
-    cosine = np.sum(embedder.embed(texts) * fp32.embed(texts), axis=1)
+    fp32 = Embedder(Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "fp32"}))
+    bf16 = Embedder(Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "bf16"}))
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    cosine = np.sum(bf16.embed(texts) * fp32.embed(texts), axis=1)
     # ADR 0010: bf16 autocast keeps cosine >= 0.999 to the fp32 embedding of the same text.
     assert cosine.min() >= 0.999
+
+
+def test_auto_precision_probes_both_and_keeps_its_choice():
+    auto = Embedder(Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "auto"}))
+    assert auto.precision in ("fp32", "bf16")
+    probe = auto.probe(batches=1)
+    assert probe.fp32_items_per_s > 0 and probe.bf16_items_per_s > 0
+    assert probe.cosine_min >= 0.999
+    assert auto.precision in ("fp32", "bf16")  # probing again leaves it as it was
+
+
+@pytest.mark.parametrize(
+    ("fp32", "bf16", "cosine", "choice"),
+    [
+        (350, 247, 0.99998, "fp32"),  # bf16 slower (a CPU where autocast does not pay)
+        (490, 1300, 0.99998, "bf16"),
+        (490, 500, 0.99998, "fp32"),  # inside the noise: the exact one
+        (490, 1300, 0.99, "fp32"),  # fast but too far from fp32 (ADR 0010's tolerance)
+    ],
+)
+def test_the_probe_keeps_bf16_only_when_clearly_faster_and_close(fp32, bf16, cosine, choice):
+    result = ProbeResult(fp32_items_per_s=fp32, bf16_items_per_s=bf16, cosine_min=cosine)
+    assert result.choice() == choice
+    pair = ProbeResult.combine([result, result])
+    assert pair.fp32_items_per_s == 2 * fp32 and pair.choice() == choice

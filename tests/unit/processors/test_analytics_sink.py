@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
@@ -261,3 +262,23 @@ def test_run_subscribes_drains_flushes_on_stop_and_closes_every_port():
     assert w.consumer.on_revoke is not None
     assert w.consumer.commits == [{("events.interactions", 0): 11, ("catalog.items", 0): 11}]
     assert w.consumer.closed and w.outbox.closed and w.tables.closed
+
+
+def test_bad_messages_inside_a_batch_of_interactions_are_dead_lettered_one_by_one():
+    w = World(batch_size=6)
+    bad_ts = orjson.dumps({"event_id": "x", "user_id": "u", "item_id": "i", "ts": "2026-02-30"})
+    w.feed(
+        w.interaction(1, partition=1),
+        w.message(EVENTS_INTERACTIONS, b"{truncated", partition=1),
+        w.interaction(2, partition=1),
+        w.message(EVENTS_INTERACTIONS, bad_ts, partition=1),
+        w.message(EVENTS_INTERACTIONS, None, partition=1),
+        w.interaction(3, partition=1),
+    )
+    letters = [(d.offset, d.reason) for d in w.outbox.letters]
+    assert [offset for offset, _ in letters] == [11, 13, 14]
+    assert "Invalid JSON" in letters[0][1]
+    assert letters[1][1].startswith("ts: ") and "tombstone" in letters[2][1]
+    assert sorted(r[0] for _, rows in w.tables.blocks for r in rows) == ["e1", "e2", "e3"]
+    assert w.log == ["insert interactions 3", "settle 3", "commit"]
+    assert w.consumer.commits == [{("events.interactions", 1): 16}]

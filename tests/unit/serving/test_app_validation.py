@@ -41,7 +41,7 @@ class Recommender:
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    settings = Settings()
+    settings = Settings().with_overrides(auth={"mode": "off"})  # validation, not credentials
     worker = ServingWorker(settings)
     worker.recommender = Recommender()  # type: ignore[assignment]
     # No lifespan (the stores are not needed): the routes and every middleware are the app's.

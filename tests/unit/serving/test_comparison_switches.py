@@ -82,7 +82,7 @@ async def test_the_inline_explainer_waits_for_the_llm_on_the_top_item(status: in
 
 @pytest.mark.parametrize(("admission", "status"), [(True, 503), (False, 200)])
 def test_the_front_door_refuses_a_lagging_loop_only_with_admission_on(admission, status):
-    settings = Settings().with_overrides(serving={"admission": admission})
+    settings = Settings().with_overrides(serving={"admission": admission}, auth={"mode": "off"})
     worker = ServingWorker(settings)
     worker.recommender = Recommender()  # type: ignore[assignment]
     worker.lag.now = lambda: 1.0  # type: ignore[method-assign]  # a second behind

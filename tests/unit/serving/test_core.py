@@ -75,6 +75,7 @@ class Harness:
             return [(s, self.ranker.version) for s in self.ranker.score(batch)]
 
         settings = ServingSettings(**{"cache_ttl_s": 0.0, "breaker_failures": 100, **cfg})
+        self.lag = 0.0
         self.core = Recommender(
             settings,
             self.features,
@@ -82,6 +83,7 @@ class Harness:
             self.popular,
             rank,
             catalog(),
+            loop_lag=lambda: self.lag,
             history=self.history,
             # merged: the three reads in one round trip, as the worker reads Redis (ADR 0056)
             reads=MemoryReads(self.features, self.cands, self.history) if merged else None,
@@ -237,7 +239,8 @@ async def test_timeouts_count_against_a_dependency_only_while_the_loop_keeps_up(
     try:
         h.cands.delay_s = 1.0
         for n in range(4):
-            assert (await h.ask(rid=f"r{n}")).level == "POPULAR"
+            # over the topic: an HTTP budget would already be spent by the lag's wait
+            assert (await h.ask(rid=f"r{n}", channel="kafka")).level == "POPULAR"
         assert (h.core.breakers["candidates"].state == 2) is opens
         assert h.cands.calls == (2 if opens else 4)
     finally:
@@ -455,3 +458,16 @@ async def test_a_member_past_its_deadline_at_the_model_falls_back_alone():
         assert b.level == "STALE_FEATURES" and b.model_version == "t1"
     finally:
         await h.core.stop()
+
+
+async def test_an_http_budget_counts_the_time_spent_waiting_for_the_event_loop(h):
+    # The loop is 200 ms behind: an HTTP request that reaches the handler now has waited
+    # about that long already, so its 150 ms budget is spent and it is answered from memory
+    # at once; the same request over the topic (its age counted from sent_at) is not.
+    h.lag = 0.2
+    late = await h.ask(budget_ms=150, channel="http", rid="h")
+    assert late.level == "POPULAR"
+    topic = await h.ask(budget_ms=150, channel="kafka", rid="k")
+    assert topic.level != "POPULAR"
+    h.lag = 0.0
+    assert (await h.ask(budget_ms=150, channel="http", rid="h2")).level != "POPULAR"

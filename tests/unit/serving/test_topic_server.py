@@ -70,7 +70,8 @@ class Recommender:
 
 
 def server_with(recommender: Recommender | None, **serving: Any) -> TopicServer:
-    settings = Settings().with_overrides(serving=serving) if serving else Settings()
+    # Without rate limits (serving.rate_limit is tested with a real Redis)
+    settings = Settings().with_overrides(serving=serving, auth={"mode": "off"})
     worker = SimpleNamespace(metrics=ServingMetrics(), recommender=recommender)
     server = TopicServer(settings, worker)  # type: ignore[arg-type]
     server.producer = RecordingProducer()  # type: ignore[assignment]

@@ -1,0 +1,245 @@
+"""Keys, revocation and rate limits against the real broker and Redis.
+
+- keys made and revoked with `streamrec keys` reach two separate followers (two consumers of
+  auth.keys, as two serving processes have): a revoked key is refused by both;
+- two limiters (two processes' worth) share one bucket in Redis: together they allow the
+  burst, not twice it; with Redis unresponsive each falls back to its share, and returns to
+  the shared bucket when Redis answers again;
+- the real app, twice over one Redis: 429 + Retry-After once a key's burst is spent, whichever
+  app answered; the request topic's limit per producer principal dead-letters the excess.
+The recommender behind the apps is a stand-in: what is tested is in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from streamrec.cli import app as cli
+from streamrec.serving.answer import Answer
+from streamrec.serving.app import create_app
+from streamrec.serving.auth import Authenticator, AuthError, KeyRing, key_hash, new_key
+from streamrec.serving.key_store import KeyFollower, publish
+from streamrec.serving.metrics import ServingMetrics
+from streamrec.serving.rate_limit import Rate, RateLimiter
+from streamrec.serving.redis_stores import connect
+from streamrec.serving.topic_server import TopicServer
+from streamrec.serving.worker import ServingWorker
+from streamrec.topics import ApiKeyRecord
+from tests.kafka_helpers import wait_for
+from tests.unit.serving.test_topic_server import RecordingProducer, letters, message
+
+pytestmark = pytest.mark.integration
+
+
+def _on(settings, **auth: object):
+    return settings.with_overrides(auth={"mode": "on", **auth})
+
+
+def _cli(settings, *args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), env=settings.to_env())
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_a_key_made_and_revoked_by_the_cli_reaches_every_follower(stack):
+    settings = _on(stack)
+    rings = [KeyRing(), KeyRing()]
+    followers = [KeyFollower(settings, ring) for ring in rings]
+    for f in followers:
+        f.start()
+    try:
+        for f in followers:
+            wait_for(f.loaded.is_set, 30, "the follower to read auth.keys")
+        out = _cli(settings, "keys", "create", "--scope", "user", "--user", "7", "--name", "t")
+        key = out.strip().splitlines()[-1]
+        key_id = key.split("_")[1]
+        auths = [Authenticator(settings.auth, ring) for ring in rings]
+        for auth in auths:
+            p = wait_for(lambda a=auth: _known(a, key), 10, "both processes to know the key")
+            assert (p.id, p.scope, p.subject) == (f"key:{key_id}", "user", "7")
+        listed = _cli(settings, "keys", "list")
+        assert key_id in listed and key not in listed
+        _cli(settings, "keys", "revoke", key_id)
+        for auth in auths:
+            wait_for(lambda a=auth: _known(a, key) is None, 10, "both processes to refuse it")
+            with pytest.raises(AuthError, match="revoked"):
+                auth.principal(key)
+    finally:
+        for f in followers:
+            f.stop()
+
+
+def _known(auth: Authenticator, key: str):
+    try:
+        return auth.principal(key)
+    except AuthError:
+        return None
+
+
+def test_two_limiters_share_one_bucket_in_redis(stack, unique):
+    rate = Rate(per_s=0.001, burst=20.0)  # no refill to speak of during the test
+
+    async def run() -> list[bool]:
+        clients = [connect(stack.redis_url, 1.0), connect(stack.redis_url, 1.0)]
+        limiters = [RateLimiter(c, lease_share=0.25) for c in clients]
+        try:
+            return [await limiters[i % 2].check([(f"t:{unique}", rate)]) is None for i in range(40)]
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    allowed = asyncio.run(run())
+    assert sum(allowed) == 20  # the burst, once, across both
+    assert allowed[:20] == [True] * 20
+
+
+def test_requests_of_one_loop_turn_share_one_redis_call(stack, unique):
+    rate = Rate(per_s=10.0, burst=20.0)
+
+    async def run() -> tuple[list[float | None], int]:
+        client = connect(stack.redis_url, 1.0)
+        limiter = RateLimiter(client)
+        try:
+            checks = [limiter.check([(f"u:{unique}:{i}", rate)]) for i in range(32)]
+            return list(await asyncio.gather(*checks)), limiter.redis_calls
+        finally:
+            await client.aclose()
+
+    results, calls = asyncio.run(run())
+    assert results == [None] * 32 and calls == 1
+
+
+def test_with_redis_unresponsive_a_limiter_uses_its_share_then_redis_again(stack, unique):
+    rate = Rate(per_s=0.001, burst=8.0)
+    admin = redis.Redis.from_url(stack.redis_url)
+
+    async def run() -> tuple[list[bool], int, bool]:
+        client = connect(stack.redis_url, 0.25)
+        limiter = RateLimiter(client, processes=4, retry_s=0.5, lease_share=0.125)
+        try:
+            assert await limiter.check([(f"t:{unique}", rate)]) is None  # shared: 1 of 8
+            admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            down = [await limiter.check([(f"o:{unique}", rate)]) is None for _ in range(4)]
+            fallbacks = limiter.fallbacks
+
+            async def back() -> bool:
+                before = (limiter.redis_calls, limiter.fallbacks)
+                await limiter.check([(f"t:{unique}", rate)])
+                return limiter.redis_calls > before[0] and limiter.fallbacks == before[1]
+
+            recovered = False
+            for _ in range(100):  # until Redis answers again (polling, with a bound)
+                if await back():
+                    recovered = True
+                    break
+                await asyncio.sleep(0.1)
+            return down, fallbacks, recovered
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            await client.aclose()
+
+    down, fallbacks, recovered = asyncio.run(run())
+    assert down == [True, True, False, False]  # burst 8 over 4 processes: 2 locally
+    assert fallbacks == 1
+    assert recovered
+
+
+class Recommender:
+    def __init__(self) -> None:
+        self.admission = None
+        self.queries: list[Any] = []
+
+    async def recommend(self, query: Any) -> Answer:
+        self.queries.append(query)
+        return Answer(
+            query.request_id, query.user_id, [], [], [], "FULL", None, 0.0, datetime.now(UTC)
+        )
+
+
+@contextlib.asynccontextmanager
+async def _no_lifespan(app: Any) -> AsyncIterator[None]:
+    yield  # the stand-in recommender needs no stores; the app's limits keep their Redis
+
+
+def _app(settings, record: ApiKeyRecord):
+    worker = ServingWorker(settings)
+    worker.recommender = Recommender()  # type: ignore[assignment]
+    app = create_app(settings, worker)
+    app.router.lifespan_context = _no_lifespan
+    app.state.keys.apply(record)
+    return app
+
+
+def test_two_apps_on_one_redis_answer_429_once_the_keys_burst_is_spent(stack, unique):
+    settings = _on(stack, key_rate_per_s=0.001, key_burst=6, lease_share=0.2, user_rate_per_s=0)
+    key_id, key = new_key()
+    record = ApiKeyRecord(key_id=key_id, key_hash=key_hash(key), scope="service")
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        TestClient(_app(settings, record)) as a,
+        TestClient(_app(settings, record)) as b,
+    ):
+        codes = [
+            (a if i % 2 else b).get(f"/v1/users/{i}/recommendations", headers=headers)
+            for i in range(10)
+        ]
+    assert [r.status_code for r in codes] == [200] * 6 + [429] * 4
+    assert all(int(r.headers["retry-after"]) >= 1 for r in codes[6:])
+    retry = codes[6].headers["retry-after"]
+    assert codes[6].json() == {
+        "detail": f"rate limit of key:{key_id} exceeded: retry in {retry} s",
+        "retry": True,
+    }
+
+
+def test_the_request_topic_limits_each_producer_principal(stack):
+    settings = _on(stack, principal_rate_per_s=0.001, principal_burst=2, user_rate_per_s=0)
+    recommender = Recommender()
+    worker = SimpleNamespace(metrics=ServingMetrics(), recommender=recommender)
+    server = TopicServer(settings, worker)  # type: ignore[arg-type]
+    server.producer = RecordingProducer()  # type: ignore[assignment]
+    principal = f"svc-{new_key()[0]}"
+    other = f"other-{new_key()[0]}"
+    requests = [
+        {"correlation_id": f"c{i}", "user_id": "7", "principal": p}
+        for i, p in enumerate([principal, principal, principal, other])
+    ]
+
+    async def run() -> None:
+        server._loop = asyncio.get_running_loop()
+        try:
+            for i, r in enumerate(requests):  # on a consumer-like thread, as `_consume` does
+                future = await asyncio.to_thread(server._dispatch, message(r, offset=i))
+                if future is not None:
+                    await asyncio.wrap_future(future)
+        finally:
+            await server.limits.aclose()  # type: ignore[union-attr]
+
+    asyncio.run(run())
+    assert [q.principal for q in recommender.queries] == [f"topic:{principal}"] * 2 + [
+        f"topic:{other}"
+    ]
+    (letter,) = letters(server)
+    assert f"rate limit of principal '{principal}' exceeded" in letter["reason"]
+    assert json.loads(letter["value"])["correlation_id"] == "c2"
+
+
+def test_a_published_record_round_trips_through_the_topic(stack):
+    # publish() writes what read_keys() returns (the CLI's own path, without the CLI)
+    from streamrec.serving.key_store import read_keys
+
+    settings = _on(stack)
+    key_id, key = new_key()
+    publish(settings, ApiKeyRecord(key_id=key_id, key_hash=key_hash(key), scope="service"))
+    assert read_keys(settings)[key_id].key_hash == key_hash(key)
