@@ -36,8 +36,10 @@ def make_settings(state_dir: Path, **sections: dict[str, object]) -> Settings:
     return base.with_overrides(**sections) if sections else base
 
 
-def _running_stack(state_dir: Path) -> Iterator[Settings]:
-    settings = make_settings(state_dir)
+def running_stack(state_dir: Path, **sections: dict[str, object]) -> Iterator[Settings]:
+    """A started stack (settings `sections` over the test defaults) with every contract
+    topic applied, stopped when the generator is closed."""
+    settings = make_settings(state_dir, **sections)
     manager = StackManager(settings)
     manager.up()
     try:
@@ -51,14 +53,14 @@ def _running_stack(state_dir: Path) -> Iterator[Settings]:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a running stack (Kafka + Redis) with every contract topic applied, shared by
     the whole session: isolate with unique groups, ids and keys."""
-    yield from _running_stack(tmp_path_factory.mktemp("stack"))
+    yield from running_stack(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="module")
 def isolated_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A stack of this test module's own (empty topics, empty Redis), for tests that consume a
     whole topic from the start and must not see other modules' events. Costs ~5 s."""
-    yield from _running_stack(tmp_path_factory.mktemp("isolated"))
+    yield from running_stack(tmp_path_factory.mktemp("isolated"))
 
 
 @pytest.fixture

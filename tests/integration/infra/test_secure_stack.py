@@ -21,7 +21,6 @@ from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.infra.settings import Settings
-from streamrec.infra.stack import StackManager
 from streamrec.processors.interaction_counter import counter_key
 from streamrec.streams.admin import TopicManager
 from streamrec.streams.login import LoginWatch
@@ -30,7 +29,7 @@ from streamrec.streams.producer import DeliveryTracker, flush, latency_producer,
 from streamrec.streams.worker_process import WorkerProcess
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 from streamrec.topics.errors import TopicError
-from tests.conftest import make_settings
+from tests.conftest import running_stack
 from tests.kafka_helpers import end_offsets, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -44,18 +43,11 @@ PLANTED = (KAFKA_PASSWORD, REDIS_PASSWORD, WRONG_PASSWORD)
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    settings = make_settings(
+    yield from running_stack(
         tmp_path_factory.mktemp("secure"),
         kafka={"security_protocol": "SASL_SSL", "password": KAFKA_PASSWORD},
         redis={"tls": True, "username": "streamrec", "password": REDIS_PASSWORD},
     )
-    manager = StackManager(settings)
-    manager.up()
-    try:
-        TopicManager(settings).apply()
-        yield settings
-    finally:
-        manager.down()
 
 
 def _cli(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
