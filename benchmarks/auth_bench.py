@@ -40,7 +40,8 @@ from streamrec.serving.auth import Authenticator, KeyRing, key_hash, new_key
 from streamrec.serving.worker import ServingWorker
 from streamrec.topics import ApiKeyRecord
 
-WORKER_CPU_PER_ANSWER_MS = 4.36  # BENCHMARKS.md, Serving (194 req/s, all worker threads)
+# BENCHMARKS.md, "Batch-first worker, pinned", quiet re-run: 400 req/s, all worker threads
+WORKER_CPU_PER_ANSWER_MS = 2.42
 
 
 class Recommender:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -26,7 +25,6 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from streamrec.cli import app as cli
-from streamrec.serving.answer import Answer
 from streamrec.serving.app import create_app
 from streamrec.serving.auth import Authenticator, AuthError, KeyRing, key_hash, new_key
 from streamrec.serving.key_store import KeyFollower, publish
@@ -37,6 +35,7 @@ from streamrec.serving.topic_server import TopicServer
 from streamrec.serving.worker import ServingWorker
 from streamrec.topics import ApiKeyRecord
 from tests.kafka_helpers import wait_for
+from tests.serving_doubles import InstantRecommender
 from tests.unit.serving.test_topic_server import RecordingProducer, letters, message
 
 pytestmark = pytest.mark.integration
@@ -155,18 +154,6 @@ def test_with_redis_unresponsive_a_limiter_uses_its_share_then_redis_again(stack
     assert recovered
 
 
-class Recommender:
-    def __init__(self) -> None:
-        self.admission = None
-        self.queries: list[Any] = []
-
-    async def recommend(self, query: Any) -> Answer:
-        self.queries.append(query)
-        return Answer(
-            query.request_id, query.user_id, [], [], [], "FULL", None, 0.0, datetime.now(UTC)
-        )
-
-
 @contextlib.asynccontextmanager
 async def _no_lifespan(app: Any) -> AsyncIterator[None]:
     yield  # the stand-in recommender needs no stores; the app's limits keep their Redis
@@ -174,7 +161,7 @@ async def _no_lifespan(app: Any) -> AsyncIterator[None]:
 
 def _app(settings, record: ApiKeyRecord):
     worker = ServingWorker(settings)
-    worker.recommender = Recommender()  # type: ignore[assignment]
+    worker.recommender = InstantRecommender()  # type: ignore[assignment]
     app = create_app(settings, worker)
     app.router.lifespan_context = _no_lifespan
     app.state.keys.apply(record)
@@ -205,7 +192,7 @@ def test_two_apps_on_one_redis_answer_429_once_the_keys_burst_is_spent(stack, un
 
 def test_the_request_topic_limits_each_producer_principal(stack):
     settings = _on(stack, principal_rate_per_s=0.001, principal_burst=2, user_rate_per_s=0)
-    recommender = Recommender()
+    recommender = InstantRecommender()
     worker = SimpleNamespace(metrics=ServingMetrics(), recommender=recommender)
     server = TopicServer(settings, worker)  # type: ignore[arg-type]
     server.producer = RecordingProducer()  # type: ignore[assignment]

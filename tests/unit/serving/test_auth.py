@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ from starlette.testclient import TestClient
 
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
-from streamrec.serving.answer import Answer
 from streamrec.serving.app import create_app
 from streamrec.serving.auth import (
     Authenticator,
@@ -30,6 +28,7 @@ from streamrec.serving.auth import (
 )
 from streamrec.serving.worker import ServingWorker
 from streamrec.topics import ApiKeyRecord
+from tests.serving_doubles import InstantRecommender
 
 
 def record(key: str, key_id: str, scope: str = "service", **kw: Any) -> ApiKeyRecord:
@@ -151,20 +150,6 @@ def test_a_token_signed_by_another_key_is_refused(tmp_path):
 # --- the real app --------------------------------------------------------------------------
 
 
-class Recommender:
-    """The recommender's interface, answering at once with the query it was given."""
-
-    def __init__(self) -> None:
-        self.admission = None
-        self.queries: list[Any] = []
-
-    async def recommend(self, query: Any) -> Answer:
-        self.queries.append(query)
-        return Answer(
-            query.request_id, query.user_id, [], [], [], "FULL", None, 0.0, datetime.now(UTC)
-        )
-
-
 @pytest.fixture
 def app_and_keys():
     # Redis is not reachable on this port: the limits run on their local share (as in an outage)
@@ -173,7 +158,7 @@ def app_and_keys():
         redis={"url": f"redis://127.0.0.1:{free_port()}/0"},
     )
     worker = ServingWorker(settings)
-    worker.recommender = Recommender()  # type: ignore[assignment]
+    worker.recommender = InstantRecommender()  # type: ignore[assignment]
     app = create_app(settings, worker)
     keys = {}
     for name, scope, subject, priority in (
