@@ -2,7 +2,8 @@
 
 AnalyticsError
 ├── StoreBusyError   the embedded chDB path is owned by another process
-└── QueryError       ClickHouse refused a query or an insert
+├── QueryError       ClickHouse refused a query or an insert
+└── SinkStuck        the sink's inserts kept failing past its bound (the worker exits)
 """
 
 from __future__ import annotations
@@ -20,3 +21,8 @@ class StoreBusyError(AnalyticsError):
 
 class QueryError(AnalyticsError):
     """ClickHouse refused a query or an insert; the message names the table or query."""
+
+
+class SinkStuck(AnalyticsError):
+    """The sink's inserts failed for longer than `analytics.sink_give_up_s`: the worker ends
+    with its batch uncommitted, to be restarted."""

@@ -45,7 +45,11 @@ def thread_times(pid: int) -> Iterator[tuple[str, str, float, float]]:
     """(thread id, thread name, user seconds, system seconds) of each thread of a process so
     far, from /proc/PID/task (Linux); threads that end meanwhile are skipped."""
     tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return  # the process ended
+    for task in tasks:
         try:
             stat = (task / "stat").read_text()
         except OSError:

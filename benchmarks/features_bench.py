@@ -1,14 +1,18 @@
 """Session features benchmark: freshness through the online store, and one worker's throughput.
 
     python -m benchmarks.features_bench [--seconds 20] [--rate 2000] [--backlog 60000]
-        [--poll-ms 50] [--no-freshness] [--profile worker.svg|.json|.txt]
+        [--poll-ms 50] [--no-freshness] [--no-bare] [--profile worker.svg|.json|.txt]
 
 On a fresh stack of its own, with one `streamrec worker session-features` process:
 - throughput: a backlog of `--backlog` events is produced first, then the worker is timed
   from its first accepted event to its last (events/s one worker sustains, Feast writes and
   changelog included), and its CPU time per event is read from /proc (a figure that, unlike
   events/s, hardly depends on what else the machine runs), also split by thread name;
-  `--profile` runs py-spy on the worker meanwhile;
+  `--profile` runs py-spy on the worker meanwhile (GIL-holding samples, py-spy pinned to the
+  last core);
+- the ceiling, same run: a bare Faust agent (the interaction-counter worker: consume and
+  validate, nothing else) of another group reads the same topic from the start; its
+  events/s and CPU per event, and the session worker's ratio to it (`--no-bare` skips it);
 - freshness at `--rate` events/s (default 2,000) and at 90% of the measured maximum, each for
   `--seconds`: every 10th event is a probe; a reader polls Feast's `get_online_features`
   for the probes' users and records, per probe, the time from `produce()` to the moment its
@@ -35,6 +39,7 @@ from streamrec.features import feast_store
 from streamrec.features.freshness import group_lag, measure_freshness
 from streamrec.features.session import ts_ms
 from streamrec.infra.settings import Settings
+from streamrec.processors.interaction_counter import counter_key
 from streamrec.processors.session_features import stats_key
 from streamrec.streams.catalog import publish_items
 from streamrec.streams.datasets import fetch
@@ -79,7 +84,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` (100 Hz, Python frames) until interrupted; its output to `out`."""
     py_spy = Path(sys.executable).with_name("py-spy")
-    argv = [str(py_spy), "record", "--pid", str(pid), "--rate", "100"]
+    # Pinned to the last core, and GIL-holding samples only: what the worker's Python costs.
+    argv = ["taskset", "-c", str((os.cpu_count() or 1) - 1)]
+    argv += [str(py_spy), "record", "--gil", "--pid", str(pid), "--rate", "100"]
     formats = {".json": "speedscope", ".txt": "raw"}  # raw: collapsed stacks, one per line
     argv += ["--format", formats.get(out.suffix, "flamegraph")]
     argv += ["--output", str(out)]
@@ -136,6 +143,33 @@ def throughput(
     raise RuntimeError("the worker did not consume the backlog in 600 s")
 
 
+def bare_agent(settings: Settings, total: int) -> tuple[float, float]:
+    """(events/s, CPU microseconds per event) of a bare Faust agent (the interaction counter,
+    another group) reading the topic's first `total` events: the ceiling of any Faust agent
+    on this topic, in the same run. Timed from its first counted batch to its last."""
+    import redis
+
+    group = "bench-bare-agent"
+    r = redis.Redis.from_url(settings.redis_url)
+    with WorkerProcess(settings, "interaction-counter", group) as worker:
+        assert worker.proc is not None
+        first: tuple[float, int, float] | None = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            seen = int(r.get(counter_key(group)) or 0)
+            t = time.perf_counter()
+            if seen and first is None:
+                first = (t, seen, cpu_seconds(worker.proc.pid))
+            if seen >= total:
+                assert first is not None
+                n = seen - first[1]
+                return n / (t - first[0]), (cpu_seconds(worker.proc.pid) - first[2]) / n * 1e6
+            if not worker.alive():
+                raise RuntimeError(f"the bare agent stopped; see {worker.log}")
+            time.sleep(0.05)  # polling the agent's counter until it has read the topic
+    raise RuntimeError("the bare agent did not read the topic in 600 s")
+
+
 def warm_up(settings: Settings, group: str, items: list[str], worker: WorkerProcess) -> None:
     """Wait until the worker has started and handled one event (start-up is not measured)."""
     producer = latency_producer(settings)
@@ -164,6 +198,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=60_000)
     parser.add_argument("--poll-ms", type=float, default=50.0, help="freshness reader period")
     parser.add_argument("--no-freshness", action="store_true", help="throughput only")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare-agent ceiling")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -188,6 +223,14 @@ def main() -> None:
                 f"worker CPU {cpu_us:,.0f} us per event (at most {1e6 / cpu_us:,.0f} events/s "
                 "on one idle core)"
             )
+            if not args.no_bare:
+                # The topic holds the warm-up event and the backlog.
+                bare, bare_us = bare_agent(settings, args.backlog + 1)
+                print(
+                    f"bare Faust agent (interaction counter), same topic: {bare:,.0f} events/s, "
+                    f"CPU {bare_us:,.0f} us per event; session worker / bare agent = "
+                    f"{tp / bare:.2f}"
+                )
             rates = () if args.no_freshness else (("target", args.rate), ("90% of max", 0.9 * tp))
             for label, rate in rates:
                 wait_caught_up(settings, group)

@@ -166,20 +166,27 @@ def others_cpu(pids: dict[str, int]) -> dict[str, float]:
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of one process, by thread kind: the event
-    loop (the main thread), the ranker, librdkafka's threads, the rest; from /proc (Linux)."""
+    """CPU seconds (user + system) of every thread of a process and of its children, by
+    thread kind: the event loops (each process's main thread), the rankers, librdkafka's
+    threads, the rest; from /proc (Linux). With `serving.workers` > 1 the serving processes
+    are the supervisor's children, and it is theirs that matter."""
     out: Counter[str] = Counter()
-    for tid, comm, user, system in thread_times(pid):
-        if tid == str(pid):
-            kind = "loop"
-            out["loop-kernel"] += system  # of which in the kernel
-        elif comm.startswith("ranker"):
-            kind = "ranker"
-        elif comm.startswith("rdk:"):
-            kind = "kafka"
-        else:
-            kind = "other"
-        out[kind] += user + system
+    try:
+        procs = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return {}
+    for proc in procs:
+        for tid, comm, user, system in thread_times(proc):
+            if tid == str(proc):
+                kind = "loop"
+                out["loop-kernel"] += system  # of which in the kernel
+            elif comm.startswith("ranker"):
+                kind = "ranker"
+            elif comm.startswith("rdk:"):
+                kind = "kafka"
+            else:
+                kind = "other"
+            out[kind] += user + system
     return dict(out)
 
 

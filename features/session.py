@@ -55,6 +55,9 @@ class SessionState:
     rating_sum: float = 0.0
     rating_n: int = 0
     genre_counts: list[int] = field(default_factory=lambda: [0] * N_GENRES)  # undecayed
+    # [partition, offset] of the last source event applied: a message at or before it on
+    # the same partition was handled before (a redelivery after a restart or rebalance).
+    applied: list[int] = field(default_factory=lambda: [-1, -1])
 
     def to_bytes(self) -> bytes:
         return orjson.dumps(
@@ -69,6 +72,7 @@ class SessionState:
                 self.rating_sum,
                 self.rating_n,
                 self.genre_counts,
+                self.applied,
             ]
         )
 
@@ -103,6 +107,14 @@ class SessionState:
         }
 
 
+def is_redelivery(state: SessionState, partition: int, offset: int) -> bool:
+    """True when the message at (`partition`, `offset`) is at or before the last one applied
+    to `state`: it was handled before (the worker restarted or the partition moved), so it
+    is neither new nor late. A user's messages are on one partition, in offset order."""
+    last_partition, last_offset = state.applied
+    return partition == last_partition and offset <= last_offset
+
+
 def ts_ms(ts_seconds: float) -> int:
     return round(ts_seconds * 1000)
 
@@ -120,10 +132,12 @@ def apply_event(
     event_id: str,
     ts: int,
     item_id: str,
-    genres: list[str] | tuple[str, ...],
+    genres: list[str] | tuple[str, ...] = (),
     rating: float | None = None,
+    weights: list[tuple[int, float]] | None = None,
 ) -> Outcome:
-    """Update `state` with one event (ts in epoch ms); refuse duplicates and too-late ones."""
+    """Update `state` with one event (ts in epoch ms); refuse duplicates and too-late ones.
+    `weights`: the item's `genre_weights(genres)`, when the caller keeps them per item."""
     if ts < state.floor_ts:
         return Outcome.TOO_LATE
     for _ts, eid in state.recent:
@@ -132,7 +146,7 @@ def apply_event(
     _remember(state, cfg, event_id, ts)
     _add_last(state, cfg, ts, item_id)
     _add_to_sessions(state, cfg, ts)
-    _add_affinity(state, cfg, ts, genres)
+    _add_affinity(state, cfg, ts, genre_weights(genres) if weights is None else weights)
     if ts > state.max_ts:
         state.max_ts = ts
     _prune(state, cfg)
@@ -188,7 +202,7 @@ def _add_to_sessions(state: SessionState, cfg: FeatureSettings, ts: int) -> None
 
 
 def _add_affinity(
-    state: SessionState, cfg: FeatureSettings, ts: int, genres: list[str] | tuple[str, ...]
+    state: SessionState, cfg: FeatureSettings, ts: int, weights: list[tuple[int, float]]
 ) -> None:
     # The vector is held decayed to max_ts: a newer event decays it forward first, an older
     # one adds its weight already decayed to max_ts. Both orders give the same sum.
@@ -203,7 +217,7 @@ def _add_affinity(
         scale = math.exp(-(state.max_ts - ts) / tau_ms)
     else:
         scale = 1.0
-    for i, w in genre_weights(genres):
+    for i, w in weights:
         aff[i] += w * scale
         state.genre_counts[i] += 1
 

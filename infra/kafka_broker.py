@@ -1,4 +1,4 @@
-"""A single-node Apache Kafka broker in KRaft mode, from Maven Central jars.
+"""Apache Kafka nodes in KRaft mode, from Maven Central jars: one node, or a cluster of N.
 
 Responsibilities:
 - resolve the broker's classpath from `infra/kafka/pom.xml` (Maven caches the jars in ~/.m2;
@@ -6,7 +6,14 @@ Responsibilities:
 - write `server.properties` and a log4j2 config, format the storage once with a cluster id;
 - start `kafka.Kafka` under Java, wait until it answers a metadata request, stop it by pid.
 
-The version choice is recorded in docs/adr/0001-kafka-version.md.
+A single node (the default) keeps its files in `<state dir>/kafka` and formats a dynamic
+quorum of itself (`--standalone`). Each node of an N-node cluster (`stack.kafka_brokers`) is
+broker and controller at once, with its own process, ports, heap and files under
+`<state dir>/kafka-cluster/node-<id>`; the N controllers form a static quorum
+(`controller.quorum.voters`) and share one cluster id. Internal topics get 3 copies and
+`min.insync.replicas` 2 there, so one node may die without losing an acknowledged write.
+
+The version choice is recorded in docs/adr/0001-kafka-version.md, the cluster in ADR 0110.
 """
 
 from __future__ import annotations
@@ -34,22 +41,53 @@ _SILENT.setLevel(logging.CRITICAL + 1)
 _SILENT.propagate = False
 
 
-class KafkaBroker:
-    """Owns the local broker's files and process."""
+def cluster_dir(settings: Settings) -> Path:
+    """Where the nodes of a multi-node cluster keep their files (and their cluster id)."""
+    return settings.state_dir / "kafka-cluster"
 
-    def __init__(self, settings: Settings) -> None:
+
+class KafkaBroker:
+    """Owns one local Kafka node's files and process (node 1 of 1 unless told otherwise)."""
+
+    def __init__(
+        self, settings: Settings, node_id: int = 1, ports: list[tuple[int, int]] | None = None
+    ) -> None:
         self.settings = settings
         self.stack = settings.stack
-        self.home = settings.state_dir / "kafka"
-        self.data_dir = self.home / "data"
+        # (client, controller) port of every node of the cluster, node 1 first.
+        self.ports = ports or self.stack.kafka_node_ports()
+        self.nodes = len(self.ports)
+        if not 1 <= node_id <= self.nodes:
+            raise ValueError(f"node {node_id} of a {self.nodes}-node cluster")
+        self.node_id = node_id
         self.log_dir = settings.state_dir / "logs"
+        if self.clustered:
+            self.name = f"kafka-{node_id}"
+            self.home = cluster_dir(settings) / f"node-{node_id}"
+        else:
+            self.name = "kafka"
+            self.home = settings.state_dir / "kafka"
+        self.data_dir = self.home / "data"
         self.pid_file = self.home / "kafka.pid"
-        self.log_file = self.log_dir / "kafka.log"
-        self.stdout_file = self.log_dir / "kafka.out"
+        self.log_file = self.log_dir / f"{self.name}.log"
+        self.stdout_file = self.log_dir / f"{self.name}.out"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def clustered(self) -> bool:
+        return self.nodes > 1
+
+    @property
+    def port(self) -> int:
+        return self.ports[self.node_id - 1][0]
+
+    @property
+    def controller_port(self) -> int:
+        return self.ports[self.node_id - 1][1]
 
     @property
     def address(self) -> str:
-        return f"{self.stack.host}:{self.stack.kafka_port}"
+        return f"{self.stack.host}:{self.port}"
 
     def pid(self) -> int | None:
         return processes.read_pid(self.pid_file, PROCESS_MARKER)
@@ -57,10 +95,11 @@ class KafkaBroker:
     def classpath(self) -> str:
         """The broker's runtime classpath, resolved by Maven once per pom version."""
         digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
-        cp_file = self.home / f"classpath-{digest}.txt"
+        # One file for every node: the single node's folder, which `up` makes in any case.
+        cp_file = self.settings.state_dir / "kafka" / f"classpath-{digest}.txt"
         if not cp_file.exists():
             mvn = programs.require(self.stack.mvn, "mvn")
-            self.home.mkdir(parents=True, exist_ok=True)
+            cp_file.parent.mkdir(parents=True, exist_ok=True)
             result = subprocess.run(
                 [
                     mvn,
@@ -91,10 +130,10 @@ class KafkaBroker:
         name = self.listener
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"{s.host}:{s.kafka_controller_port}",
-            "listeners": f"{name}://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
-            "advertised.listeners": f"{name}://{s.host}:{s.kafka_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.bootstrap.servers": f"{s.host}:{self.controller_port}",
+            "listeners": f"{name}://{s.host}:{self.port},CONTROLLER://{s.host}:{self.controller_port}",
+            "advertised.listeners": f"{name}://{s.host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
             "log.dirs": str(self.data_dir),
@@ -113,6 +152,9 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "log.cleaner.backoff.ms": "5000",
         }
+        if self.clustered:
+            del props["controller.quorum.bootstrap.servers"]
+            props |= self._cluster_props()
         if self.secured:
             props |= {"inter.broker.listener.name": name, **self._security_props()}
         server_props = self.home / "server.properties"
@@ -123,6 +165,38 @@ class KafkaBroker:
         log4j = self.home / "log4j2.yaml"
         log4j.write_text(LOG4J_TEMPLATE.read_text().replace("@LOG_FILE@", str(self.log_file)))
         return server_props
+
+    def _cluster_props(self) -> dict[str, str]:
+        """What a node of an N-node cluster has instead of the single node's settings."""
+        host = self.stack.host
+        voters = ",".join(
+            f"{i}@{host}:{controller}" for i, (_, controller) in enumerate(self.ports, 1)
+        )
+        copies = str(min(3, self.nodes))
+        in_sync = str(max(1, min(3, self.nodes) - 1))
+        session_ms = self.stack.kafka_node_session_timeout_ms
+        props = {
+            # A static quorum of every node: all are formatted alike, none is special.
+            "controller.quorum.voters": voters,
+            "offsets.topic.replication.factor": copies,
+            "transaction.state.log.replication.factor": copies,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": copies,
+            "share.coordinator.state.topic.min.isr": in_sync,
+            # Topics made by a client that names no replication (Faust's changelogs name it).
+            "default.replication.factor": copies,
+            "min.insync.replicas": in_sync,
+            # A dead node is fenced (its partitions led elsewhere, itself out of every ISR)
+            # after this long without a heartbeat: the longest an acks=all producer stalls.
+            "broker.heartbeat.interval.ms": str(max(250, session_ms // 6)),
+            "broker.session.timeout.ms": str(session_ms),
+            "replica.lag.time.max.ms": str(max(10_000, 2 * session_ms)),
+            # Fewer threads per JVM: three nodes and the platform share two cores.
+            "num.network.threads": "2",
+            "num.io.threads": "2",
+            "background.threads": "2",
+        }
+        return props
 
     @property
     def secured(self) -> bool:
@@ -185,6 +259,17 @@ class KafkaBroker:
         ]
         return argv
 
+    def tool(self, main: str, *args: str, timeout_s: float = 120.0) -> str:
+        """Run one of Kafka's command-line tools (`main`: its class) to completion; its
+        output, or a `StackError` with it."""
+        result = subprocess.run(
+            self._java(main, *args), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+        output = result.stdout + result.stderr
+        if result.returncode != 0:
+            raise StackError(f"{main.rsplit('.', 1)[-1]} failed:\n{output[-2000:]}")
+        return output
+
     def _format_once(self, server_props: Path) -> None:
         marker = self.home / "listener"
         if (self.data_dir / "meta.properties").exists():
@@ -197,21 +282,14 @@ class KafkaBroker:
                     "STREAMREC_STACK__STATE_DIR"
                 )
             return
-        cluster_id = (
-            subprocess.run(
-                self._java("kafka.tools.StorageTool", "random-uuid"),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        cluster_id = self._cluster_id()
+        # One node formats a dynamic quorum of itself; a cluster's nodes share static voters.
+        quorum = [] if self.clustered else ["--standalone"]
         result = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *quorum,
                 "-t",
                 cluster_id,
                 "-c",
@@ -229,6 +307,26 @@ class KafkaBroker:
             raise StackError(f"formatting Kafka storage failed:\n{output}")
         marker.write_text(self.listener)
 
+    def _cluster_id(self) -> str:
+        """A new id for a single node; the one id every node of a cluster is formatted with."""
+        id_file = cluster_dir(self.settings) / "cluster.id"
+        if self.clustered and id_file.exists():
+            return id_file.read_text().strip()
+        cluster_id = (
+            subprocess.run(
+                self._java("kafka.tools.StorageTool", "random-uuid"),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        if self.clustered:
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(cluster_id + "\n")
+        return cluster_id
+
     def _scram_args(self) -> list[str]:
         """The SCRAM user, created at format time (KRaft keeps it in the metadata log)."""
         if not self.secured:
@@ -239,41 +337,62 @@ class KafkaBroker:
 
     def start(self) -> bool:
         """Start the broker unless it runs already; True if this call started it."""
+        started = self.launch()
+        if started:
+            self.wait_ready()
+        return started
+
+    def launch(self) -> bool:
+        """Format (once) and spawn the node without waiting for it: a cluster's nodes answer
+        only once a majority of its controllers runs, so `up` launches them all first."""
         if self.pid() is not None:
             return False
+        what = "Kafka" if not self.clustered else f"Kafka node {self.node_id}"
         processes.ensure_ports_free(
-            self.stack.host,
-            {"Kafka": self.stack.kafka_port, "Kafka controller": self.stack.kafka_controller_port},
+            self.stack.host, {what: self.port, f"{what} controller": self.controller_port}
         )
         server_props = self._write_config()
         self._format_once(server_props)
-        argv = self._java("kafka.Kafka", str(server_props), heap=self.stack.kafka_heap)
-        proc = processes.spawn(argv, self.stdout_file, self.pid_file)
+        heap = self.stack.kafka_node_heap if self.clustered else self.stack.kafka_heap
+        argv = self._java("kafka.Kafka", str(server_props), heap=heap)
+        self._proc = processes.spawn(argv, self.stdout_file, self.pid_file)
+        return True
+
+    def wait_ready(self) -> None:
+        proc = self._proc
         processes.wait_until(
             self.ping,
-            what="Kafka broker",
+            what="Kafka broker" if not self.clustered else f"Kafka node {self.node_id}",
             timeout_s=self.stack.start_timeout_s,
             log_file=self.log_file,
-            alive=lambda: proc.poll() is None,
+            alive=lambda: proc.poll() is None if proc is not None else self.pid() is not None,
         )
-        return True
 
     def ping(self, timeout_s: float = 1.0) -> bool:
         """True when the broker answers a metadata request with itself as a live broker."""
-        if not processes.port_in_use(self.stack.host, self.stack.kafka_port):
+        if not processes.port_in_use(self.stack.host, self.port):
             return False
         config: dict = {**self.settings.kafka_config(), "logger": _SILENT}
         config["bootstrap.servers"] = self.address
         admin = AdminClient(config)
         try:
-            return len(admin.list_topics(timeout=timeout_s).brokers) > 0
+            brokers = admin.list_topics(timeout=timeout_s).brokers
         except Exception:
             return False
+        return self.node_id in brokers if self.clustered else len(brokers) > 0
 
-    def stop(self) -> bool:
+    def stop(self, timeout_s: float = 30.0) -> bool:
         pid = self.pid()
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        processes.stop(pid, self.pid_file, timeout_s=30)
+        processes.stop(pid, self.pid_file, timeout_s=timeout_s)
+        return True
+
+    def kill(self) -> bool:
+        """SIGKILL the node, what a crash looks like (fault tests); its data stays."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        processes.kill(pid, self.pid_file)
         return True

@@ -233,6 +233,16 @@ def stop(pid: int, pid_file: Path, timeout_s: float = 30.0) -> None:
     pid_file.unlink(missing_ok=True)
 
 
+def kill(pid: int, pid_file: Path, timeout_s: float = 10.0) -> None:
+    """SIGKILL at once (a crash, for fault tests), wait until it is gone; remove the pid file."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid_file.unlink(missing_ok=True)
+
+
 def _alive(pid: int) -> bool:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reap it if it is our child

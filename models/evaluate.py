@@ -159,6 +159,16 @@ def evaluate(
     targets: Sequence[np.ndarray],
     batch: int = 128,
 ) -> Metrics:
+    return ranking_metrics(top_lists(scorer, users, exclude, batch), targets)
+
+
+def top_lists(
+    scorer: Scorer,
+    users: Sequence[UserFeatures],
+    exclude: Sequence[np.ndarray],
+    batch: int = 128,
+) -> np.ndarray:
+    """(len(users), 20) dense indices best first, each user's `exclude` left out."""
     tops = []
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
@@ -174,4 +184,6 @@ def evaluate(
         top = np.argpartition(-s, K_RECALL, axis=1)[:, :K_RECALL]
         order = np.take_along_axis(s, top, axis=1).argsort(axis=1)[:, ::-1]
         tops.append(np.take_along_axis(top, order, axis=1))
-    return ranking_metrics(np.concatenate(tops), targets)
+    if not tops:
+        return np.zeros((0, K_RECALL), dtype=np.int64)
+    return np.concatenate(tops)

@@ -131,6 +131,10 @@ class ModelRegistry:
         self._write(kind, history)
         return RegistryChange(kind=kind, name=kind, version=history[-1], action="rollback")
 
+    def history(self, kind: str) -> list[str]:
+        """The versions promoted so far, oldest first (the last one is promoted now)."""
+        return self._history(kind)
+
     def _history(self, kind: str) -> list[str]:
         f = self.kind_dir(kind) / "HISTORY"
         return f.read_text().split() if f.exists() else []

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,7 @@ from streamrec.models.items import ItemTable, build_item_table
 from streamrec.models.ranker import RankerModel, pick_device
 from streamrec.models.registry import Manifest, ModelRegistry, ModelVersion
 from streamrec.models.retriever import save_retriever
+from streamrec.topics import CatalogItem
 
 RETRIEVER = "retriever"
 RANKER = "ranker"
@@ -156,13 +159,22 @@ def train(
     publish: bool = True,
     features: str = "log",
     evaluation: bool = True,
+    events: pd.DataFrame | None = None,
+    items: list[CatalogItem] | None = None,
+    threads: int | None = None,
+    manifest_extra: Callable[[RankerModel], dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """Train both models on `source`; `evaluation=False` skips the metric table (tests)."""
+    """Train both models on `source`; `evaluation=False` skips the metric table (tests).
+
+    `events` / `items` give the log and the catalog directly (the trainer worker reads them
+    from Kafka; `source` then only labels the manifest); `threads` overrides
+    `models.cpu_threads`; `manifest_extra(model)` runs on the trained model just before it
+    is published and adds its fields to both manifests (the evaluation gate's verdict)."""
     cfg = settings.models
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    events = load_events(settings, source)
-    items = load_catalog(settings)
+    events = load_events(settings, source) if events is None else events
+    items = load_catalog(settings) if items is None else items
     dhash = data_hash(events, items)
     chash = _config_hash(settings, (retriever_epochs, ranker_epochs, features, evaluation))
     version = f"v{dhash[:10]}-{chash}"
@@ -181,7 +193,7 @@ def train(
     if publish and force and (registry.kind_dir(RANKER) / version).exists():
         version = f"{version}-{int(time.time())}"  # never overwrite a (maybe promoted) version
     dev = pick_device(device or cfg.device)
-    seed_everything(cfg.seed, cfg.cpu_threads)
+    seed_everything(cfg.seed, threads or cfg.cpu_threads)
     split = time_split(events, cfg.cold_start_users, cfg.seed)
     timings["load"] = time.perf_counter() - t0
 
@@ -235,6 +247,8 @@ def train(
             "features": features,
             "settings": cfg.model_dump(),
         }
+        if manifest_extra is not None:
+            extra |= manifest_extra(model)
         flat = {f"test.{k}.{m}": v for k, mm in metrics.items() for m, v in mm.model_dump().items()}
         schema = {
             "features": list(FEATURE_COLUMNS),

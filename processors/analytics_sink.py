@@ -20,7 +20,11 @@ Failure policy: a malformed message goes to dead.letters with the reason and its
 committed with the batch; an insert that fails is retried with backoff (the batch and its
 offsets are held, so nothing is lost; when stopping, after three attempts the batch is left
 uncommitted for the next run); a failed commit is logged and the next batch's commit covers
-it.
+it. Retrying is bounded: inserts failing for `analytics.sink_stuck_s` mark the worker stuck
+(`/readyz` 503, heartbeat `stuck` with the error; ready again if an insert then succeeds),
+and for `analytics.sink_give_up_s` end it with `metrics.EXIT_STUCK`, the batch uncommitted,
+for its supervisor to restart it: a store that went fatal (an embedded ClickHouse after
+"shutting down due to a fatal error") does not come back inside the process that holds it.
 """
 
 from __future__ import annotations
@@ -38,13 +42,14 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from streamrec.analytics import schema
 from streamrec.analytics.columns import ColumnBlock, decode_interactions
 from streamrec.analytics.columns import from_events as columns_of
-from streamrec.analytics.errors import QueryError
+from streamrec.analytics.errors import QueryError, SinkStuck
 from streamrec.analytics.store import open_store
 from streamrec.infra.settings import AnalyticsSettings, Settings
 from streamrec.streams import metrics
 from streamrec.streams.app import create_app
 from streamrec.streams.dead_letters import ProducerDeadLetters
 from streamrec.streams.decoding import Decoder
+from streamrec.streams.membership import librdkafka_membership
 from streamrec.streams.producer import DeliveryTracker, latency_producer
 from streamrec.topics import CATALOG_ITEMS, EVENTS_INTERACTIONS, RECS_SERVED, DeadLetter, TopicSpec
 
@@ -172,6 +177,8 @@ class AnalyticsSink:
     ) -> None:
         self.batch_size = cfg.batch_size
         self.max_wait_s = cfg.batch_max_wait_s
+        self.stuck_s = cfg.sink_stuck_s
+        self.give_up_s = cfg.sink_give_up_s
         self.tables = tables
         self.consumer = consumer
         self.dead_letters = dead_letters
@@ -195,10 +202,17 @@ class AnalyticsSink:
             while not self._stop.is_set():
                 self.poll()
             self.flush()
-        finally:
-            self.consumer.close()
-            self.dead_letters.close()
-            self.tables.close()
+        except SinkStuck:
+            raise  # no clean close: a store that went fatal may hang in it; the process ends
+        except BaseException:
+            self._close()
+            raise
+        self._close()
+
+    def _close(self) -> None:
+        self.consumer.close()
+        self.dead_letters.close()
+        self.tables.close()
 
     def poll(self) -> None:
         """One consume call; then a flush if the batch is full or its time is up."""
@@ -269,7 +283,7 @@ class AnalyticsSink:
         if not batch.offsets:
             return
         started = time.perf_counter()
-        delay, attempts = 0.2, 0
+        delay, attempts, failing_since = 0.2, 0, 0.0
         while True:
             try:
                 self._insert(batch)
@@ -278,9 +292,15 @@ class AnalyticsSink:
                 attempts += 1
                 if self._stop.is_set() and attempts >= 3:
                     raise  # stopping: the batch stays uncommitted and is redelivered on restart
+                now = self.clock()
+                failing_since = failing_since or now
+                self._check_progress(now - failing_since, exc)
                 log.error("insert failed, retrying in %.1fs: %s", delay, exc)
                 self.sleep(delay)  # backoff before retrying the held batch
                 delay = min(delay * 2, 10.0)
+        if attempts and not metrics.READINESS.ready:
+            metrics.READINESS.reset()  # the store came back by itself
+            log.warning("inserts succeed again after %d failed attempts", attempts)
         if batch.dead:
             self.dead_letters.settle()  # dead letters are durable before their offsets commit
         fault = self.exit_after_insert
@@ -296,6 +316,14 @@ class AnalyticsSink:
         self.batches += 1
         metrics.PROCESSING_SECONDS.labels(NAME).observe(time.perf_counter() - started)
         self._batch = _Batch()
+
+    def _check_progress(self, failing_s: float, exc: QueryError) -> None:
+        """Bounded retrying: stuck (not ready) past `stuck_s`; past `give_up_s` raise
+        `SinkStuck`, which ends the worker with the batch uncommitted."""
+        if failing_s >= self.give_up_s:
+            raise SinkStuck(f"inserts failing for {failing_s:.0f} s: {exc}")
+        if failing_s >= self.stuck_s and metrics.READINESS.ready:
+            metrics.mark_stuck(f"analytics sink: inserts failing for {failing_s:.0f} s: {exc}")
 
     def _count(self, batch: _Batch) -> None:
         for topic, (_, table, _) in SOURCES.items():
@@ -314,7 +342,7 @@ def open_sink(settings: Settings, group: str | None = None) -> AnalyticsSink:
     consumer = Consumer(
         {
             **settings.kafka_config(),
-            "group.id": group,
+            **librdkafka_membership(settings, group),
             "client.id": f"{settings.kafka.client_id}-{NAME}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -348,7 +376,17 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         sink = open_sink(settings, group=sink_group)
         holder["sink"] = sink
         holder["done"] = asyncio.get_running_loop().run_in_executor(None, sink.run)
-        await holder["done"]
+        try:
+            await holder["done"]
+        except SinkStuck as exc:
+            # Not a clean stop: closing a store that went fatal can hang, and the held
+            # batch must stay uncommitted. The supervisor restarts the worker.
+            metrics.exit_stuck(f"analytics sink: {exc}")
+        except Exception as exc:  # the sink thread died: the worker must not look alive
+            if sink._stop.is_set():
+                raise  # stopping: the held batch stays uncommitted for the next run
+            log.exception("analytics sink stopped on a failure")
+            metrics.exit_stuck(f"analytics sink: {type(exc).__name__}: {exc}")
 
     @app.on_before_shutdown.connect
     async def _stop_sink(sender: Any, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -31,6 +31,7 @@ from faust.types import TP, EventT
 from faust.types.tuples import FutureMessage
 
 from streamrec.errors import StreamRecError
+from streamrec.streams.producer import produce_many
 
 
 @contextmanager
@@ -83,6 +84,23 @@ class DurableTable(faust.Table):
                 return
             except BufferError:
                 producer.poll(0.1)  # librdkafka's queue is full: let deliveries drain
+
+    def put_many(self, producer: Producer, states: Mapping[bytes, tuple[int, bytes]]) -> None:
+        """`put` of every key -> (partition, value) of a batch, one produce call per changelog
+        partition. confluent-kafka's `produce_batch` ignores a message's own `partition`
+        (the partitioner placed them: seen in the changelog test), so each call names it."""
+        by_partition: dict[int, list[dict[str, Any]]] = {}
+        for key, (partition, value) in states.items():
+            self._pending.append((partition, key, value))
+            by_partition.setdefault(partition, []).append({"key": key, "value": value})
+        for partition, messages in by_partition.items():
+            produce_many(
+                producer,
+                self.changelog_topic_name,
+                messages,
+                on_delivery=self._on_put_delivered,
+                partition=partition,
+            )
 
     def _on_put_delivered(self, err: KafkaError | None, msg: KafkaMessage) -> None:
         if err is not None:

@@ -45,6 +45,7 @@ from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
@@ -164,17 +165,20 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.02):
-            await processor.on_interactions(batch)
+            with stop_on_failure(NAME):
+                await processor.on_interactions(batch)
 
     @app.agent(faust_topic(app, FEATURES_CHANGED), name=f"{NAME}-features")
     async def features_changed(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.02):
-            await processor.on_features_changed(batch)
+            with stop_on_failure(NAME):
+                await processor.on_features_changed(batch)
 
     @app.agent(faust_topic(app, CACHE_INVALIDATIONS), name=f"{NAME}-refresh")
     async def refresh_commands(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            await processor.on_refresh_commands(batch)
+            with stop_on_failure(NAME):
+                await processor.on_refresh_commands(batch)
 
     @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
     async def registry_changes(stream: faust.StreamT) -> None:

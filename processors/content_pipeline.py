@@ -67,7 +67,10 @@ dead model process: `EmbedderError`, never a hang), Redis or the broker stops th
 its next buffer (a failure while no buffer follows is logged at once): the failed buffer's
 offsets are never committed, so a restart redoes it (already published items are then
 skipped by their hashes). A dead model process (any one of them) fails the call and every
-later one; all of them are replaced when the agent restarts.
+later one. The failure ends the worker (exit 75, `streams.stop_on_failure`, ADR 0107) rather
+than restarting the agent in the same process: the failed buffer's held offsets would block
+every later commit of its partitions. The model processes are closed first, and all of them
+are new in the restarted worker.
 """
 
 from __future__ import annotations
@@ -85,13 +88,14 @@ import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from streamrec.infra.settings import Settings
-from streamrec.models.embedder import EmbedderError, content_hash, item_text
+from streamrec.models.embedder import content_hash, item_text
 from streamrec.models.embedder_process import EmbedderInfo, EmbedderProcess
 from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.producer import DeliveryTracker, flush, latency_producer, produce
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import CATALOG_ITEMS, CATALOG_VECTORS, CatalogItem, ItemVector
 from streamrec.topics.errors import SchemaError
 from streamrec.topics.stores import CONTENT_HASHES, REMOVED_ITEMS
@@ -429,6 +433,12 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(source, name=NAME)
     async def embed(stream: faust.StreamT) -> None:
         await pipeline.load_model()  # once per agent, before the first buffer
+        # A failed buffer's held offsets would block every later commit of its partitions
+        # while the agent went on: the worker ends instead, and the buffer is redone.
+        with stop_on_failure(NAME):
+            await _embed_stream(stream)
+
+    async def _embed_stream(stream: faust.StreamT) -> None:
         previous: asyncio.Task[None] | None = None
         try:
             async for buffer in stream.take_events(cfg.buffer_size, within=cfg.max_wait_ms / 1000):
@@ -446,8 +456,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 previous.add_done_callback(_log_failure)
                 if not cfg.overlap_buffers:
                     await previous  # strictly one buffer at a time (raises its failure)
-        except EmbedderError:
-            pipeline.close_model()  # a dead model process: the next agent starts a new one
+        except Exception:
+            pipeline.close_model()  # its model processes go with the worker
             raise
 
     @app.on_before_shutdown.connect

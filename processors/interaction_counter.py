@@ -5,6 +5,8 @@ the number of valid events to a Redis counter (`streamrec:count:<group>`), which
 benchmark and the integration tests read to see what a Faust agent consumed end to end.
 
 Failure policy: a malformed message goes to dead.letters with the reason; the agent goes on.
+Any other failure (Redis, the broker) ends the worker before the batch is committed
+(`streams.stop_on_failure`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 NAME = "interaction-counter"
@@ -64,11 +67,12 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(2000, within=0.1):
             started = time.perf_counter()
-            increments = await counter.handle(batch)
-            async with store.pipeline(transaction=False) as pipe:
-                for key, n in increments.items():
-                    pipe.incrby(key, n)
-                await pipe.execute()
+            with stop_on_failure(NAME):
+                increments = await counter.handle(batch)
+                async with store.pipeline(transaction=False) as pipe:
+                    for key, n in increments.items():
+                        pipe.incrby(key, n)
+                    await pipe.execute()
             processed.inc(increments[counter.key])
             latency.observe(time.perf_counter() - started)
 

@@ -50,6 +50,7 @@ from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CANDIDATES,
@@ -343,27 +344,32 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(faust_topic(app, CATALOG_ITEMS), name=f"{NAME}-items")
     async def items(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            await processor.on_items(batch)
+            with stop_on_failure(NAME):
+                await processor.on_items(batch)
 
     @app.agent(faust_topic(app, CATALOG_VECTORS), name=f"{NAME}-vectors")
     async def vectors(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.05):
-            await processor.on_vectors(batch)
+            with stop_on_failure(NAME):
+                await processor.on_vectors(batch)
 
     @app.agent(faust_topic(app, EVENTS_INTERACTIONS), name=f"{NAME}-interactions")
     async def interactions(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(2000, within=0.1):
-            await processor.on_interactions(batch)
+            with stop_on_failure(NAME):
+                await processor.on_interactions(batch)
 
     @app.agent(faust_topic(app, CANDIDATES), name=f"{NAME}-candidates")
     async def candidates(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.1):
-            await processor.on_candidates(batch)
+            with stop_on_failure(NAME):
+                await processor.on_candidates(batch)
 
     @app.agent(faust_topic(app, REGISTRY_CHANGES), name=f"{NAME}-registry")
     async def registry(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(100, within=0.1):
-            await processor.on_registry(batch)
+            with stop_on_failure(NAME):
+                await processor.on_registry(batch)
 
     @app.timer(min(0.25, cfg.window_s / 2))
     async def tick() -> None:

@@ -59,6 +59,7 @@ from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import AsyncDeadLetterSink, FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import (
     CATALOG_ITEMS,
     LLM_ENRICH_REQUESTS,
@@ -369,14 +370,16 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(requests_topic, name=NAME)
     async def take_requests(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await enricher.on_request(event)
+            with stop_on_failure(NAME):
+                await enricher.on_request(event)
 
     if settings.llm.request_missing:
 
         @app.agent(faust_topic(app, CATALOG_ITEMS), name=f"{NAME}-catalog")
         async def request_missing(stream: faust.StreamT) -> None:
             async for event in stream.events():
-                await enricher.on_catalog_item(event)
+                with stop_on_failure(NAME):
+                    await enricher.on_catalog_item(event)
 
     @app.task
     async def dispatch() -> None:

@@ -23,6 +23,7 @@ WORKERS: dict[str, str] = {
     "invalidation": "streamrec.processors.invalidation",
     "llm-enricher": "streamrec.processors.llm_enricher",
     "candidates": "streamrec.processors.candidates",
+    "trainer": "streamrec.processors.trainer",
 }
 
 

@@ -2,18 +2,24 @@
 
 Responsibilities:
 - consume events.interactions (keyed by user) in micro-batches bounded by size and time
-  (`features.batch_max` events, `features.batch_ms` ms);
+  (`features.batch_max` events, `features.batch_ms` ms), and work on the batch, not the
+  message (docs/adr/0121-session-worker-batch-path.md): the batch's values are decoded in
+  one go (`streams.columnar.decode_interaction_rows`: orjson and a columnar check; what it
+  does not vouch for goes through the schema one by one and, if refused, to dead.letters
+  with its reason);
 - keep each user's `SessionState` in a Faust table backed by its changelog topic (local
   store: RocksDB through rocksdict), so a restarted or moved worker recovers it; a batch
-  writes its states with `DurableTable.put` (local store + changelog through librdkafka,
-  not faust's per-key path), and the decoded states of the owned partitions stay in a
+  reads each user's state once and writes it once, with `DurableTable.put_many` (one
+  produce call for the changelog through librdkafka, the local store after the flush, not
+  faust's per-key path), and the decoded states of the owned partitions stay in a
   `StateCache` dropped on every rebalance (docs/adr/0085-session-worker-state-path.md);
 - apply the session semantics of `features.session` (event-time sessions, allowed
-  lateness, duplicates by event_id ignored);
+  lateness, duplicates by event_id ignored), event by event in the batch's order;
 - write the changed users' `user_session_fv` rows (and their `user_longterm_fv` rows, so
-  the batch view's totals are fresh between backfills) to the online store, one write per
-  view per batch, then publish one `FeaturesChanged` per changed user, then store the new
-  states in the table and wait for their changelog messages before the batch is acked;
+  the batch view's totals are fresh between backfills) to the online store, one Redis
+  pipeline for both views per batch, then publish one `FeaturesChanged` per changed user
+  (one produce call), then store the new states in the table and wait for their changelog
+  messages before the batch is acked;
 - count accepted / duplicate / too-late / dead-lettered events in Redis (`stats_key`).
 
 Item genres come from catalog.items, read at start and followed (`features.catalog`).
@@ -32,31 +38,45 @@ older than the allowed lateness.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import faust
+import orjson
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from streamrec.features.catalog import CatalogGenres
 from streamrec.features.online_writer import OnlineWriter
-from streamrec.features.session import Outcome, SessionState, apply_event, ts_ms
+from streamrec.features.session import (
+    Outcome,
+    SessionState,
+    apply_event,
+    genre_weights,
+    is_redelivery,
+)
 from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import DurableTable, as_current, durable_table
 from streamrec.processors.state_cache import StateCache
 from streamrec.streams import metrics, rebalance_guard
 from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.columnar import decode_interaction_rows, interaction_row
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
-from streamrec.streams.producer import flush, latency_producer, produce_event
+from streamrec.streams.producer import flush, latency_producer, produce_many
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
+from streamrec.topics.base import utcnow
 
 NAME = "session-features"
 VIEW = "user_session_fv"
 LONGTERM_VIEW = "user_longterm_fv"
 TABLE = "user-session"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_WEIGHTS_MAX = 200_000  # items whose genre weights are kept between batches
 
 
 def stats_key(group: str) -> str:
@@ -70,6 +90,42 @@ def session_row(user_id: str, state: SessionState) -> dict[str, Any]:
 
 def longterm_row(user_id: str, state: SessionState, top_n: int) -> dict[str, Any]:
     return {"user_id": user_id, **state.longterm_features(top_n), "event_timestamp": state.max_ts}
+
+
+# The notice's fields in the order pydantic-core writes them (`notice_messages` writes the
+# same bytes; the unit tests compare them).
+assert tuple(FeaturesChanged.model_fields) == (
+    "schema_version",
+    "user_id",
+    "interactions",
+    "last_event_ts",
+    "changed_at",
+), "FeaturesChanged's fields changed; update notice_messages"
+
+
+def notice_messages(
+    rows: Sequence[tuple[str, SessionState]], now: datetime
+) -> list[dict[str, bytes]]:
+    """The `FeaturesChanged` notices of a batch's changed users, as messages for one
+    produce call: key and value the bytes `codecs.encode` writes for the notice, built with
+    orjson from values that are valid by construction (validated events, their states)."""
+    dumps, utc_z = orjson.dumps, orjson.OPT_UTC_Z
+    return [
+        {
+            "key": user.encode(),
+            "value": dumps(
+                {
+                    "schema_version": 1,
+                    "user_id": user,
+                    "interactions": state.total,
+                    "last_event_ts": _EPOCH + timedelta(milliseconds=state.max_ts),
+                    "changed_at": now,
+                },
+                option=utc_z,
+            ),
+        }
+        for user, state in rows
+    ]
 
 
 class StateTable(Protocol):
@@ -104,7 +160,7 @@ class SessionFeaturesProcessor:
         decode: AgentDecoder[Interaction],
         table: StateTable,
         store: FeatureStore,
-        publish: Callable[[FeaturesChanged], None],
+        publish: Callable[[list[dict[str, bytes]]], None],
         genres: Callable[[str], tuple[str, ...]],
         cache: StateCache[SessionState],
     ) -> None:
@@ -115,6 +171,8 @@ class SessionFeaturesProcessor:
         self.publish = publish
         self.genres = genres
         self.cache = cache
+        # item -> its genre weights (`features.session.genre_weights`), bounded.
+        self._weights: dict[str, list[tuple[int, float]]] = {}
 
     async def handle(self, batch: Sequence[Any]) -> dict[str, int]:
         try:
@@ -127,57 +185,66 @@ class SessionFeaturesProcessor:
     async def _handle(self, batch: Sequence[Any]) -> dict[str, int]:
         cfg, cache = self.cfg, self.cache
         epoch = cache.epoch
-        counts = {o.value: 0 for o in Outcome} | {"dead": 0}
+        counts = {o.value: 0 for o in Outcome} | {"dead": 0, "redelivered": 0}
+        # The batch decoded in one go; what the columnar check does not vouch for goes
+        # through the schema one by one, in order (dead-lettered with its reason).
+        rows, by_schema = decode_interaction_rows([event.value for event in batch])
+        for i in by_schema:
+            interaction = await self.decode(batch[i])
+            if interaction is not None:
+                rows[i] = interaction_row(interaction)
         states: dict[bytes, SessionState] = {}  # every user of the batch, by table key
         changed: dict[bytes, tuple[str, int]] = {}  # accepted: key -> (user, partition)
-        for event in batch:
-            interaction = await self.decode(event)
-            if interaction is None:
+        weights = self._weights
+        accepted = Outcome.ACCEPTED
+        # In the batch's order: event-time semantics depend on it only through lateness
+        # and ties, exactly as one event at a time.
+        for event, row in zip(batch, rows, strict=True):
+            if row is None:
                 counts["dead"] += 1
                 continue
-            user = interaction.user_id
+            event_id, user, item, rating, ts = row
             key = user.encode()
             state = states.get(key)
-            if state is None:
+            if state is None:  # one state read per user and batch
                 state = cache.get(key)
                 if state is None:
                     state = SessionState.from_bytes(self.table.read(event, key))
                 states[key] = state
+            message = event.message
+            if is_redelivery(state, message.partition, message.offset):
+                # Applied before a restart or a rebalance (the state holds it): counted as
+                # a redelivery, not as a duplicate or as late data.
+                counts["redelivered"] += 1
+                continue
+            w = weights.get(item)
+            if w is None:
+                if len(weights) > _WEIGHTS_MAX:
+                    weights.clear()
+                w = weights[item] = genre_weights(self.genres(item))
             outcome = apply_event(
-                state,
-                cfg,
-                event_id=interaction.event_id,
-                ts=ts_ms(interaction.ts.timestamp()),
-                item_id=interaction.item_id,
-                genres=self.genres(interaction.item_id),
-                rating=interaction.rating,
+                state, cfg, event_id=event_id, ts=ts, item_id=item, weights=w, rating=rating
             )
             counts[outcome.value] += 1
-            if outcome is Outcome.ACCEPTED:
-                changed[key] = (user, event.message.partition)
+            if outcome is accepted:
+                state.applied = [message.partition, message.offset]
+                changed[key] = (user, message.partition)
         if changed:
-            rows = [(user, states[key]) for key, (user, _p) in changed.items()]
+            rows_out = [(user, states[key]) for key, (user, _p) in changed.items()]
             # The online store first, the table (changelog) second: a worker stopped in
             # between leaves the old state in the changelog, and whoever redoes the batch
             # writes the same features again. The other order could leave the store
             # behind a state that already counts the batch's events as seen.
             await self.store.write_many_async(
                 {
-                    VIEW: [session_row(u, s) for u, s in rows],
-                    LONGTERM_VIEW: [longterm_row(u, s, cfg.top_genres) for u, s in rows],
+                    VIEW: [session_row(u, s) for u, s in rows_out],
+                    LONGTERM_VIEW: [longterm_row(u, s, cfg.top_genres) for u, s in rows_out],
                 },
                 # This worker owns these users (their partitions) and writes their newest
                 # state: no need to read the stored timestamps first (one round trip).
                 check_stored=False,
             )
-            for user, state in rows:
-                self.publish(
-                    FeaturesChanged(
-                        user_id=user,
-                        interactions=state.total,
-                        last_event_ts=state.max_ts / 1000.0,
-                    )
-                )
+            self.publish(notice_messages(rows_out, utcnow()))  # one produce call
             await self.table.write(
                 {
                     key: (partition, states[key].to_bytes())
@@ -201,8 +268,7 @@ class _FaustStates:
             return self.table.get(key)
 
     async def write(self, states: Mapping[bytes, tuple[int, bytes]]) -> None:
-        for key, (partition, value) in states.items():
-            self.table.put(self.producer, partition, key, value)
+        self.table.put_many(self.producer, states)
         self.producer.poll(0)
         # Acked (then committed) only once the new states are in the changelog and the
         # notices (same producer) are delivered.
@@ -257,12 +323,18 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         catalog.start_following()
         writer = await asyncio.to_thread(OnlineWriter, settings)
         await changed_topic.maybe_declare()
+        if cfg.gc_threshold:
+            # The cached states and faust's per-message objects made Python's cyclic GC
+            # (gen-0 threshold 700) about half of a batch's own CPU: what start-up built is
+            # frozen out of the collections, and young objects are collected less often.
+            gc.freeze()
+            gc.set_threshold(cfg.gc_threshold, *gc.get_threshold()[1:])
         return SessionFeaturesProcessor(
             cfg,
             decode,
             _FaustStates(table, producer),
             writer,
-            lambda notice: produce_event(producer, FEATURES_CHANGED, notice),
+            lambda notices: produce_many(producer, FEATURES_CHANGED.name, notices),
             catalog.get,
             cache,
         )
@@ -273,17 +345,21 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             held["p"] = await start()
         processor = held["p"]
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
+        redelivered = metrics.REDELIVERED.labels(NAME, EVENTS_INTERACTIONS.name)
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
             t0 = time.perf_counter()
-            counts = await processor.handle(batch)
-            async with store.pipeline(transaction=False) as pipe:
-                for name, n in counts.items():
-                    if n:
-                        pipe.hincrby(stats, name, n)
-                pipe.hincrby(stats, "batches", 1)
-                await pipe.execute()
-            processed.inc(len(batch) - counts["dead"])
+            with stop_on_failure(NAME):  # a failed batch is redone, never acked
+                counts = await processor.handle(batch)
+                async with store.pipeline(transaction=False) as pipe:
+                    for name, n in counts.items():
+                        if n:
+                            pipe.hincrby(stats, name, n)
+                    pipe.hincrby(stats, "batches", 1)
+                    await pipe.execute()
+            processed.inc(len(batch) - counts["dead"] - counts["redelivered"])
+            if counts["redelivered"]:
+                redelivered.inc(counts["redelivered"])
             latency.observe(time.perf_counter() - t0)
 
     @app.on_before_shutdown.connect

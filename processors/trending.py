@@ -39,6 +39,7 @@ from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
+from streamrec.streams.stop_on_failure import stop_on_failure
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 from streamrec.topics.stores import POPULAR
 
@@ -198,11 +199,12 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         # Larger batches than the session processor's: trending is published every flush
         # interval anyway, and each batch rewrites a partition's whole state to the changelog.
         async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
-            counts = await trending_.count(batch)
-            async with store.pipeline(transaction=False) as pipe:
-                for name, n in counts.items():
-                    pipe.hincrby(stats, name, n)
-                await pipe.execute()
+            with stop_on_failure(NAME):
+                counts = await trending_.count(batch)
+                async with store.pipeline(transaction=False) as pipe:
+                    for name, n in counts.items():
+                        pipe.hincrby(stats, name, n)
+                    await pipe.execute()
             processed.inc(counts["counted"] + counts["too_late"])
 
     @app.timer(cfg.trending_flush_ms / 1000)

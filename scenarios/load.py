@@ -50,6 +50,7 @@ class Outcome:
     items: list[str] = field(default_factory=list)
     clicks: int = 0
     attempt_times: list[float] = field(default_factory=list)  # each attempt's send time
+    user_id: str = ""
 
 
 class RetryBudget:
@@ -128,6 +129,7 @@ class OpenLoop:
             level=body.get("level"),
             items=[i["item_id"] for i in body.get("items", [])],
             attempt_times=attempts,
+            user_id=request.user_id,
         )
         if kind == "ok" and self.on_answer is not None:
             result = self.on_answer(request, outcome)

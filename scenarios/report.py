@@ -33,6 +33,9 @@ CHARTS: tuple[tuple[str, str, str], ...] = (
     ("clicks", "clicks per second", "1/s"),
     ("llm_calls", "LLM provider calls per second (its quota: 100/min)", "1/s"),
     ("llm_429", "LLM provider refusals (429) per second", "1/s"),
+    ("redis_paused", "online store (redis-server) stopped", "1 = stopped"),
+    ("hit_ratio", "response cache hit ratio", "share"),
+    ("computations", "computations per second (rankings + candidate computations)", "1/s"),
 )
 SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("requests", "{:.0f}"),
@@ -46,6 +49,39 @@ SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("clicks_per_s", "{:.2f}"),
     ("llm_calls", "{:.0f}"),
     ("llm_429_share", "{:.1%}"),
+    # redis-failover
+    ("outage_s", "{:.1f}"),
+    ("outage_error_rate", "{:.1%}"),
+    ("outage_answered", "{:.1%}"),
+    ("outage_below_full", "{:.1%}"),
+    ("full_before", "{:.1%}"),
+    ("full_again_s", "{:.2f}"),
+    # invalidation-storm
+    ("hit_ratio_steady", "{:.1%}"),
+    ("hit_ratio_viral", "{:.1%}"),
+    ("hit_ratio_promotion", "{:.1%}"),
+    ("hit_ratio_worst", "{:.1%}"),
+    ("hit_ratio_drop", "{:.1%}"),
+    ("computations_steady", "{:.0f}"),
+    ("computations_peak", "{:.0f}"),
+    ("computations_bound", "{:.0f}"),
+    ("amplification_viral", "{:.2f}"),
+    ("amplification_promotion", "{:.2f}"),
+    ("commands", "{:.0f}"),
+    ("affected", "{:.0f}"),
+    ("reached", "{:.0f}"),
+    # week (the default experiment's variants)
+    ("impressions_control", "{:.0f}"),
+    ("ctr_control", "{:.2%}"),
+    ("ctr_control_low", "{:.2%}"),
+    ("ctr_control_high", "{:.2%}"),
+    ("impressions_treatment", "{:.0f}"),
+    ("ctr_treatment", "{:.2%}"),
+    ("ctr_treatment_low", "{:.2%}"),
+    ("ctr_treatment_high", "{:.2%}"),
+    ("ctr_lift", "{:+.2%}"),
+    ("catalog_items", "{:.0f}"),
+    ("coverage", "{:.1%}"),
 )
 COLOURS = {"naive": "#d62728", "streamrec": "#1f77b4"}
 

@@ -13,7 +13,12 @@ per mode:
    shown to the synthetic user, whose clicks (`scenarios.workload.ClickModel`) go to
    events.interactions as `Interaction`s; new uploads and the viral item go to catalog.items
    at their times;
-4. stop everything and reduce the outcomes to per-second rows and a summary.
+4. stop everything and reduce the outcomes to per-second rows and a summary, plus the
+   scenario's own figures (`Scenario.figures`: e.g. time back to FULL after an outage).
+
+A scenario with an `outage` stops the stack's redis-server during the load
+(`scenarios.faults`); one with its own `execute` (the invalidation storm's read path) runs
+through that instead of a serving worker.
 
 Naive mode is StreamRec with protections switched off through settings (the `serving.*`
 fields documented as for comparison only), never a separate toy.
@@ -38,6 +43,7 @@ from streamrec.infra.settings import Settings
 from streamrec.llm.local_provider import LocalProvider, LogEntry
 from streamrec.llm.requests import explanation_request
 from streamrec.models.registry import ModelRegistry
+from streamrec.scenarios.faults import Outage, OutageClock, RedisPause, run_outage
 from streamrec.scenarios.load import OpenLoop, Outcome, RetryPolicy, per_second, summary
 from streamrec.scenarios.report import ModeRun, ScenarioResult
 from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
@@ -61,6 +67,18 @@ Mode = Literal["naive", "streamrec"]
 MODES: tuple[Mode, ...] = ("naive", "streamrec")
 
 
+@dataclass
+class RunFacts:
+    """What one mode's run saw, for a scenario's own figures."""
+
+    settings: Settings
+    workload: Workload
+    outcomes: list[Outcome]
+    duration_s: float
+    outage: OutageClock | None = None
+    published: list[str] = field(default_factory=list)  # catalog items the run added
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -77,6 +95,12 @@ class Scenario:
     # Requests per second the run offers on average; None: the workload's own rate. A
     # callable gets the measured capacity (answers/s) of the streamrec mode's worker.
     rate: Callable[[float], float] | None = None
+    outage: Outage | None = None  # the online store stopped for real during the load
+    modes: tuple[Mode, ...] = MODES  # what `--mode both` runs
+    figures: Callable[[ModeRun, RunFacts], None] | None = None  # adds to run.summary/series
+    # A scenario that is not a serving worker under HTTP load: (base, scenario, modes,
+    # duration_s, seed, log) -> the result.
+    execute: Callable[..., ScenarioResult] | None = None
 
 
 def prepare(settings: Settings, ml: MovieLens, users: Sequence[str]) -> list[str]:
@@ -187,21 +211,32 @@ async def _drive(
     workload: Workload,
     feedback: _Feedback,
     duration_s: float,
+    outage: tuple[RedisPause, tuple[float, float], OutageClock] | None = None,
+    log: Callable[[str], None] = print,
+    published: list[str] | None = None,
 ) -> list[Outcome]:
     loop = OpenLoop(url, policy, on_answer=feedback)
+    t0 = time.monotonic()
 
     async def catalog_events() -> None:
-        t0 = time.monotonic()
         for event in workload.catalog_events(duration_s):
             await asyncio.sleep(max(0.0, t0 + event.t_s - time.monotonic()))  # its time
             workload.apply(event)
             feedback.catalog_event(event.item)
+            if published is not None:
+                published.append(event.item.item_id)
 
-    side = asyncio.create_task(catalog_events())
+    side = [asyncio.create_task(catalog_events())]
+    if outage is not None:
+        pause, window, clock = outage
+        side.append(asyncio.create_task(run_outage(pause, window, t0, clock, log)))
     try:
         return await loop.run(schedule)
     finally:
-        side.cancel()
+        for task in side:
+            task.cancel()
+        # The outage's own `finally` resumes the store: wait for it, whatever happened.
+        await asyncio.gather(*side, return_exceptions=True)
 
 
 def _add_llm_calls(run: ModeRun, entries: Sequence[LogEntry]) -> None:
@@ -266,12 +301,15 @@ def run(
     base: Settings,
     scenario: Scenario,
     *,
-    modes: Sequence[Mode] = MODES,
+    modes: Sequence[Mode] | None = None,
     duration_s: float = 60.0,
     seed: int = 0,
     log: Callable[[str], None] = print,
     ml: MovieLens | None = None,
 ) -> ScenarioResult:
+    modes = scenario.modes if modes is None else modes
+    if scenario.execute is not None:
+        return scenario.execute(base, scenario, modes, duration_s, seed, log)
     cfg = scenario.workload(duration_s, seed)
     ml = ml or MovieLens.load(base)
     users = [str(n) for n in range(1, cfg.users + 1)]
@@ -310,6 +348,8 @@ def run(
         feedback = _Feedback(settings, workload, titles, seed, explain)
         provider: LocalProvider | None = None
         llm_log: list[LogEntry] = []
+        clock = OutageClock() if scenario.outage is not None else None
+        published: list[str] = []
         try:
             if scenario.llm_provider:
                 provider = LocalProvider(settings).start()
@@ -322,9 +362,22 @@ def run(
             warm_up(server.url, users)
             schedule = scaled_schedule(workload, duration_s, rate)
             log(f"[{mode}] {len(schedule)} requests over {duration_s:g} s")
+            outage = None
+            if scenario.outage is not None and clock is not None:
+                outage = (RedisPause(settings), scenario.outage.window(duration_s), clock)
             wall0 = time.time()
             outcomes = asyncio.run(
-                _drive(server.url, scenario.clients[mode], schedule, workload, feedback, duration_s)
+                _drive(
+                    server.url,
+                    scenario.clients[mode],
+                    schedule,
+                    workload,
+                    feedback,
+                    duration_s,
+                    outage,
+                    lambda line, mode=mode: log(f"[{mode}]{line}"),
+                    published,
+                )
             )
             if provider is not None:
                 llm_log = [
@@ -350,6 +403,9 @@ def run(
         )
         if provider is not None:
             _add_llm_calls(run_, llm_log)
+        if scenario.figures is not None:
+            facts = RunFacts(settings, workload, outcomes, duration_s, clock, published)
+            scenario.figures(run_, facts)
         result.runs.append(run_)
         figures = run_.summary
         log(f"[{mode}] p99 {figures['p99_ms']:.0f} ms, answered {figures['answered']:.0%}")

@@ -12,8 +12,9 @@ Responsibilities:
   a coroutine on the event loop (one Redis trip, one model call, one re-rank and one answer
   read for the batch); each batch runs as its own task, at most `max_running` at once, so
   the next one fills while they wait on Redis or the model. While that many run, arrivals
-  wait and join the next batch: under load batches grow by themselves, and at light load a
-  request waits no more than `max_wait_s` for company.
+  wait and join the next batch: under load batches grow by themselves. A request that finds
+  no batch running starts one at once unless `wait_when_idle`; otherwise it waits no more
+  than `max_wait_s` for company.
 """
 
 from __future__ import annotations
@@ -163,10 +164,12 @@ class RequestBatcher(Generic[T, R]):
         max_wait_s: float = 0.002,
         on_batch: Callable[[int, float], None] | None = None,
         max_running: int = 2,
+        wait_when_idle: bool = True,
     ) -> None:
         self.handle = handle
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
+        self.wait_when_idle = wait_when_idle
         self.on_batch = on_batch
         self.max_running = max_running
         self._slots: asyncio.Semaphore | None = None
@@ -204,7 +207,10 @@ class RequestBatcher(Generic[T, R]):
         slots = self._slots
         while True:
             await slots.acquire()  # while `max_running` batches run, arrivals keep queueing
-            batch = await _collect(self.queue, self.max_batch, self.max_wait_s)
+            # Waiting for company pays only while a batch runs: the wait overlaps it. A
+            # request that finds the worker idle would wait for nothing but the timer.
+            idle = not self.running and not self.wait_when_idle
+            batch = await _collect(self.queue, self.max_batch, 0.0 if idle else self.max_wait_s)
             if not batch:
                 slots.release()
                 continue

@@ -103,6 +103,11 @@ UserReads = tuple[
 ]
 
 
+def _failed_read(*reads: object) -> DependencyError | None:
+    """The first read that failed (not one that found nothing): `serving.fallback` false."""
+    return next((r for r in reads if isinstance(r, DependencyError)), None)
+
+
 def _cacheable(answer: Answer) -> bool:
     # Only full answers are kept: a degraded one must not outlive the dependency's recovery.
     return answer.level == "FULL"
@@ -188,6 +193,7 @@ class Recommender:
             cfg.batch_max_requests,
             cfg.batch_max_wait_ms / 1000.0,
             max_running=cfg.batch_running,
+            wait_when_idle=cfg.batch_wait_when_idle,
         )
         # The model's thread. It waits for nothing (a request batch brings its inputs
         # together), and takes whatever is queued: batches that arrive while the model is
@@ -354,6 +360,10 @@ class Recommender:
         for index, (member, (feats, cands, hist)) in enumerate(zip(batch, reads, strict=True)):
             user, level = self._user_features(member.q, feats, hist)
             plan = _Plan(index, member, user, level, base_exclude | set(user.recent_items))
+            if not cfg.fallback and (failed := _failed_read(feats, cands)) is not None:
+                plan.error = failed  # comparison runs only: the failure is the answer (a 500)
+                plans.append(plan)
+                continue
             if not isinstance(cands, Candidates) or not cands.item_ids:
                 plan.level = "POPULAR"
                 ranking = self._popular_ranking()

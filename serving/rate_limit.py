@@ -10,6 +10,12 @@ Responsibilities:
   Redis call at all. A bucket Redis finds empty answers with the wait until its next token:
   the process refuses locally until then (the `Retry-After`), so a client hammering at 10x
   its limit costs one Redis call per refill, not one per request;
+- a bucket this process has never seen (a user asking for the first time) is full as far as
+  the process knows: its first request passes at once, and the token is taken from Redis
+  later, by one script call for every such first use of a `first_use_window_s` (ADR 0124).
+  What Redis answers then (the rest of a grant, or empty) holds for the bucket's next
+  requests. When the shared bucket was already empty, that first request was one too many:
+  at most one per bucket, per process, per time the process forgets the bucket;
 - when Redis fails, each process counts locally with its share of each limit (rate and burst
   / `processes`) for `redis_retry_s`, then tries Redis again: never open without bound.
 
@@ -36,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 1.0
 MAX_BUCKETS = 100_000  # per process: past it, the idle ones are forgotten
+MAX_DEBITS = 256  # first uses held for one script call; more go at once (a short Redis call)
 KEY_PREFIX = "ratelimit:"
 
 # KEYS: the buckets; ARGV: rate, burst, wanted tokens for each bucket in turn. Returns, per
@@ -124,12 +131,17 @@ class RateLimiter:
     clock: Any = time.monotonic
     redis_calls: int = 0
     fallbacks: int = 0
+    first_use_window_s: float = 0.01
+    first_uses: int = 0  # requests let in on a bucket's first use, before Redis was asked
+    over_admitted: int = 0  # of those, the ones Redis then found no token for
     _leases: dict[str, _Lease] = field(default_factory=dict)
     _local: dict[str, TokenBucket] = field(default_factory=dict)
     _down_until: float = 0.0
     _script: Any = None
     _pending: list[tuple[list[tuple[str, Rate]], Any]] = field(default_factory=list)
+    _debits: dict[str, tuple[Rate, int]] = field(default_factory=dict)  # first uses to take
     _flush_scheduled: bool = False
+    _debit_timer: Any = None
     _flushes: set[Any] = field(default_factory=set)  # running flush tasks (kept referenced)
 
     async def check(self, buckets: Sequence[tuple[str, Rate]]) -> float | None:
@@ -142,6 +154,8 @@ class RateLimiter:
             self._leases = {
                 k: v for k, v in self._leases.items() if max(v.expires, v.blocked_until) > now
             }
+        if self.first_use_window_s > 0 and self._pass_on_first_use(buckets, now):
+            return None
         leases = [self._leases.setdefault(name, _Lease()) for name, _ in buckets]
         wait = max(lease.blocked_until for lease in leases) - now
         if wait > 0:
@@ -153,13 +167,8 @@ class RateLimiter:
         if short:
             try:
                 await self._lease(short)  # the grants are in the leases once it returns
-            except (RedisError, OSError) as exc:
-                self._down_until = now + self.retry_s
-                self.fallbacks += 1
-                log.warning(
-                    "rate limits: Redis failed (%s); local shares for %.1f s", exc, self.retry_s
-                )
-                return self._check_local(buckets, now)
+            except (RedisError, OSError):
+                return self._check_local(buckets, self.clock())  # `_flush` switched to local
             now = self.clock()
             wait = max(lease.blocked_until for lease in leases) - now
             if wait > 0:
@@ -171,6 +180,47 @@ class RateLimiter:
         for lease in leases:
             lease.tokens -= 1
         return None
+
+    def _pass_on_first_use(self, buckets: Sequence[tuple[str, Rate]], now: float) -> bool:
+        """Let a request in at once when some of its buckets are new to this process and the
+        others hold a token here: the known ones pay now, the new ones with the next script
+        call (the one a short lease makes, or the first-use window's own)."""
+        leases = [self._leases.get(name) for name, _ in buckets]
+        if all(lease is not None for lease in leases):
+            return False
+        for lease in leases:
+            if lease is not None and (
+                lease.tokens < 1 or lease.expires <= now or lease.blocked_until > now
+            ):
+                return False
+        self.first_uses += 1
+        for (name, rate), lease in zip(buckets, leases, strict=True):
+            if lease is not None:
+                lease.tokens -= 1
+                continue
+            self._leases[name] = _Lease()  # known from now on: its next request asks Redis
+            self._debits[name] = (rate, self._debits.get(name, (rate, 0))[1] + 1)
+        if not self._flush_scheduled:
+            loop = asyncio.get_running_loop()
+            if len(self._debits) >= MAX_DEBITS:  # a big call already: send it now
+                self._flush_scheduled = True
+                loop.call_soon(self._start_flush, loop)
+            elif self._debit_timer is None:
+                self._debit_timer = loop.call_later(
+                    self.first_use_window_s, self._start_flush, loop
+                )
+        return True
+
+    async def drain(self) -> None:
+        """Wait until every first use and grant asked for so far is settled with Redis."""
+        loop = asyncio.get_running_loop()
+        while self._debits or self._pending or self._flushes:
+            if (self._debits or self._pending) and not self._flush_scheduled:
+                self._start_flush(loop)
+            if self._flushes:
+                await asyncio.gather(*self._flushes, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # a flush scheduled with call_soon starts next turn
 
     async def _lease(self, buckets: Sequence[tuple[str, Rate]]) -> None:
         """Grants for `buckets` into their leases, from one script call shared by every
@@ -185,13 +235,25 @@ class RateLimiter:
 
     def _start_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_scheduled = False
+        if self._debit_timer is not None:
+            self._debit_timer.cancel()  # the first uses ride on this call
+            self._debit_timer = None
         pending, self._pending = self._pending, []
-        self._flushes.add(task := loop.create_task(self._flush(pending)))
+        debits, self._debits = self._debits, {}
+        if not pending and not debits:
+            return
+        self._flushes.add(task := loop.create_task(self._flush(pending, debits)))
         task.add_done_callback(self._flushes.discard)
 
-    async def _flush(self, pending: list[tuple[list[tuple[str, Rate]], Any]]) -> None:
-        # One grant per bucket, big enough for every request of the turn that names it.
-        wanted: dict[str, tuple[Rate, int]] = {}
+    async def _flush(
+        self,
+        pending: list[tuple[list[tuple[str, Rate]], Any]],
+        debits: dict[str, tuple[Rate, int]] | None = None,
+    ) -> None:
+        # One grant per bucket, big enough for every request of the turn that names it and
+        # for the tokens its first uses already spent.
+        debits = debits or {}
+        wanted: dict[str, tuple[Rate, int]] = dict(debits)
         for buckets, _ in pending:
             for name, rate in buckets:
                 wanted[name] = (rate, wanted.get(name, (rate, 0))[1] + 1)
@@ -203,6 +265,18 @@ class RateLimiter:
                 ]
             )
         except BaseException as exc:  # each waiting request falls back (or fails) with it
+            if isinstance(exc, RedisError | OSError):
+                self._down_until = self.clock() + self.retry_s
+                self.fallbacks += 1
+                log.warning(
+                    "rate limits: Redis failed (%s); local shares for %.1f s", exc, self.retry_s
+                )
+                # The first uses let in still count, against this process's local shares.
+                now = self.clock()
+                for name, (rate, count) in debits.items():
+                    bucket = self._local.setdefault(name, TokenBucket(rate.share(self.processes)))
+                    for _ in range(count):
+                        bucket.take(now)
             for _, future in pending:
                 if not future.done():
                     future.set_exception(exc)
@@ -210,10 +284,13 @@ class RateLimiter:
         now = self.clock()
         for name, (tokens, wait_s) in zip(wanted, granted, strict=True):
             lease = self._leases.setdefault(name, _Lease())
-            if tokens > 0:
-                lease.tokens += tokens
+            spent = debits.get(name, (None, 0))[1]
+            if tokens < spent:
+                self.over_admitted += spent - tokens
+            if tokens > spent:
+                lease.tokens += tokens - spent
                 lease.expires = now + LEASE_TTL_S
-            else:
+            elif tokens < spent or tokens == 0:
                 lease.blocked_until = now + wait_s
         for _, future in pending:
             if not future.done():
@@ -264,6 +341,7 @@ class Limits:
             lease_share=cfg.lease_share,
             processes=cfg.processes or settings.serving.workers,
             retry_s=cfg.redis_retry_s,
+            first_use_window_s=cfg.first_use_window_ms / 1000.0,
         )
         self.key_rate = Rate(cfg.key_rate_per_s, cfg.key_burst)
         self.user_rate = Rate(cfg.user_rate_per_s, cfg.user_burst) if cfg.user_rate_per_s else None
@@ -286,5 +364,8 @@ class Limits:
         )
 
     async def aclose(self) -> None:
+        # First uses not yet taken from Redis are taken now, so a restart does not forget
+        # them (bounded: a Redis that does not answer fails the call within its timeout).
+        await self.limiter.drain()
         if self._own_client and self.limiter.redis is not None:
             await self.limiter.redis.aclose()

@@ -155,10 +155,14 @@ def set_ranker_threads(settings: Settings) -> None:
     this process's share of the cores minus the one its event loop needs. With both of 2 cores,
     torch's threads and the request path fought (ranking 3x slower per batch, the model's
     deadline missed and its breaker open at 150 req/s); with one, every answer was FULL at
-    that rate (ADR 0045)."""
+    that rate (ADR 0045). The cores are those the process may run on, not the machine's: a
+    container pinned to one core of a large node gets one thread, not one per node core.
+    `serving.ranker_threads` sets the count instead (a container that is not pinned)."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings.serving.workers - 1))
+    cfg = settings.serving
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cfg.ranker_threads or max(1, cores // cfg.workers - 1))
 
 
 class ServingWorker:

@@ -1,9 +1,22 @@
-"""Creating and describing the contract topics through confluent-kafka's AdminClient."""
+"""Creating and describing the contract topics through confluent-kafka's AdminClient.
+
+Replication follows the cluster: each topic gets `kafka.replication_factor` copies, or (0,
+the default) as many as the cluster has brokers, at most 3, and a durable topic
+(`TopicSpec.durable`) `min.insync.replicas` of one less, so an acks=all write is on two
+brokers of three before it is acknowledged. A topic with fewer copies than that (made before
+the cluster grew) is raised by a partition reassignment: librdkafka has no
+AlterPartitionReassignments, so Kafka's own `kafka-reassign-partitions` tool does it, from
+the jars `streamrec up` runs (ADR 0111).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import (
@@ -15,6 +28,8 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from streamrec.infra.errors import StackError
+from streamrec.infra.kafka_broker import KafkaBroker
 from streamrec.infra.settings import Settings
 from streamrec.streams.login import LoginWatch
 from streamrec.topics import ALL_TOPICS, TopicSpec
@@ -28,6 +43,8 @@ class TopicState:
     cleanup_policy: str
     retention_ms: str
     end_offsets: int
+    replicas: int = 0  # the fewest copies of any of its partitions
+    min_insync_replicas: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,7 @@ class ApplyResult:
     created: list[str]
     altered: list[str]
     unchanged: list[str]
+    replication_factor: int = 1
 
 
 class TopicManager:
@@ -49,16 +67,28 @@ class TopicManager:
     def partitions_of(self, spec: TopicSpec) -> int:
         return spec.partitions or self.settings.kafka.default_partitions
 
-    def apply(self, timeout_s: float = 30.0) -> ApplyResult:
-        """Idempotent: creates missing topics, adds partitions, and sets drifted configs."""
-        existing = self._metadata(timeout_s).topics
+    def replication_factor(self, brokers: int) -> int:
+        """The copies each topic should have on a cluster of `brokers` live brokers."""
+        return self.settings.kafka.replication_factor or max(1, min(3, brokers))
+
+    def config_of(self, spec: TopicSpec, replication_factor: int) -> dict[str, str]:
+        """The spec's topic configs plus the ISR its writes need on this cluster."""
+        in_sync = self.settings.min_insync_replicas(replication_factor, spec.durable)
+        return spec.config() | {"min.insync.replicas": str(in_sync)}
+
+    def apply(self, timeout_s: float = 30.0, reassign_timeout_s: float = 300.0) -> ApplyResult:
+        """Idempotent: creates missing topics, adds partitions, raises replication, and sets
+        drifted configs."""
+        metadata = self._metadata(timeout_s)
+        existing = metadata.topics
+        rf = self.replication_factor(len(metadata.brokers))
         created, altered, unchanged = [], [], []
         new = [
             NewTopic(
                 s.name,
                 num_partitions=self.partitions_of(s),
-                replication_factor=self.settings.kafka.replication_factor,
-                config=s.config(),
+                replication_factor=rf,
+                config=self.config_of(s, rf),
             )
             for s in self.specs
             if s.name not in existing
@@ -67,17 +97,24 @@ class TopicManager:
             self._wait(self.admin.create_topics(new, request_timeout=timeout_s), "create")
             created = [t.topic for t in new]
             self._wait_for_leaders(created, timeout_s)
-        current = self.describe_configs([s for s in self.specs if s.name in existing], timeout_s)
+        present = [s for s in self.specs if s.name in existing]
+        raised = self._raise_replication(
+            {s.name: existing[s.name] for s in present}, sorted(metadata.brokers), rf
+        )
+        if raised:
+            self._await_replication(raised, rf, reassign_timeout_s)
+        current = self.describe_configs(present, timeout_s)
         for spec in self.specs:
             if spec.name not in existing:
                 continue
-            changed = False
+            changed = spec.name in raised
             have = len(existing[spec.name].partitions)
             want = self.partitions_of(spec)
             if have < want:  # Kafka cannot shrink a topic; growing re-keys, so say so in the log
                 self._wait(self.admin.create_partitions([NewPartitions(spec.name, want)]), "grow")
                 changed = True
-            drift = {k: v for k, v in spec.config().items() if current[spec.name].get(k) != v}
+            want_config = self.config_of(spec, rf)
+            drift = {k: v for k, v in want_config.items() if current[spec.name].get(k) != v}
             if drift:
                 resource = ConfigResource(
                     ConfigResource.Type.TOPIC,
@@ -90,7 +127,96 @@ class TopicManager:
                 self._wait(self.admin.incremental_alter_configs([resource]), "alter")
                 changed = True
             (altered if changed else unchanged).append(spec.name)
-        return ApplyResult(created, altered, unchanged)
+        return ApplyResult(created, altered, unchanged, rf)
+
+    def _raise_replication(self, topics: dict, brokers: list[int], rf: int) -> list[str]:
+        """Reassign every partition with fewer than `rf` copies to `rf` brokers (its current
+        replicas first, so the leader stays; then the least loaded others); the topics
+        raised. Kafka copies the data in the background: `_await_replication` waits."""
+        load = {b: 0 for b in brokers}
+        for md in topics.values():
+            for part in md.partitions.values():
+                for b in part.replicas:
+                    load[b] = load.get(b, 0) + 1
+        plan = []
+        for name, md in topics.items():
+            for pid, part in sorted(md.partitions.items()):
+                replicas = list(part.replicas)
+                if len(replicas) >= rf:
+                    continue
+                others = sorted(
+                    (b for b in brokers if b not in replicas),
+                    key=lambda b: (load[b], (b - pid) % len(brokers)),
+                )
+                for b in others[: rf - len(replicas)]:
+                    replicas.append(b)
+                    load[b] += 1
+                plan.append({"topic": name, "partition": pid, "replicas": replicas})
+        if not plan:
+            return []
+        self._reassign(plan)
+        return sorted({p["topic"] for p in plan})
+
+    def _reassign(self, plan: list[dict]) -> None:
+        tool = KafkaBroker(self.settings)
+        with tempfile.TemporaryDirectory(prefix="streamrec-reassign-") as tmp:
+            plan_file = Path(tmp) / "plan.json"
+            plan_file.write_text(json.dumps({"version": 1, "partitions": plan}))
+            args = [
+                "--bootstrap-server",
+                self.settings.kafka_bootstrap,
+                "--reassignment-json-file",
+                str(plan_file),
+                "--execute",
+            ]
+            client = self._tool_client_config()
+            if client:
+                # 0600: it holds the SASL password.
+                path = Path(tmp) / "client.properties"
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write("".join(f"{k}={v}\n" for k, v in client.items()))
+                args += ["--command-config", str(path)]
+            try:
+                tool.tool("org.apache.kafka.tools.reassign.ReassignPartitionsCommand", *args)
+            except StackError as exc:
+                topics = sorted({p["topic"] for p in plan})
+                raise TopicError(f"raising the replication of {topics} failed: {exc}") from None
+
+    def _tool_client_config(self) -> dict[str, str]:
+        """The Java client's view of `kafka_config()` (only what differs from PLAINTEXT)."""
+        k = self.settings.kafka
+        if k.security_protocol != "SASL_SSL":
+            return {}
+        password = k.password.get_secret_value()
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": k.sasl_mechanism,
+            "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule "
+            f'required username="{k.username}" password="{password}";',
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.settings.kafka_ca_file,
+        }
+
+    def _await_replication(self, names: list[str], rf: int, timeout_s: float) -> None:
+        """Until every partition of `names` has `rf` replicas, all in sync, or TopicError."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            md = self._metadata(min(10.0, timeout_s)).topics
+            short = [
+                f"{n}[{pid}]"
+                for n in names
+                for pid, part in md[n].partitions.items()
+                if len(part.replicas) < rf or len(part.isrs) < rf
+            ]
+            if not short:
+                return
+            if time.monotonic() > deadline:
+                raise TopicError(
+                    f"replication of {short[:6]} not complete within {timeout_s:.0f} s; Kafka "
+                    "goes on copying: run `streamrec topics apply` again later"
+                )
+            time.sleep(0.2)  # polling the reassignment's progress, bounded by the deadline
 
     def describe_configs(
         self, specs: list[TopicSpec], timeout_s: float = 30.0
@@ -132,13 +258,16 @@ class TopicManager:
                     )
                     ends += high
                 cfg = configs[spec.name]
+                parts = md[spec.name].partitions.values()
                 states.append(
                     TopicState(
                         spec.name,
-                        len(md[spec.name].partitions),
+                        len(parts),
                         cfg.get("cleanup.policy", ""),
                         cfg.get("retention.ms", ""),
                         ends,
+                        min((len(p.replicas) for p in parts), default=0),
+                        cfg.get("min.insync.replicas", ""),
                     )
                 )
             return states

@@ -15,6 +15,7 @@ import faust
 
 from streamrec.infra.settings import Settings
 from streamrec.streams import rebalance_guard
+from streamrec.streams.membership import faust_membership
 from streamrec.topics import TopicSpec
 
 
@@ -51,12 +52,15 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         "key_serializer": "raw",
         "value_serializer": "raw",
         "topic_partitions": settings.kafka.default_partitions,
-        "topic_replication_factor": settings.kafka.replication_factor,
+        "topic_replication_factor": settings.replication_factor,
         "topic_allow_declare": True,
         "web_enabled": False,
         "producer_linger_ms": 1,
         "consumer_auto_offset_reset": "earliest",
         "stream_wait_empty": False,
+        # A short session and, with a slot, static membership: a killed worker's restart
+        # does not wait a minute for its group (streams.membership).
+        **faust_membership(settings, app_id),
     }
     if settings.kafka.security_protocol == "SASL_SSL":
         config["broker_credentials"] = broker_credentials(settings)

@@ -2,9 +2,12 @@
 
 Each processor states its failure policy in its docstring; for malformed input it is always
 "dead-letter and carry on": the original bytes are kept (utf-8, or base64 when not text), cut
-to `MAX_VALUE_CHARS` so that the copy of an oversized message is not refused by the broker
-the way the original may have been (`message.max.bytes`); the coordinates (topic, partition,
-offset) always survive, so the full message can be read back from its topic.
+so that the whole encoded letter is at most `MAX_LETTER_BYTES`. The bound is on the encoded
+bytes, not on characters: a character can take 4 bytes in UTF-8 and a control character 6
+in JSON (`\u0001`), so 256 K characters of a 1 MB message could still make a letter the
+broker refuses (`message.max.bytes`, 1 MB by default, as the original may have been). The
+coordinates (topic, partition, offset) and the reason always survive, so the full message
+can be read back from its topic.
 
 Sinks (where a consumer's letters go; `streams.decoding` builds the letters and counts them):
 - `FaustDeadLetters`: from inside a Faust agent, through the app's producer (async);
@@ -17,14 +20,19 @@ from __future__ import annotations
 import base64
 from typing import Any, Protocol
 
+import orjson
 from confluent_kafka import Producer
 
 from streamrec.streams import codecs
 from streamrec.streams.producer import DeliveryTracker, produce_event
 from streamrec.topics import DEAD_LETTERS, DeadLetter
 
-# Well under the broker's 1 MB default, leaving room for the letter's other fields.
-MAX_VALUE_CHARS = 256 * 1024
+# A whole encoded letter, well under the broker's and the clients' 1 MB defaults (a letter
+# must always fit, whatever the original's size or characters).
+MAX_LETTER_BYTES = 256 * 1024
+MAX_VALUE_CHARS = MAX_LETTER_BYTES  # the value is never longer than this, in characters
+MAX_KEY_CHARS = 1024
+MAX_REASON_CHARS = 4096
 
 
 class DeadLetterSink(Protocol):
@@ -59,18 +67,43 @@ def dead_letter(
     offset: int | None = None,
 ) -> DeadLetter:
     text = original_value(value)
-    if len(text) > MAX_VALUE_CHARS:
-        reason = f"{reason} (value cut to {MAX_VALUE_CHARS} of {len(text)} characters)"
-        text = text[:MAX_VALUE_CHARS]
-    return DeadLetter(
-        source_topic=source_topic,
+    reason = reason[:MAX_REASON_CHARS]
+    key_text = original_value(key)[:MAX_KEY_CHARS] if key is not None else None
+    # Room for the value: the budget less the letter's other fields, with margin for the
+    # cut note added to the reason.
+    rest = DeadLetter(
+        source_topic=source_topic[:MAX_KEY_CHARS],
         partition=partition,
         offset=offset,
-        key=original_value(key)[:MAX_VALUE_CHARS] if key is not None else None,
-        value=text,
+        key=key_text,
+        value="",
         reason=reason,
         processor=processor,
     )
+    room = MAX_LETTER_BYTES - len(rest.model_dump_json()) - 200
+    cut = _fit(text, room)
+    if len(cut) < len(text):
+        reason = (
+            f"{reason} (value cut to {len(cut)} of {len(text)} characters, "
+            f"{len(value or b'')} bytes)"
+        )
+    return rest.model_copy(update={"value": cut, "reason": reason})
+
+
+def _json_len(text: str) -> int:
+    return len(orjson.dumps(text))
+
+
+def _fit(text: str, room: int) -> str:
+    """The longest prefix of `text` whose JSON form takes at most `room` bytes."""
+    n = min(len(text), max(room, 0))
+    size = _json_len(text[:n])
+    while size > room and n > 0:
+        # Shrink in proportion to the overshoot (characters of one kind cost alike), then
+        # by at least one character: a few rounds even for 6-byte escapes.
+        n = min(n - 1, n * room // size)
+        size = _json_len(text[:n])
+    return text[:n]
 
 
 class FaustDeadLetters:

@@ -12,6 +12,10 @@ Responsibilities:
   kill -9 cannot write (the dashboard then shows it stopped, not red); with its consumer
   `group`, the same thread sets `streamrec_consumer_lag` for the group every 5 s
   (committed vs end offsets);
+- the same endpoint answers `/healthz` (the process answers) and `/readyz` (200 while the
+  worker makes progress, 503 with the reason once it called `mark_stuck`); a stuck worker's
+  heartbeat says `state="stuck"` with the reason, written at once, before the worker exits
+  non-zero for its supervisor to restart it (`exit_stuck`);
 - `attach(app, settings, name, group=None)`: the same for a Faust app (group: the app's
   id), started with the worker and stopped with it;
 - `live_workers(settings)`: the registered workers whose heartbeat has not expired;
@@ -49,15 +53,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Any, Literal
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-from pydantic import BaseModel, ConfigDict
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamrec.infra.settings import Settings
 from streamrec.topics.stores import WORKER_HEARTBEAT
@@ -96,8 +105,107 @@ CACHE_REQUESTS = Counter(
     "streamrec_cache_requests", "Cache lookups by result (hit/miss).", ["cache", "result"]
 )
 
+REDELIVERED = Counter(
+    "streamrec_events_redelivered",
+    "Messages seen again after a restart or rebalance (already applied; not late data).",
+    ["processor", "topic"],
+)
+
 BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN = 0, 1, 2
 LAG_INTERVAL_S = 5.0
+# Exit status of a worker that found itself unable to make progress (EX_TEMPFAIL: a
+# supervisor restarts it; the stuck heartbeat tells why).
+EXIT_STUCK = 75
+log = logging.getLogger(__name__)
+
+
+class Readiness:
+    """Whether this process still makes progress. One worker runs per process, so this is
+    process-wide: whatever finds the worker stuck says so here, and every endpoint and
+    heartbeat of the process reports it."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.since: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+    def mark_stuck(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason, self.since = reason, time.time()
+            listeners = list(self._listeners)
+        for listener in listeners:  # heartbeats: written now, not at the next beat
+            with contextlib.suppress(Exception):
+                listener()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._listeners.append(callback)
+
+    def forget(self, callback: Callable[[], None]) -> None:
+        with self._lock, contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    def reset(self) -> None:
+        """Ready again (tests; a process restarted by its supervisor starts ready anyway)."""
+        with self._lock:
+            self.reason = self.since = None
+
+
+READINESS = Readiness()
+
+
+def mark_stuck(reason: str) -> None:
+    """Say this worker cannot make progress: /readyz answers 503 and the heartbeat says
+    `stuck` with `reason`, at once."""
+    log.critical("worker stuck: %s", reason)
+    READINESS.mark_stuck(reason)
+
+
+def exit_stuck(reason: str) -> None:
+    """`mark_stuck`, then end the process with `EXIT_STUCK` without running its shutdown:
+    a worker that cannot progress may hang in it (a fatal embedded ClickHouse, a broken
+    librdkafka). Nothing uncommitted is committed on the way out, so it is redone."""
+    mark_stuck(reason)
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(EXIT_STUCK)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scrapes and probes every few seconds: no access log
+
+
+def _health_app(metrics_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """/healthz and /readyz, and the Prometheus exposition on every other path."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/healthz", "/readyz"):
+            return metrics_app(environ, start_response)
+        if path == "/healthz" or READINESS.ready:
+            body, status = {"status": "ok"}, "200 OK"
+        else:
+            body = {"status": "stuck", "reason": READINESS.reason, "since": READINESS.since}
+            status = "503 Service Unavailable"
+        data = json.dumps(body).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    return app
 
 
 class WorkerBeat(BaseModel):
@@ -112,8 +220,9 @@ class WorkerBeat(BaseModel):
     group: str | None = None
     started_at: float
     heartbeat_at: float
-    state: Literal["running", "stopped"] = "running"
+    state: Literal["running", "stuck", "stopped"] = "running"
     stopped_at: float | None = None
+    reason: str | None = Field(None, description="why a stuck worker cannot make progress")
 
 
 class MetricsHandle:
@@ -125,8 +234,19 @@ class MetricsHandle:
         self.group = group
         self._settings = settings
         self._lag_due = 0.0
-        self._server, self._thread = start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+        self._server = make_server(
+            cfg.metrics_host,
+            cfg.metrics_port,
+            _health_app(make_wsgi_app()),
+            _ThreadingServer,
+            handler_class=_QuietHandler,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name=f"metrics-{name}", daemon=True
+        )
+        self._thread.start()
         self.port: int = self._server.server_port
+        self.base_url = f"http://{cfg.metrics_host}:{self.port}"
         self.url = f"http://{cfg.metrics_host}:{self.port}/metrics"
         self._interval = cfg.heartbeat_interval_s
         self._ttl = cfg.heartbeat_ttl_s
@@ -138,10 +258,13 @@ class MetricsHandle:
         self._stopped = threading.Event()
         self._clear_stop_records()  # an earlier clean stop of this name is history now
         self.beat()  # registered before serve() returns, so callers can wait on it
+        READINESS.listen(self.beat)
         self._beater = threading.Thread(target=self._run, name=f"heartbeat-{name}", daemon=True)
         self._beater.start()
 
     def _record(self, **extra: Any) -> WorkerBeat:
+        if not READINESS.ready and "state" not in extra:
+            extra = {**extra, "state": "stuck", "reason": READINESS.reason}
         return WorkerBeat(
             name=self.name,
             pid=os.getpid(),
@@ -194,6 +317,7 @@ class MetricsHandle:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        READINESS.forget(self.beat)
         self._beater.join(timeout=self._interval + 2)  # no running beat after the stop record
         record = self._record(state="stopped", stopped_at=time.time())
         with contextlib.suppress(redis.RedisError):
@@ -247,8 +371,8 @@ def registered_workers(settings: Settings) -> list[WorkerBeat]:
 
 
 def live_workers(settings: Settings) -> list[WorkerBeat]:
-    """Workers whose heartbeat key has not expired, by name then pid."""
-    return [b for b in registered_workers(settings) if b.state == "running"]
+    """Workers whose heartbeat key has not expired (running or stuck), by name then pid."""
+    return [b for b in registered_workers(settings) if b.state != "stopped"]
 
 
 def stopped_workers(settings: Settings) -> list[WorkerBeat]:

@@ -102,6 +102,34 @@ def produce(
             producer.poll(0.05)  # local queue full: let deliveries drain, then retry
 
 
+def produce_many(
+    producer: Producer,
+    topic: str,
+    messages: list[dict[str, Any]],
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    partition: int | None = None,
+) -> None:
+    """Produce a batch of messages (dicts of `key` and `value`) to `partition`, or where the
+    producer's partitioner puts each key (as `produce` does), in one `produce_batch` call,
+    then again for those librdkafka's full local queue refused, after letting deliveries
+    drain. Any other refusal raises `DeliveryError`. (A message's own `partition` key is
+    not honoured by `produce_batch`: pass `partition`.)"""
+    kwargs: dict[str, Any] = {} if on_delivery is None else {"on_delivery": on_delivery}
+    if partition is not None:
+        kwargs["partition"] = partition
+    while messages:
+        producer.produce_batch(topic, messages, **kwargs)
+        refused = [m for m in messages if "_error" in m]
+        if not refused:
+            return
+        for m in refused:
+            err = m.pop("_error")
+            if err.code() != KafkaError._QUEUE_FULL:
+                raise DeliveryError(f"{len(refused)} messages to {topic} refused: {err}")
+        messages = refused
+        producer.poll(0.05)  # local queue full: let deliveries drain, then retry
+
+
 def flush(producer: Producer, timeout_s: float = 60.0) -> None:
     remaining = producer.flush(timeout_s)
     if remaining:

@@ -64,6 +64,12 @@ class TopicSpec(BaseModel):
     retention_ms: int = 7 * DAY_MS
     value_format: Literal["json", "vector"] = "json"
     extra_config: dict[str, str] = Field(default_factory=dict)
+    durable: bool = Field(
+        True,
+        description="an acknowledged write must survive the loss of a broker: on a replicated "
+        "cluster it needs min.insync.replicas copies; False (request/reply traffic, which the "
+        "client retries) keeps writing while a single copy is left",
+    )
 
     @property
     def schema(self) -> type[Event]:  # type: ignore[override]

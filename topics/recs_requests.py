@@ -53,4 +53,7 @@ RECS_REQUESTS = TopicSpec(
     description="requests answered by any serving worker of the consumer group",
     partitions=6,
     retention_ms=DAY_MS,
+    # A lost request or reply is a client's timeout and retry; serving must go on while two
+    # brokers of three are down.
+    durable=False,
 )

@@ -33,4 +33,7 @@ RECS_RESPONSES = TopicSpec(
     description="default reply topic for recs.requests",
     partitions=6,
     retention_ms=DAY_MS,
+    # A lost request or reply is a client's timeout and retry; serving must go on while two
+    # brokers of three are down.
+    durable=False,
 )

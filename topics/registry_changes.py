@@ -1,4 +1,5 @@
-"""registry.changes: a model or index version was promoted or rolled back."""
+"""registry.changes: a model or index version was published (a gated candidate), promoted or
+rolled back."""
 
 from typing import Any, Literal
 

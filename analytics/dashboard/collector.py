@@ -138,7 +138,7 @@ class Collector:
     async def refresh(self) -> State:
         now = time.time()
         registered = await asyncio.to_thread(self._registered_workers)
-        beats = [b for b in registered if b.state == "running"]
+        beats = [b for b in registered if b.state != "stopped"]  # running or stuck
         stopped: dict[str, float] = {}
         for b in registered:
             if b.state == "stopped" and b.stopped_at is not None:
@@ -208,7 +208,8 @@ class Collector:
     def _observe(
         self, name: str, entries: list[tuple[Any, Samples | None]], now: float
     ) -> WorkerObs:
-        events = failed = queue = 0.0
+        events = failed = queue = redelivered = 0.0
+        stuck = next((b.reason or "no progress" for b, _ in entries if b.state == "stuck"), None)
         p95s: dict[str, float] = {}
         levels: dict[str, float] = {}
         hits = lookups = 0.0
@@ -235,6 +236,7 @@ class Collector:
 
                 events += rate("streamrec_events_processed_total")
                 failed += rate("streamrec_events_failed_total")
+                redelivered += rate("streamrec_events_redelivered_total")
                 for level in {lab["level"] for n, lab, _ in samples if n == _DEGRADATION}:
                     levels[level] = levels.get(level, 0.0) + rate(_DEGRADATION, level=level)
                 hits += rate(_CACHE, result="hit")
@@ -264,6 +266,8 @@ class Collector:
             queue_depth=queue,
             levels_per_s=levels,
             cache_hit_ratio=hits / lookups if lookups else None,
+            redelivered_per_s=redelivered,
+            stuck=stuck,
         )
 
     def consumer_lags(
@@ -326,6 +330,8 @@ class Collector:
                     add("p95 latency (ms)", name, w.p95_s * 1000)
                 for level, per_s in w.levels_per_s.items():
                     add("answers per second by level", level, per_s)
+                if w.redelivered_per_s:
+                    add("redelivered per second", name, w.redelivered_per_s)
         for group, by_topic in lags.items():
             add("consumer lag", group.removeprefix("streamrec-"), float(sum(by_topic.values())))
         prune(self.series, now - self.cfg.dashboard_history_s)

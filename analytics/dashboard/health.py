@@ -46,6 +46,10 @@ class WorkerObs(BaseModel):
     queue_depth: float = 0.0
     levels_per_s: dict[str, float] = Field(default_factory=dict)
     cache_hit_ratio: float | None = None
+    redelivered_per_s: float = Field(
+        0.0, description="messages seen again after a restart or rebalance (not late data)"
+    )
+    stuck: str | None = Field(None, description="why the worker says it cannot make progress")
 
 
 class Observation(BaseModel):
@@ -93,6 +97,8 @@ def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Statu
         return "stopped", f"stopped cleanly {at}"
     if not w.live:
         return ("down", "heartbeat missing") if w.ever_ran else ("idle", "not running")
+    if w.stuck:
+        return "down", f"stuck: {w.stuck}"
     if w.breakers_open:
         return "down", "breaker open: " + ", ".join(sorted(w.breakers_open))
     notes: list[str] = [f"{w.events_per_s:.0f} ev/s"]
@@ -108,6 +114,8 @@ def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Statu
             status = "warn"
     if w.cache_hit_ratio is not None:
         notes.append(f"hit {w.cache_hit_ratio:.0%}")
+    if w.redelivered_per_s:
+        notes.append(f"redelivered {w.redelivered_per_s:.0f}/s")  # after a restart: not late
     degraded = sum(v for k, v in w.levels_per_s.items() if k != "FULL")
     if w.levels_per_s and degraded / max(sum(w.levels_per_s.values()), 1e-9) > 0.5:
         status = "warn"

@@ -45,6 +45,7 @@ from streamrec.infra.settings.models import EmbeddingSettings, ModelSettings
 from streamrec.infra.settings.redis import RedisSettings
 from streamrec.infra.settings.serving import ServingSettings
 from streamrec.infra.settings.stack import DataSettings, StackSettings
+from streamrec.infra.settings.trainer import TrainerSettings
 from streamrec.infra.settings.vectors import IndexSettings
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "StackSettings",
+    "TrainerSettings",
     "redact_url",
 ]
 
@@ -96,6 +98,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     features: FeatureSettings = FeatureSettings()
     models: ModelSettings = ModelSettings()
+    trainer: TrainerSettings = TrainerSettings()
     candidates: CandidateSettings = CandidateSettings()
     serving: ServingSettings = ServingSettings()
     auth: AuthSettings = AuthSettings()
@@ -128,7 +131,27 @@ class Settings(BaseSettings):
 
     @property
     def kafka_bootstrap(self) -> str:
-        return self.kafka.bootstrap or f"{self.stack.host}:{self.stack.kafka_port}"
+        """`kafka.bootstrap`, or every node of the local stack (a client then starts while
+        any one of them is down)."""
+        if self.kafka.bootstrap:
+            return self.kafka.bootstrap
+        host = self.stack.host
+        return ",".join(f"{host}:{port}" for port, _ in self.stack.kafka_node_ports())
+
+    @property
+    def replication_factor(self) -> int:
+        """Copies of each partition of the topics a worker declares itself (Faust's
+        changelogs). `topics apply` counts the cluster's brokers instead (`streams/admin.py`)."""
+        return self.kafka.replication_factor or min(3, self.stack.kafka_brokers)
+
+    def min_insync_replicas(self, replication_factor: int, durable: bool = True) -> int:
+        """The ISR size an acks=all write needs: a durable topic's write is then on two
+        brokers of three before it is acknowledged; a transient one's goes on while one copy
+        is left."""
+        if not durable:
+            return 1
+        rf = replication_factor
+        return max(1, min(self.kafka.min_insync_replicas or rf - 1, rf))
 
     @property
     def tls_dir(self) -> Path:

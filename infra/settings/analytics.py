@@ -24,6 +24,14 @@ class AnalyticsSettings(Section):
 
     batch_size: int = Field(5000, ge=1, description="sink: rows per ClickHouse insert at most")
     batch_max_wait_s: float = Field(1.0, gt=0, description="sink: flush a partial batch after")
+    sink_stuck_s: float = Field(
+        30.0, gt=0, description="sink: inserts failing this long mark the worker stuck (/readyz)"
+    )
+    sink_give_up_s: float = Field(
+        120.0,
+        gt=0,
+        description="sink: inserts failing this long end the worker (exit 75) to be restarted",
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, description="every worker's /metrics; 0 = a free port")
     heartbeat_interval_s: float = Field(2.0, gt=0, description="worker registry refresh")

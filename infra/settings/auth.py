@@ -58,6 +58,13 @@ class AuthSettings(Section):
         description="serving processes sharing the limits, for the fallback when Redis is "
         "down (each then allows limit / processes locally); 0: serving.workers",
     )
+    first_use_window_ms: float = Field(
+        10.0,
+        ge=0,
+        description="a bucket new to this process (a user's first request) passes at once; "
+        "its token is taken from Redis within this window, in one call for all such first "
+        "uses; 0: every new bucket asks Redis before its request passes",
+    )
     redis_retry_s: float = Field(
         1.0, gt=0, description="after a failed Redis call, the local share is used this long"
     )

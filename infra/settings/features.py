@@ -27,3 +27,8 @@ class FeatureSettings(Section):
     state_cache_max: int = Field(
         100_000, ge=0, description="session worker: decoded user states kept in memory (0: off)"
     )
+    gc_threshold: int = Field(
+        10_000,
+        ge=0,
+        description="session worker: Python's gen-0 GC threshold after start-up (0: Python's)",
+    )

@@ -19,8 +19,30 @@ class KafkaSettings(Section):
 
     bootstrap: str = ""
     default_partitions: int = 6
-    replication_factor: int = 1
+    replication_factor: int = Field(
+        0, ge=0, description="copies of each partition; 0: the local stack's nodes, at most 3"
+    )
+    min_insync_replicas: int = Field(
+        0,
+        ge=0,
+        description="copies a durable topic's write needs before it is acknowledged (acks=all); "
+        "0: one less than the replication factor, at least 1",
+    )
     client_id: str = "streamrec"
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6.0,
+        le=300.0,
+        description="a consumer silent this long leaves its group (a kill -9's rebalance wait)",
+    )
+    member_slot: str = Field(
+        "",
+        max_length=100,
+        description="this process's stable slot in its consumer groups (a pod ordinal, a "
+        "systemd instance): set, consumers join as static members (group.instance.id "
+        "GROUP:HOST:SLOT) and a restart gets its partitions back without a rebalance; unique "
+        "per group and host",
+    )
     security_protocol: Literal["PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
     username: str = Field("streamrec", min_length=1, description="SASL user")

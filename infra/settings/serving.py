@@ -48,6 +48,12 @@ class ServingSettings(Section):
         description="false: no admission bound and no front door, so nothing is shed and no "
         "Retry-After is sent. For comparison only: scenarios' naive mode (ADR 0094)",
     )
+    fallback: bool = Field(
+        True,
+        description="false: a member whose features or candidates read failed (store down, "
+        "late, breaker open) is answered with the error (HTTP 500) instead of the fallback "
+        "chain's lower level. For comparison only: scenarios' naive mode (ADR 0115)",
+    )
     queue_interactive: int = 256
     queue_prefetch: int = 64
     queue_background: int = 32
@@ -63,6 +69,13 @@ class ServingSettings(Section):
     # micro-batching of the ranker
     batch_max_requests: int = 32
     batch_max_wait_ms: float = 2.0
+    batch_wait_when_idle: bool = Field(
+        True,
+        description="wait batch_max_wait_ms for company even when no batch is running; "
+        "false: a request that finds the worker idle starts its batch at once (the next "
+        "batch fills while it runs, so under load batches still grow). Not yet measured "
+        "against the default with benchmarks/serving_bench.py",
+    )
     batch_running: int = Field(
         2,
         ge=1,
@@ -70,6 +83,12 @@ class ServingSettings(Section):
         "while that many run, arrivals join the next batch, so batches grow with the load",
     )
     device: str = Field("auto", description="auto: cuda when torch sees one, else cpu")
+    ranker_threads: int = Field(
+        0,
+        ge=0,
+        description="torch threads of the ranker in each process; 0: the cores this process "
+        "may run on, divided by workers, minus one for the event loop (at least 1)",
+    )
     ranker_compiled: bool = Field(
         True, description="score with a frozen TorchScript trace of the ranker (ADR 0047)"
     )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from streamrec.infra.settings.base import Section
+
+# Nodes after the first listen `NODE_PORT_STEP` ports apart unless their ports are given.
+NODE_PORT_STEP = 10
 
 
 class StackSettings(Section):
@@ -17,11 +20,47 @@ class StackSettings(Section):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_heap: str = "768m"
+    kafka_brokers: int = Field(
+        1, ge=1, le=9, description="Kafka nodes `up` starts (3: a replicated KRaft cluster)"
+    )
+    kafka_extra_ports: list[int] = Field(
+        default_factory=list,
+        description="client ports of nodes 2..N; empty: kafka_port + 10, + 20, ...",
+    )
+    kafka_extra_controller_ports: list[int] = Field(
+        default_factory=list,
+        description="controller ports of nodes 2..N; empty: kafka_controller_port + 10, ...",
+    )
+    # Three JVMs share two cores with everything else: each node of a cluster gets less.
+    kafka_node_heap: str = Field("384m", description="heap of each node of a multi-node cluster")
+    kafka_node_session_timeout_ms: int = Field(
+        6000, ge=1000, description="how long a silent node stays a partition leader or in the ISR"
+    )
     redis_port: int = 16379
     start_timeout_s: float = 60.0
     mvn: str = "mvn"
     java: str = "java"
     redis_server: str = "redis-server"
+
+    @model_validator(mode="after")
+    def _ports_per_extra_node(self) -> StackSettings:
+        for name in ("kafka_extra_ports", "kafka_extra_controller_ports"):
+            given = len(getattr(self, name))
+            if given and given != self.kafka_brokers - 1:
+                raise ValueError(f"{name} needs {self.kafka_brokers - 1} ports, not {given}")
+        return self
+
+    def kafka_node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each Kafka node, node 1 first."""
+        extra = range(1, self.kafka_brokers)
+        clients = self.kafka_extra_ports or [self.kafka_port + NODE_PORT_STEP * i for i in extra]
+        controllers = self.kafka_extra_controller_ports or [
+            self.kafka_controller_port + NODE_PORT_STEP * i for i in extra
+        ]
+        return [
+            (self.kafka_port, self.kafka_controller_port),
+            *zip(clients, controllers, strict=True),
+        ]
 
 
 class DataSettings(Section):

@@ -1,4 +1,5 @@
-"""`streamrec train`, `streamrec models list | promote | rollback`, `backfill candidates`."""
+"""`streamrec train`, `streamrec models list | status | promote | rollback`, `backfill
+candidates`."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from streamrec.cli.features import backfill_app
 from streamrec.infra.settings import Settings
 
 out = Console()
-models_app = typer.Typer(help="The model registry: list, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="The model registry: list, status, promote, roll back.", no_args_is_help=True
+)
 KINDS = ("ranker", "retriever")
 
 
@@ -84,6 +87,49 @@ def list_models(ctx: typer.Context, kind: str | None = typer.Option(None)) -> No
                 v.manifest.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 f"{ndcg:.4f}" if ndcg is not None else "",
                 "*" if promoted and promoted.version == v.version else "",
+            )
+    out.print(table)
+
+
+@models_app.command("status")
+def status(
+    ctx: typer.Context,
+    kind: str | None = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per version"),
+) -> None:
+    """Every version with its gate verdict and stage (the trainer's candidates included)."""
+    from streamrec.models.registry import ModelRegistry
+    from streamrec.models.retrain import version_status
+
+    registry = ModelRegistry(ctx.obj)
+    if as_json:
+        for k in [kind] if kind else KINDS:
+            for row in version_status(registry, k):
+                typer.echo(row.model_dump_json())
+        return
+    table = Table(
+        "kind",
+        "version",
+        "created",
+        "trigger",
+        "stage",
+        "gate",
+        "NDCG@20 cand / prom, diff [CI]",
+        "Recall@20 cand / prom, diff [CI]",
+        "reason",
+    )
+    for k in [kind] if kind else KINDS:
+        for row in version_status(registry, k):
+            table.add_row(
+                row.kind,
+                row.version,
+                row.created_at,
+                row.trigger,
+                row.stage,
+                row.gate,
+                row.figures.get("ndcg_20", ""),
+                row.figures.get("recall_20", ""),
+                row.reason,
             )
     out.print(table)
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from streamrec.infra.settings import Settings
 from streamrec.streams import datasets
-from streamrec.streams.replay import ReplayOptions, ReplayReport, replay
+from streamrec.streams.replay import Checkpoint, ReplayOptions, ReplayReport, replay
 from streamrec.streams.sources.eventlog import open_event_log
 from streamrec.streams.sources.movielens import MovieLensInteractions
 
@@ -38,6 +38,16 @@ def replay_cmd(
         help="where malformed rows go [default: STATE_DIR/replay-errors-SOURCE.jsonl]",
     ),
     limit: int | None = typer.Option(None, "--limit", help="stop after N events"),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="go on from where an interrupted replay of this source stopped (its checkpoint)",
+    ),
+    checkpoint: Path | None = typer.Option(
+        None,
+        "--checkpoint",
+        help="the resume position's file [default: STATE_DIR/replay/SOURCE.checkpoint.json]",
+    ),
 ) -> None:
     settings: Settings = ctx.obj
     if sum(x is not None for x in (rate, speedup)) + as_fast > 1:
@@ -52,6 +62,17 @@ def replay_cmd(
             raise typer.BadParameter(f"no such file: {path}")
         src, total = open_event_log(path), None
     errors_file = errors or settings.state_dir / f"replay-errors-{src.name}.jsonl"
+    checkpoint_file = checkpoint or settings.state_dir / "replay" / f"{src.name}.checkpoint.json"
+    resume_from = 0
+    if resume:
+        saved = Checkpoint.load(checkpoint_file)
+        if saved is None:
+            raise typer.BadParameter(f"no checkpoint to resume from: {checkpoint_file}")
+        if saved.done:
+            out.print(f"replay of {src.name} already complete ({saved.position:,} rows)")
+            return
+        resume_from = saved.position
+        out.print(f"resuming {src.name} after row {resume_from:,}")
     options = ReplayOptions(
         since=since,
         until=until,
@@ -61,8 +82,20 @@ def replay_cmd(
         strict=strict,
         errors_file=errors_file,
         limit=limit,
+        resume_from=resume_from,
+        checkpoint_file=checkpoint_file,
     )
-    print_report(replay(settings, src, src.name, options, total=total))
+    try:
+        report = replay(settings, src, src.name, options, total=total)
+    except KeyboardInterrupt:
+        saved = Checkpoint.load(checkpoint_file)
+        at = saved.position if saved else resume_from
+        out.print(
+            f"interrupted: the first {at:,} rows of {src.name} are acknowledged; "
+            "run the same command with --resume to go on from there"
+        )
+        raise typer.Exit(130) from None
+    print_report(report)
 
 
 def print_report(r: ReplayReport) -> None:
@@ -71,5 +104,7 @@ def print_report(r: ReplayReport) -> None:
         f"malformed, {r.outside_window:,} outside the window, in {r.seconds:.2f} s "
         f"({r.events_per_s:,.0f} events/s)"
     )
+    if r.skipped:
+        out.print(f"resumed: skipped the first {r.skipped:,} rows, done before")
     if r.malformed and r.errors_file:
         out.print(f"malformed rows with line and reason: {r.errors_file}")

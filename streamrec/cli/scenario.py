@@ -34,6 +34,8 @@ def list_scenarios() -> None:
             for section, fields in s.settings["naive"].items()
             for k, v in fields.items()
         )
+        if "naive" not in s.modes:
+            switched = "(streamrec mode only)"
         table.add_row(s.name, f"{s.metric} ({s.better} is better)", switched)
     console.print(table)
 
@@ -64,7 +66,8 @@ def run_scenario(
         )
     if mode not in (*MODES, "both"):
         raise typer.BadParameter("naive, streamrec or both", param_hint="--mode")
-    modes: tuple[Mode, ...] = MODES if mode == "both" else (_mode(mode),)
+    scenario = SCENARIOS[name]
+    modes: tuple[Mode, ...] = scenario.modes if mode == "both" else (_mode(mode),)
     # Load experiments on the local stack compare serving modes, not credentials: auth off.
     settings: Settings = ctx.obj.with_overrides(auth={"mode": "off"})
     scratch = None
@@ -86,7 +89,7 @@ def run_scenario(
         TopicManager(settings).apply()
         result = run(
             settings,
-            SCENARIOS[name],
+            scenario,
             modes=modes,
             duration_s=duration,
             seed=seed,

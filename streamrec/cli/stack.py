@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamrec.infra.errors import StackError
 from streamrec.infra.programs import missing_programs
 from streamrec.infra.settings import Settings
 from streamrec.infra.stack import StackManager
@@ -14,7 +15,9 @@ out = Console()
 
 
 def register(app: typer.Typer) -> None:
-    app.command("up", help="Start Kafka (KRaft) and redis-server; idempotent.")(up)
+    app.command(
+        "up", help="Start Kafka (KRaft, one node or --brokers N) and redis-server; idempotent."
+    )(up)
     app.command("down", help="Stop what `up` started; --purge also removes the data.")(down)
     app.command("status", help="Show each part, its address and whether it answers.")(status)
     app.command("doctor", help="Check the system programs the stack needs.")(doctor)
@@ -27,12 +30,30 @@ def up(
         help="Kafka over SASL_SSL (SCRAM) and Redis over TLS with a generated CA; the "
         "passwords come from STREAMREC_KAFKA__PASSWORD and STREAMREC_REDIS__PASSWORD",
     ),
+    brokers: int | None = typer.Option(
+        None,
+        min=1,
+        max=9,
+        help="Kafka nodes, each its own process (3: replication factor 3, min.insync.replicas "
+        "2); default STREAMREC_STACK__KAFKA_BROKERS, or the cluster the state dir holds",
+    ),
 ) -> None:
     settings: Settings = ctx.obj
     if secure:
         settings = _secured(settings)
+    if brokers is not None:
+        settings = settings.with_overrides(stack={"kafka_brokers": brokers})
     _require_programs(settings)
-    started = StackManager(settings).up()
+    try:
+        manager = StackManager(settings)
+    except StackError as exc:
+        out.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    nodes = len(manager.kafka_nodes)
+    if nodes > 1:
+        # Clients bootstrap from every node and size Faust's changelogs from this setting.
+        out.print(f"clients need: STREAMREC_STACK__KAFKA_BROKERS={nodes}", highlight=False)
+    started = manager.up()
     for part, did in started.items():
         out.print(f"{part}: {'started' if did else 'already running'}")
     _print_status(settings)

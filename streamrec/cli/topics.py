@@ -26,7 +26,7 @@ def apply(ctx: typer.Context) -> None:
     result = TopicManager(settings).apply()
     out.print(
         f"created {len(result.created)}, altered {len(result.altered)}, "
-        f"unchanged {len(result.unchanged)}"
+        f"unchanged {len(result.unchanged)} (replication factor {result.replication_factor})"
     )
     for name in result.created:
         out.print(f"  + {name}")
@@ -37,10 +37,24 @@ def apply(ctx: typer.Context) -> None:
 @topics_app.command("list", help="Show the topics with partitions, policy and end offsets.")
 def list_(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
-    table = Table("topic", "partitions", "cleanup", "retention.ms", "messages (end offsets)")
+    table = Table(
+        "topic",
+        "partitions",
+        "replicas",
+        "min.insync",
+        "cleanup",
+        "retention.ms",
+        "messages (end offsets)",
+    )
     for t in TopicManager(settings).list():
         table.add_row(
-            t.name, str(t.partitions), t.cleanup_policy, t.retention_ms, str(t.end_offsets)
+            t.name,
+            str(t.partitions),
+            str(t.replicas),
+            t.min_insync_replicas,
+            t.cleanup_policy,
+            t.retention_ms,
+            str(t.end_offsets),
         )
     out.print(table)
 

@@ -22,6 +22,7 @@ from streamrec.demo import features as features_demo
 from streamrec.demo import invalidation as invalidation_demo
 from streamrec.demo import llm as llm_demo
 from streamrec.demo import models as models_demo
+from streamrec.demo import scenario as scenario_demo
 from streamrec.demo import serving as serving_demo
 from streamrec.infra.settings import Settings
 from streamrec.streams.worker_process import WorkerProcess
@@ -55,6 +56,8 @@ STEPS: list[Step] = [
     ("Serving: a short load run", serving_demo.load_run),
     ("Invalidation: a new popular film during a load run", invalidation_demo.viral_item),
     ("LLM enrichment: rate-limited, cached, off the request path", llm_demo.enrich),
+    # Before analytics: its simulated users' clicks are what the A/B report counts.
+    ("Scenario: the LLM rate limit, naive against StreamRec", scenario_demo.short_scenario),
     ("Analytics: ClickHouse sink and report", analytics_demo.sink_and_report),
     ("Analytics: live dashboard", analytics_demo.dashboard),
 ]
@@ -97,4 +100,6 @@ def run_demo(
         f"demo finished in {time.monotonic() - started:.1f} s; the stack is still up "
         f"(`streamrec status`, `streamrec down`), logs in {settings.state_dir / 'logs'}"
     )
+    if "scenario_report" in ctx.state:
+        console.print(f"scenario report (open in a browser): {ctx.state['scenario_report']}")
     return ctx

@@ -110,6 +110,44 @@ def test_get_online_features_returns_what_the_processor_wrote(loaded, worker):
     assert mine and max(n.interactions for n in mine) == len(events[user])
 
 
+def _murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747B28C)."""
+    m, r, length = 0x5BD1E995, 24, len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i : i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length % 4
+    tail = data[length - rest :]
+    if rest == 3:
+        h ^= tail[2] << 16
+    if rest >= 2:
+        h ^= tail[1] << 8
+    if rest >= 1:
+        h ^= tail[0]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def test_notices_go_to_their_users_murmur2_partition(loaded, worker):
+    # The notices of a batch go out in one produce call; each still lands where the
+    # partitioner faust used (murmur2) puts its key, so a user's notices stay in order.
+    settings, _genres, _events = loaded
+    seen = 0
+    for p, end in end_offsets(settings, FEATURES_CHANGED.name).items():
+        for key, _value in read_range(settings, FEATURES_CHANGED.name, {}, {p: end}):
+            assert key is not None
+            assert (_murmur2(key) & 0x7FFFFFFF) % FEATURES_CHANGED.partitions == p, key
+            seen += 1
+    assert seen >= 100
+
+
 def test_replaying_the_same_events_again_changes_nothing(loaded, worker, ml100k):
     settings, genres, events = loaded
     sample = _sample(events, k=30, seed=9)

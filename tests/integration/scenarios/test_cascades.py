@@ -35,3 +35,57 @@ def test_llm_on_the_request_path_makes_the_peak_wait_for_the_quota(
     page = write_report(tmp_path / "report", result)
     assert "llm-rate-limit-llm_calls.png" in page.read_text()
 
+
+def test_redis_stopped_at_the_peak_errors_without_the_fallback_chain_and_not_with_it(
+    scenario_stack: Settings, movielens: MovieLens, tmp_path: Path
+):
+    result = run(scenario_stack, SCENARIOS["redis-failover"], duration_s=20, seed=1, ml=movielens)
+    naive, ours = by_mode(result)["naive"], by_mode(result)["streamrec"]
+    assert direction_holds(result) is True
+    # Redis was really stopped for 5 s in each mode (a quarter of the run).
+    assert naive["outage_s"] == pytest.approx(5.0, abs=0.5)
+    assert ours["outage_s"] == pytest.approx(5.0, abs=0.5)
+    # Naive: the reads' failures are the answers; StreamRec: none, at a lower level.
+    assert naive["outage_error_rate"] > 0.5
+    assert ours["error_rate"] == 0.0
+    assert ours["outage_below_full"] > 0.5
+    # FULL again soon after Redis is back (within a breaker reset, 5 s, and the window).
+    assert ours["full_again_s"] < 6.0
+    page = write_report(tmp_path / "report", result)
+    assert "redis-failover-redis_paused.png" in page.read_text()
+
+
+def test_the_evening_peak_queues_without_admission_and_is_shed_with_it(
+    scenario_stack: Settings, movielens: MovieLens
+):
+    result = run(scenario_stack, SCENARIOS["evening-peak"], duration_s=12, seed=1, ml=movielens)
+    assert direction_holds(result) is True
+    assert by_mode(result)["naive"]["shed_rate"] == 0.0  # nothing shed without admission
+
+
+def test_a_short_week_measures_ctr_per_variant_and_coverage_from_the_users_clicks(
+    scenario_stack: Settings, movielens: MovieLens
+):
+    result = run(scenario_stack, SCENARIOS["week"], duration_s=14, seed=1, ml=movielens)
+    assert [r.mode for r in result.runs] == ["streamrec"]  # nothing to switch off
+    s = result.runs[0].summary
+    for variant in ("control", "treatment"):
+        assert s[f"impressions_{variant}"] > 20
+        assert 0 < s[f"ctr_{variant}"] < 1
+        assert s[f"ctr_{variant}_low"] < s[f"ctr_{variant}"] < s[f"ctr_{variant}_high"]
+    assert s["catalog_items"] >= len(movielens.items)  # the catalog and the week's uploads
+    assert 0 < s["coverage"] <= 1
+
+
+def test_broadcast_deletes_drop_the_hit_ratio_that_coalesced_refreshes_keep(
+    scenario_stack: Settings, tmp_path: Path
+):
+    result = run(scenario_stack, SCENARIOS["invalidation-storm"], duration_s=30, seed=1)
+    naive, ours = by_mode(result)["naive"], by_mode(result)["streamrec"]
+    assert direction_holds(result) is True
+    assert ours["hit_ratio_drop"] < naive["hit_ratio_drop"]
+    # Broadcast recomputes every affected user's candidates on their next request at once.
+    assert ours["amplification_promotion"] < naive["amplification_promotion"]
+    assert naive["commands"] > ours["commands"]
+    page = write_report(tmp_path / "report", result)
+    assert "invalidation-storm-hit_ratio.png" in page.read_text()

@@ -111,12 +111,70 @@ def test_requests_of_one_loop_turn_share_one_redis_call(stack, unique):
         limiter = RateLimiter(client)
         try:
             checks = [limiter.check([(f"u:{unique}:{i}", rate)]) for i in range(32)]
-            return list(await asyncio.gather(*checks)), limiter.redis_calls
+            results = list(await asyncio.gather(*checks))
+            await limiter.drain()  # their first uses are taken from Redis together
+            return results, limiter.redis_calls
         finally:
             await client.aclose()
 
     results, calls = asyncio.run(run())
     assert results == [None] * 32 and calls == 1
+
+
+def test_a_new_users_first_request_passes_without_a_redis_call_on_its_path(stack, unique):
+    key, user = Rate(per_s=100.0, burst=200.0), Rate(per_s=10.0, burst=20.0)
+    admin = redis.Redis.from_url(stack.redis_url)
+
+    async def run() -> tuple[int, int, int, list[float | None]]:
+        client = connect(stack.redis_url, 1.0)
+        # A key grant big enough for the whole test: only the users are new.
+        limiter = RateLimiter(client, lease_share=0.5, first_use_window_s=0.05)
+        try:
+            await limiter.check([(f"k:{unique}", key)])  # the key: known from here on
+            await limiter.drain()
+            before, known = limiter.redis_calls, limiter.first_uses
+            # One at a time, each for a user never seen: no await reaches Redis.
+            passed = []
+            for i in range(20):
+                user_id = f"n:{unique}:{i}"
+                passed.append(await limiter.check([(f"k:{unique}", key), (user_id, user)]))
+            on_path = limiter.redis_calls - before
+            await limiter.drain()
+            return on_path, limiter.redis_calls - before, limiter.first_uses - known, passed
+        finally:
+            await client.aclose()
+
+    on_path, settled, first_uses, passed = asyncio.run(run())
+    assert passed == [None] * 20
+    assert on_path == 0 and settled == 1 and first_uses == 20
+    # Every first use was taken from the shared buckets: each user's holds burst - its grant.
+    for i in range(20):
+        tokens = float(admin.hget(f"ratelimit:n:{unique}:{i}", "tokens"))
+        assert tokens <= 19.0
+
+
+def test_a_first_use_of_a_bucket_spent_elsewhere_is_one_too_many_then_refused(stack, unique):
+    rate = Rate(per_s=0.001, burst=4.0)  # no refill to speak of during the test
+
+    async def run() -> tuple[list[bool], list[bool], int]:
+        clients = [connect(stack.redis_url, 1.0), connect(stack.redis_url, 1.0)]
+        first, other = (RateLimiter(c, lease_share=1.0) for c in clients)
+        try:
+            # Another process takes the whole burst (its first use, then its grant).
+            there = [await first.check([(f"s:{unique}", rate)]) is None for _ in range(6)]
+            await first.drain()
+            here = [await other.check([(f"s:{unique}", rate)]) is None for _ in range(3)]
+            await other.drain()
+            return there, here, other.over_admitted
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    there, here, over = asyncio.run(run())
+    assert there == [True] * 4 + [False] * 2
+    # The new process lets its first request in before it knows; Redis then says empty, and
+    # the bucket is refused from the next request on: one over, never more.
+    assert here == [True, False, False] and over == 1
 
 
 def test_with_redis_unresponsive_a_limiter_uses_its_share_then_redis_again(stack, unique):

@@ -1,7 +1,8 @@
 """schemathesis against the real serving app on the real stack, on every endpoint of its
 OpenAPI schema: generated valid and invalid requests (paths, queries, headers, bodies) must
 get no server error and only answers the schema declares (status, content type, headers,
-body).
+body). It runs twice: with authentication off (the demo's app) and on (the default outside
+the demo), every request then carrying a service key read from auth.keys, /metrics guarded.
 
 How many examples each endpoint got and how many failed is printed at the end of the module
 (`pytest -s`); BENCHMARKS.md records a run.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
@@ -27,7 +29,11 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from streamrec.infra.settings import Settings
+from streamrec.serving.auth import key_hash, new_key
+from streamrec.serving.key_store import publish
+from streamrec.topics import ApiKeyRecord
 from tests.integration.serving.conftest import serve
+from tests.kafka_helpers import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,21 +49,49 @@ TRIED: Counter[str] = Counter()
 FAILED: Counter[str] = Counter()
 
 
+@pytest.fixture(scope="module", params=["auth off", "auth on"])
+def secured(request: pytest.FixtureRequest, serving_stack: Settings) -> Iterator[tuple]:
+    """(settings, headers every generated request carries): with auth on, a service key
+    published on auth.keys, limits high enough that generated traffic is not rate limited
+    (429 is declared, but it would hide what the routes answer), /metrics guarded."""
+    if request.param == "auth off":
+        yield serving_stack.with_overrides(auth={"mode": "off"}), {}, request.param
+        return
+    settings = serving_stack.with_overrides(
+        auth={
+            "mode": "on",
+            "metrics_open": False,
+            "key_rate_per_s": 1e6,
+            "key_burst": 1e6,
+            "user_rate_per_s": 0,
+        }
+    )
+    key_id, key = new_key()
+    publish(settings, ApiKeyRecord(key_id=key_id, key_hash=key_hash(key), scope="service"))
+    yield settings, {"Authorization": f"Bearer {key}"}, request.param
+
+
 @pytest.fixture(scope="module")
-def server(serving_stack: Settings) -> Iterator[object]:
-    # Authentication and its rate limits off: this test is about what the routes accept and
-    # answer. With them on, `api_headers` is the one place that would add a key.
-    settings = serving_stack.with_overrides(auth={"mode": "off"})
+def server(secured: tuple) -> Iterator[object]:
+    settings, headers, label = secured
     with serve(settings, cache_ttl_s=0.0, model_poll_s=3600.0) as server:
+        if headers:  # the key reaches the server's follower of auth.keys
+            wait_for(
+                lambda: httpx.get(f"{server.url}/metrics", headers=headers).status_code == 200,
+                timeout_s=60,
+                what="the published key accepted",
+            )
         yield server
     for name in sorted(TRIED):
-        print(f"schemathesis {name}: {TRIED[name]} examples, {FAILED[name]} failures")
+        print(f"schemathesis [{label}] {name}: {TRIED[name]} examples, {FAILED[name]} failures")
+    TRIED.clear()
+    FAILED.clear()
 
 
 @pytest.fixture(scope="module")
-def api_headers() -> dict[str, str]:
+def api_headers(secured: tuple) -> dict[str, str]:
     """Headers every generated request carries (an API key when authentication is on)."""
-    return {}
+    return secured[1]
 
 
 def _fuzz(operation, mode: GenerationMode, headers: dict[str, str]) -> None:

@@ -69,3 +69,26 @@ def test_serve_with_a_group_reports_its_consumer_lag(stack, unique):
         assert beat.group == group
     finally:
         handle.stop()
+
+
+def test_a_stuck_worker_says_so_on_readyz_and_in_its_heartbeat_at_once(stack, unique):
+    # A long beat interval: the stuck record must not wait for the next beat.
+    settings = stack.with_overrides(analytics={"heartbeat_interval_s": 30})
+    name = f"t-stuck-{unique}"
+    metrics.READINESS.reset()
+    handle = metrics.serve(settings, name)
+    try:
+        base = handle.url.removesuffix("/metrics")
+        assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+        assert httpx.get(f"{base}/healthz", timeout=5).json() == {"status": "ok"}
+        metrics.mark_stuck("inserts failing for 31 s")
+        answer = httpx.get(f"{base}/readyz", timeout=5)
+        assert answer.status_code == 503
+        assert answer.json()["reason"] == "inserts failing for 31 s"
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200  # alive, not ready
+        (beat,) = _mine(settings, name)  # still listed: it runs, and says why it is stuck
+        assert beat.state == "stuck" and beat.reason == "inserts failing for 31 s"
+        assert "streamrec_events_processed_total" in httpx.get(handle.url, timeout=5).text
+    finally:
+        handle.stop()
+        metrics.READINESS.reset()

@@ -129,3 +129,20 @@ def test_prune_drops_old_points_then_empty_lines_and_plots():
     assert series == {"events per second": {"trending": deque([(50.0, 2.0)])}}
     prune(series, since=60.0)
     assert series == {}  # the page then says "no data in the last 10 minutes"
+
+
+def test_a_stuck_worker_is_red_with_its_reason_and_redeliveries_are_not_errors():
+    nodes, _edges = _assess(
+        {
+            "analytics-sink": WorkerObs(
+                name="analytics-sink", live=True, stuck="inserts failing for 31 s"
+            ),
+            "session-features": WorkerObs(
+                name="session-features", live=True, events_per_s=100, redelivered_per_s=40
+            ),
+        }
+    )
+    assert nodes["worker:analytics-sink"].status == "down"
+    assert nodes["worker:analytics-sink"].detail == "stuck: inserts failing for 31 s"
+    session = nodes["worker:session-features"]
+    assert session.status == "ok" and "redelivered 40/s" in session.detail

@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 
 from streamrec.analytics import schema
-from streamrec.analytics.errors import QueryError
+from streamrec.analytics.errors import QueryError, SinkStuck
 from streamrec.infra.settings import AnalyticsSettings
 from streamrec.processors.analytics_sink import AnalyticsSink
-from streamrec.streams import codecs
+from streamrec.streams import codecs, metrics
 from streamrec.streams.errors import DeliveryError
 from streamrec.topics import (
     CATALOG_ITEMS,
@@ -282,3 +282,41 @@ def test_bad_messages_inside_a_batch_of_interactions_are_dead_lettered_one_by_on
     assert sorted(r[0] for _, rows in w.tables.blocks for r in rows) == ["e1", "e2", "e3"]
     assert w.log == ["insert interactions 3", "settle 3", "commit"]
     assert w.consumer.commits == [{("events.interactions", 1): 16}]
+
+
+@pytest.fixture
+def readiness():
+    metrics.READINESS.reset()
+    yield metrics.READINESS
+    metrics.READINESS.reset()
+
+
+def _passing_time(w: World) -> None:
+    def sleep(delay: float) -> None:
+        w.slept.append(delay)
+        w.clock.t += delay
+
+    w.sink.sleep = sleep
+
+
+def test_inserts_failing_past_the_bound_mark_stuck_then_give_up_uncommitted(readiness):
+    w = World(batch_size=1, failures=10**6)
+    _passing_time(w)
+    with pytest.raises(SinkStuck, match="inserts failing for 12"):
+        w.feed(w.interaction(1))
+    assert w.consumer.commits == [] and w.tables.blocks == []
+    assert not readiness.ready and "inserts failing for" in (readiness.reason or "")
+    assert "chDB busy" in (readiness.reason or "")
+    # Bounded: about give_up_s (120 s) of backoff, not an endless retry.
+    assert 110 <= sum(w.slept) <= 131
+
+
+def test_a_store_that_comes_back_after_being_stuck_makes_the_worker_ready_again(readiness):
+    w = World(batch_size=1, failures=9)  # 0.2 + 0.4 + ... + 10 s: 42.6 s of failures
+    _passing_time(w)
+    marked: list[str | None] = []
+    readiness.listen(lambda: marked.append(readiness.reason))
+    w.feed(w.interaction(1))
+    assert len(marked) == 1 and "inserts failing for 3" in (marked[0] or "")  # past 30 s
+    assert len(w.consumer.commits) == 1 and len(w.tables.blocks) == 1
+    assert readiness.ready

@@ -17,7 +17,8 @@ from streamrec.processors.session_features import (
     SessionFeaturesProcessor,
 )
 from streamrec.processors.state_cache import StateCache
-from streamrec.topics import EVENTS_INTERACTIONS, FeaturesChanged, Interaction
+from streamrec.streams import codecs
+from streamrec.topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
 from tests.unit.processors.fakes import Offsets, agent_decoder
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -62,9 +63,15 @@ def _setup(fail: bool = False, cache_max: int = 100):
     table, store = Table(log), Store(log, fail)
     notices: list[FeaturesChanged] = []
 
-    def publish(notice: FeaturesChanged) -> None:
-        log.append("notice")
-        notices.append(notice)
+    def publish(messages: list[dict[str, bytes]]) -> None:
+        log.append("notices")  # one call for the batch's notices
+        for m in messages:
+            notice = codecs.decode(FEATURES_CHANGED, m["value"])
+            assert isinstance(notice, FeaturesChanged)
+            # The bytes and key the schema's own encoding gives.
+            assert m["value"] == codecs.encode(FEATURES_CHANGED, notice)
+            assert m["key"] == FEATURES_CHANGED.key_of(notice)
+            notices.append(notice)
 
     cache: StateCache[SessionState] = StateCache(cache_max)
     genres = {"i1": ("Comedy",), "i2": ("Drama",)}
@@ -88,14 +95,16 @@ async def test_a_batch_writes_features_then_notices_then_states():
         _event(o, "e3", "bob", "i1", timedelta(minutes=2), p=4),
     ]
     counts = await processor.handle(batch)
-    assert counts == {"accepted": 3, "duplicate": 0, "too_late": 0, "dead": 0}
-    assert log == ["store", "notice", "notice", "table"]
+    assert counts == {"accepted": 3, "duplicate": 0, "too_late": 0, "dead": 0, "redelivered": 0}
+    assert log == ["store", "notices", "table"]
     session = {r["user_id"]: r for r in store.rows[VIEW]}
     assert session["alice"]["last_items"] == ["i1", "i2"]
     assert session["alice"]["session_interactions"] == 2
     longterm = {r["user_id"]: r for r in store.rows[LONGTERM_VIEW]}
     assert longterm["alice"]["top_genres"] == ["Comedy", "Drama"]
     assert {(n.user_id, n.interactions) for n in notices} == {("alice", 2), ("bob", 1)}
+    alice = next(n for n in notices if n.user_id == "alice")
+    assert alice.last_event_ts == T0 + timedelta(minutes=1)
     (written,) = table.writes
     assert {k: p for k, (p, _v) in written.items()} == {b"alice": 2, b"bob": 4}
     assert SessionState.from_bytes(written[b"alice"][1]).total == 2
@@ -146,3 +155,29 @@ async def test_a_store_failure_raises_before_the_table_and_drops_the_cache():
         await processor.handle([_event(o, "e1", "alice", "i1", timedelta(0))])
     assert table.writes == [] and notices == []
     assert cache.epoch == epoch + 1 and len(cache) == 0
+
+
+async def test_a_batch_redelivered_after_a_restart_counts_as_redelivered_not_late():
+    # Few remembered ids: the floor moves past the first events, so a redelivery decided
+    # by lateness and ids alone would call them too late.
+    log: list[str] = []
+    decode, _letters = agent_decoder(EVENTS_INTERACTIONS)
+    table, store = Table(log), Store(log)
+    cfg = FeatureSettings(recent_ids_max=2)
+
+    def processor() -> SessionFeaturesProcessor:  # a fresh process: an empty cache
+        return SessionFeaturesProcessor(
+            cfg, decode, table, store, lambda m: None, lambda i: (), StateCache(100)
+        )
+
+    o = Offsets(EVENTS_INTERACTIONS)
+    batch = [_event(o, f"e{i}", "alice", "i1", timedelta(minutes=i), p=1) for i in range(5)]
+    assert (await processor().handle(batch))["accepted"] == 5
+    again = await processor().handle(batch)  # same offsets, read back from the table
+    assert again["redelivered"] == 5
+    assert again["too_late"] == 0 and again["duplicate"] == 0 and again["accepted"] == 0
+    # A real late event (new offset) is still late, and a new one is accepted.
+    late = _event(o, "late", "alice", "i1", timedelta(minutes=-30), p=1)
+    new = _event(o, "new", "alice", "i1", timedelta(minutes=9), p=1)
+    after = await processor().handle([late, new])
+    assert (after["too_late"], after["accepted"], after["redelivered"]) == (1, 1, 0)

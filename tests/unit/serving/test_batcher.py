@@ -145,3 +145,51 @@ async def test_request_batches_answer_each_member_when_it_is_ready():
     finally:
         await b.stop()
     assert seen == [[0, 1, -1, 2]] and b.sizes == [4]
+
+
+async def test_a_request_that_finds_no_batch_running_starts_one_at_once():
+    release = asyncio.Event()
+    seen: list[list[int]] = []
+
+    async def handle(batch: list[int], reply) -> None:
+        seen.append(batch)
+        if batch[0] == 1:
+            await release.wait()  # the first batch runs until the later arrivals queued
+        for n, x in enumerate(batch):
+            reply(n, x)
+
+    # A wait for company far longer than the test: only the idle start can answer in time.
+    b: RequestBatcher[int, int] = RequestBatcher(
+        handle, max_batch=8, max_wait_s=30.0, max_running=1, wait_when_idle=False
+    )
+    b.start()
+    try:
+        first = asyncio.create_task(b.submit(1))
+        while not seen:
+            await asyncio.sleep(0)
+        later = [asyncio.create_task(b.submit(x)) for x in (2, 3)]
+        await asyncio.sleep(0)
+        release.set()  # the batcher is idle again once this batch ends: 2 and 3 go together
+        assert await asyncio.wait_for(first, 5) == 1
+        assert await asyncio.wait_for(asyncio.gather(*later), 5) == [2, 3]
+    finally:
+        await b.stop()
+    assert seen == [[1], [2, 3]]
+
+
+async def test_with_wait_when_idle_a_lone_request_waits_for_company():
+    b: RequestBatcher[int, int] = RequestBatcher(
+        lambda batch, reply: _reply_all(batch, reply), max_batch=8, max_wait_s=0.05
+    )
+    b.start()
+    try:
+        t0 = time.monotonic()
+        assert await b.submit(7) == 7
+        assert time.monotonic() - t0 >= 0.045
+    finally:
+        await b.stop()
+
+
+async def _reply_all(batch: list[int], reply) -> None:
+    for n, x in enumerate(batch):
+        reply(n, x)

@@ -90,3 +90,23 @@ def test_the_front_door_refuses_a_lagging_loop_only_with_admission_on(admission,
     r = client.get("/v1/users/1/recommendations")
     assert r.status_code == status
     assert ("retry-after" in r.headers) is admission
+
+
+@pytest.mark.parametrize("merged", [False, True])
+async def test_fallback_switched_off_answers_a_failed_read_with_its_error(merged: bool):
+    from streamrec.serving.errors import DependencyError
+
+    h = Harness(merged=merged, fallback=False, refresh_s=3600.0)
+    await h.core.start()
+    try:
+        ok = await h.ask()
+        assert ok.level == "FULL"  # nothing failed: the switch changes nothing
+        assert (await h.ask(user="nobody")).level == "POPULAR"  # none stored is no failure
+        h.cands.fail = True
+        with pytest.raises(DependencyError):
+            await h.ask(rid="r2", k=7)
+        h.cands.fail, h.features.fail = False, True
+        with pytest.raises(DependencyError):
+            await h.ask(rid="r3", k=8)
+    finally:
+        await h.core.stop()

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from confluent_kafka import Message
 
 from streamrec.streams import codecs
-from streamrec.streams.dead_letters import MAX_VALUE_CHARS, dead_letter
+from streamrec.streams.dead_letters import MAX_LETTER_BYTES, MAX_VALUE_CHARS, dead_letter
 from streamrec.streams.decoding import AgentDecoder, Decoder, Received
-from streamrec.topics import CATALOG_VECTORS, EVENTS_INTERACTIONS, Interaction
+from streamrec.topics import CATALOG_VECTORS, DEAD_LETTERS, EVENTS_INTERACTIONS, Interaction
 from streamrec.topics.errors import SchemaError
 from tests.unit.processors.fakes import AsyncLetters, Letters, Offsets, Tally
 
@@ -105,14 +106,42 @@ def test_vector_topics_decode_with_the_binary_codec():
 
 
 def test_an_oversized_value_is_cut_but_keeps_its_coordinates():
+    value = b"a" * (MAX_VALUE_CHARS + 10)
     letter = dead_letter(
-        source_topic="t",
-        processor="p",
-        reason="too big",
-        value=b"a" * (MAX_VALUE_CHARS + 10),
-        partition=0,
-        offset=5,
+        source_topic="t", processor="p", reason="too big", value=value, partition=0, offset=5
     )
-    assert len(letter.value) == MAX_VALUE_CHARS
+    assert 0 < len(letter.value) <= MAX_VALUE_CHARS and value.decode().startswith(letter.value)
     assert letter.reason.startswith("too big") and str(MAX_VALUE_CHARS + 10) in letter.reason
     assert (letter.partition, letter.offset) == (0, 5)
+    assert len(codecs.encode(DEAD_LETTERS, letter)) <= MAX_LETTER_BYTES
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\U0001f600".encode() * 250_000,  # 1,000,000 bytes, 4 bytes a character
+        b"\x01" * 1_000_000,  # 6 bytes a character once escaped in JSON
+        b'"' * 1_000_000,
+        b"\xff" * 1_000_000,  # not text: base64
+    ],
+    ids=["emoji", "control", "quotes", "binary"],
+)
+def test_a_dead_letter_always_fits_whatever_the_characters(value):
+    letter = dead_letter(
+        source_topic="events.interactions",
+        processor="p",
+        reason="r" * 100_000,
+        value=value,
+        key=b"k" * 100_000,
+        partition=4,
+        offset=1234,
+    )
+    encoded = codecs.encode(DEAD_LETTERS, letter)
+    assert len(encoded) <= MAX_LETTER_BYTES
+    assert len(letter.value) > 10_000  # a useful share of the payload is kept
+    assert (letter.source_topic, letter.partition, letter.offset) == (
+        "events.interactions",
+        4,
+        1234,
+    )
+    assert "value cut to" in letter.reason

@@ -1,0 +1,1 @@
+"""Deployment files (Kubernetes manifests, image) and the tools that check them."""
