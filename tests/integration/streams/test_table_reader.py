@@ -14,6 +14,7 @@ from streamrec.streams.admin import TopicManager
 from streamrec.streams.errors import TopicReadError, TopicReadTimeout
 from streamrec.streams.table_reader import TopicReader, read_table
 from streamrec.topics import CATALOG_ITEMS, CatalogItem, TopicSpec
+from tests.kafka_helpers import wait_for
 
 
 def _topic(settings: Settings, partitions: int = 2) -> TopicSpec:
@@ -97,6 +98,14 @@ def test_a_transaction_marker_just_below_the_bound_does_not_stall_the_read(
     for n in range(3):
         producer.produce(spec.name, key=f"i{n}".encode(), value=_item(f"i{n}", "x"))
     producer.commit_transaction(30)
+
+    def bounds() -> dict[int, int]:
+        with TopicReader(stack.kafka_bootstrap, spec) as reader:
+            return reader.bounds
+
+    # The coordinator writes the commit marker after commit_transaction returns: the topic's
+    # end moves to 4 once the marker is in.
+    wait_for(lambda: bounds() == {0: 4}, timeout_s=30, what="the commit marker written")
     with TopicReader(stack.kafka_bootstrap, spec) as reader:
         assert reader.bounds == {0: 4}
         keys = [m.key() for batch in reader.read_to_end(timeout_s=20) for m in batch]
