@@ -12,11 +12,10 @@ schema accepts, and the values it stores are the ones the schema would give.
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 import orjson
@@ -24,17 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamrec.analytics import schema
+from streamrec.streams.columnar import plain_columns, plain_interaction
 from streamrec.topics import Interaction
-from streamrec.topics.events_interactions import InteractionKind
 
 _ALL = tuple(Interaction.model_fields)
-_FIELDS = frozenset(_ALL)
-_GET_ALL = operator.itemgetter(*_ALL)
-_REQUIRED = ("event_id", "user_id", "item_id", "ts")
-_KINDS = frozenset(get_args(InteractionKind))
 _DEFAULT_KIND = Interaction.model_fields["kind"].default
 _DEFAULT_SOURCE = Interaction.model_fields["source"].default
-_MAX_ID, _MAX_SOURCE = 128, 64
 # The time forms whose meaning is plain: second precision or up to microseconds, UTC.
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|\+00:00)?")
 _ZONE = re.compile(r"(?:Z|\+00:00)$")
@@ -95,27 +89,6 @@ def _rows(table: pa.Table) -> list[list[Any]]:
     return out
 
 
-def _plain(d: Any) -> bool:
-    if type(d) is not dict or not d.keys() <= _FIELDS:
-        return False
-    for name in _REQUIRED[:3]:
-        v = d.get(name)
-        if type(v) is not str or not 0 < len(v) <= _MAX_ID:
-            return False
-    if type(d.get("ts")) is not str:  # its shape is checked for the batch, in Arrow
-        return False
-    if d.get("schema_version", 1) != 1 or type(d.get("schema_version", 1)) is not int:
-        return False
-    kind = d.get("kind", _DEFAULT_KIND)
-    if type(kind) is not str or kind not in _KINDS:
-        return False
-    rating = d.get("rating")
-    if rating is not None and (type(rating) not in (int, float) or not 0 <= rating <= 10):
-        return False
-    source = d.get("source", _DEFAULT_SOURCE)
-    return type(source) is str and len(source) <= _MAX_SOURCE
-
-
 def _utc_micros(texts: pa.Array) -> tuple[pa.Array, list[int]]:
     """The times as Arrow timestamps, and the positions Arrow could not read (an invalid
     date such as Feb 30): those go to the schema."""
@@ -136,41 +109,6 @@ def _utc_micros(texts: pa.Array) -> tuple[pa.Array, list[int]]:
         return pa.array(out).cast(pa.timestamp("us", tz="UTC")), bad
 
 
-def _whole_batch(parsed: list[Any]) -> list[tuple[Any, ...]] | None:
-    """The columns of a batch in which every value is an object with all of the schema's
-    fields and nothing else, each column plainly valid (the common case: what StreamRec's
-    own producers write); None when any value is not, and each is then checked alone."""
-    try:
-        if set(map(len, parsed)) != {len(_ALL)}:  # None, or a field missing or extra
-            return None
-        cols = list(zip(*map(_GET_ALL, parsed), strict=True))
-    except (TypeError, KeyError):  # not an object, or another field instead of one of ours
-        return None
-    c = dict(zip(_ALL, cols, strict=True))
-    for name in _REQUIRED[:3]:
-        col = c[name]
-        if (
-            set(map(type, col)) != {str}
-            or not 0 < min(map(len, col)) <= max(map(len, col)) <= _MAX_ID
-        ):
-            return None
-    version, kind, rating, source = c["schema_version"], c["kind"], c["rating"], c["source"]
-    if set(map(type, version)) != {int} or set(version) != {1}:
-        return None
-    if set(map(type, kind)) != {str} or not set(kind) <= _KINDS:
-        return None
-    if set(map(type, source)) != {str} or max(map(len, source)) > _MAX_SOURCE:
-        return None
-    if not set(map(type, rating)) <= {type(None), int, float}:
-        return None
-    numbers = [r for r in rating if r is not None]
-    if numbers and not 0 <= min(numbers) <= max(numbers) <= 10:
-        return None
-    if set(map(type, c["ts"])) != {str}:
-        return None
-    return cols
-
-
 def decode_interactions(
     values: list[bytes | None], by_schema: Callable[[int], Interaction | None]
 ) -> pa.Table:
@@ -184,14 +122,14 @@ def decode_interactions(
             parsed.append(orjson.loads(v) if v is not None else None)
         except orjson.JSONDecodeError:
             parsed.append(None)
-    cols = _whole_batch(parsed) if parsed else None
+    cols = plain_columns(parsed) if parsed else None
     if cols is not None:
         c = dict(zip(_ALL, cols, strict=True))
         plain = list(range(len(parsed)))
         columns = [c["event_id"], c["user_id"], c["item_id"], c["kind"], c["rating"], c["source"]]
         ts_text = pa.array(c["ts"], pa.string())
     else:
-        plain = [i for i, d in enumerate(parsed) if _plain(d)]
+        plain = [i for i, d in enumerate(parsed) if plain_interaction(d)]
         rows = [parsed[i] for i in plain]
         columns = [
             [d["event_id"] for d in rows],

@@ -118,7 +118,7 @@ def interaction_row(event: Interaction) -> InteractionRow:
     )
 
 
-def _plain(d: Any) -> bool:
+def plain_interaction(d: Any) -> bool:
     """One parsed value is an object the schema plainly accepts (its time's shape is checked
     for the batch, in Arrow)."""
     if type(d) is not dict or not d.keys() <= _ALL_SET:
@@ -145,7 +145,7 @@ def _plain(d: Any) -> bool:
 _ALL_SET = frozenset(_ALL)
 
 
-def _whole_batch(parsed: list[Any]) -> list[tuple[Any, ...]] | None:
+def plain_columns(parsed: list[Any]) -> list[tuple[Any, ...]] | None:
     """The columns of a batch in which every value is an object with exactly the schema's
     fields, each column plainly valid (what StreamRec's own producers write); None as soon
     as one value is not (then each is checked alone)."""
@@ -222,7 +222,7 @@ def decode_interaction_rows(
             parsed.append(loads(v) if v is not None else None)
         except orjson.JSONDecodeError:
             parsed.append(None)
-    cols = _whole_batch(parsed) if n else None
+    cols = plain_columns(parsed) if n else None
     if cols is not None:
         c = dict(zip(_ALL, cols, strict=True))
         plain = list(range(n))
@@ -234,7 +234,7 @@ def decode_interaction_rows(
             c["ts"],
         )
     else:
-        plain = [i for i, d in enumerate(parsed) if _plain(d)]
+        plain = [i for i, d in enumerate(parsed) if plain_interaction(d)]
         rows = [parsed[i] for i in plain]
         eids = [d["event_id"] for d in rows]
         uids = [d["user_id"] for d in rows]
