@@ -5,6 +5,8 @@ across restarts (no state, no coordination), and different experiments split use
 independently. Serving calls `variant_for(settings, user_id)` to fill `Impression.variant`;
 the report reads the variant back from ClickHouse.
 
+A ranker canary (`canary_bucket`) uses the same hash; its users are variant "canary".
+
 Buckets: the first 8 bytes of SHA-256("<experiment>:<user_id>") modulo 10,000, split
 evenly between the variants in order (Python's `hash()` is salted per process, so never it).
 """
@@ -40,3 +42,20 @@ def variants_of(settings: Settings) -> tuple[str, ...]:
 def variant_for(settings: Settings, user_id: str) -> str:
     """The user's variant in the configured experiment (what serving puts on impressions)."""
     return assign_variant(user_id, settings.analytics.experiment, variants_of(settings))
+
+
+# A ranker canary splits users by the same hash, in an experiment of its own per version, so
+# that a share that grows (5% -> 25%) keeps every user it had: the canary's users are the
+# buckets below share x BUCKETS. Their impressions carry this variant instead of the
+# configured experiment's.
+CANARY_VARIANT = "canary"
+
+
+def canary_bucket(user_id: str, version: str) -> int:
+    """The user's bucket in the canary of ranker `version`."""
+    return bucket(user_id, f"canary:{version}")
+
+
+def canary_limit(share: float) -> int:
+    """Buckets below this are the canary's users."""
+    return round(share * BUCKETS)

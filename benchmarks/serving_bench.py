@@ -40,6 +40,7 @@ import json
 import os
 import random
 import resource
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -199,11 +200,13 @@ def attack(
     tool: LoadTool,
     pid: int | None = None,
     stack: dict[str, int] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> dict:
     """Open-loop constant-rate load; per-request latency (ms) and status; answers by level
     (read from each answer's body, so it holds for any number of worker processes); with the
     server's `pid`, the CPU time its processes spent per request; with the `stack`'s pids,
-    theirs and the load generator's too (the same cores serve them all)."""
+    theirs and the load generator's too (the same cores serve them all). `headers` go on
+    every request (an API key: benchmarks/auth_bench.py's `--flood`)."""
     cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     threads0 = thread_cpu(pid) if pid is not None else {}
     others0 = others_cpu(stack or {})
@@ -213,10 +216,12 @@ def attack(
         "\n".join(f"GET {url}/v1/users/{rng.choice(users)}/recommendations" for _ in range(5000))
         + "\n"
     )
+    header_args = [f"{k}: {v}" for k, v in (headers or {}).items()]
     if tool.name == "vegeta":
         vegeta = tool.path
+        flags = "".join(f" -header {shlex.quote(h)}" for h in header_args)
         out = subprocess.run(
-            f"{vegeta} attack -rate={rate}/s -duration={seconds}s -timeout=5s "
+            f"{vegeta} attack -rate={rate}/s -duration={seconds}s -timeout=5s{flags} "
             f"-targets={targets} -workers=64 -max-workers=2000 | {vegeta} encode --to json",
             shell=True,
             capture_output=True,
@@ -242,6 +247,7 @@ def attack(
                 str(workers),
                 "-o",
                 "csv",
+                *(arg for h in header_args for arg in ("-H", h)),
                 f"{url}/v1/users/{users[0]}/recommendations",
             ],
             capture_output=True,
@@ -265,6 +271,7 @@ def attack(
             k: (v - threads0.get(k, 0.0)) * 1000.0 / max(1, len(lat)) for k, v in threads.items()
         },
         "levels": dict(by_level),
+        "codes": dict(Counter(codes)),
         "tool": tool,
         "rate": rate,
         "sent": len(lat),

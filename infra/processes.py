@@ -65,11 +65,20 @@ def ensure_ports_free(host: str, ports: dict[str, int]) -> None:
         )
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port the OS considers free right now (tests use it to avoid clashes)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the OS considers free right now, and never one this process was given before:
+    the OS can offer the same ephemeral port to two binds in a row once the first socket is
+    closed, and a broker given it for both its client and controller listeners fails."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def spawn(

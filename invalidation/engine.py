@@ -172,7 +172,11 @@ class Invalidator:
             self._last_index_swap_s = self.clock()
             self.model.thresholds()
             return Effects()
-        if not self._emit or change.kind not in PROMOTION_KINDS or change.action == "publish":
+        if (
+            not self._emit
+            or change.kind not in PROMOTION_KINDS
+            or change.action in ("publish", "canary")
+        ):
             return Effects()
         users = self.model.users_by_value()
         if self.broadcast:

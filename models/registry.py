@@ -5,6 +5,8 @@ Layout under `<state dir>/models/<kind>/`:
     <version>/...             the artifacts (weights, index files)
     PROMOTED                  the promoted version's name (replaced atomically)
     HISTORY                   promoted versions, oldest first (rollback pops the last)
+    CANARY                    the version in canary, its share of users and since when (JSON;
+                              absent when no canary runs)
 
 `kind` is e.g. "ranker", "retriever" or "index". Promotion and rollback return the new
 `RegistryChange` so the caller can publish it to registry.changes for the workers listening.
@@ -12,9 +14,13 @@ Layout under `<state dir>/models/<kind>/`:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +31,8 @@ from streamrec.errors import StreamRecError
 from streamrec.infra.settings import Settings
 from streamrec.topics import RegistryChange
 from streamrec.topics.base import utcnow
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(StreamRecError):
@@ -41,6 +49,16 @@ class Manifest(BaseModel):
     feature_schema: dict[str, Any] = Field(default_factory=dict)
     data_window: dict[str, Any] = Field(default_factory=dict)
     checksum: str = ""
+
+
+class CanaryState(BaseModel):
+    """A candidate serving a share of the users beside the promoted version (`against`)."""
+
+    version: str
+    share: float = Field(gt=0, le=1)
+    against: str = Field(description="the promoted version when the canary started")
+    started_at: datetime = Field(default_factory=utcnow)
+    stage_started_at: datetime = Field(default_factory=utcnow, description="this share since")
 
 
 class ModelVersion(BaseModel):
@@ -71,6 +89,23 @@ class ModelRegistry:
 
     def kind_dir(self, kind: str) -> Path:
         return self.root / kind
+
+    @contextlib.contextmanager
+    def training_lock(self) -> Iterator[None]:
+        """One training at a time on this registry, across processes. Version ids are
+        hashes of the data and config, so two processes training the same thing would both
+        publish it: the second waits, then finds the first's versions and reuses them."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".train.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("another process is training on %s: waiting for it", self.root)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def new_version_dir(self, kind: str, version: str) -> Path:
         """A staging directory; `publish` moves it into place once it is complete."""
@@ -130,6 +165,43 @@ class ModelRegistry:
         history.pop()
         self._write(kind, history)
         return RegistryChange(kind=kind, name=kind, version=history[-1], action="rollback")
+
+    def canary(self, kind: str) -> CanaryState | None:
+        f = self.kind_dir(kind) / "CANARY"
+        try:
+            return CanaryState.model_validate_json(f.read_text())
+        except FileNotFoundError:
+            return None
+
+    def set_canary(self, kind: str, version: str, share: float) -> RegistryChange:
+        """Start a canary of `version`, or move the running one to `share`."""
+        self.get(kind, version)
+        promoted = self.promoted(kind)
+        if promoted is None or promoted.version == version:
+            raise RegistryError(f"a {kind} canary needs a promoted version other than {version}")
+        now = utcnow()
+        old = self.canary(kind)
+        started = old.started_at if old is not None and old.version == version else now
+        state = CanaryState(
+            version=version,
+            share=share,
+            against=promoted.version,
+            started_at=started,
+            stage_started_at=now,
+        )
+        _atomic_write(self.kind_dir(kind) / "CANARY", state.model_dump_json())
+        return RegistryChange(
+            kind=kind, name=kind, version=version, action="canary", rollout={"share": share}
+        )
+
+    def end_canary(self, kind: str) -> None:
+        (self.kind_dir(kind) / "CANARY").unlink(missing_ok=True)
+
+    def annotate(self, kind: str, version: str, fields: dict[str, Any]) -> None:
+        """Add fields to a version's manifest (the checksum does not cover the manifest)."""
+        mv = self.get(kind, version, verify=False)
+        manifest = mv.manifest.model_copy(update=fields)
+        _atomic_write(mv.path / "manifest.json", manifest.model_dump_json(indent=2))
 
     def history(self, kind: str) -> list[str]:
         """The versions promoted so far, oldest first (the last one is promoted now)."""

@@ -36,7 +36,7 @@ from streamrec.models.registry import ModelRegistry
 # Manifest fields the trainer writes (and `streamrec models status` reads).
 TRAINED_BEFORE = "trained_before"  # epoch seconds: every training event is strictly before
 LOG_OFFSETS = "log_offsets"  # events.interactions partition -> next offset, when trained
-STAGE = "stage"  # gate-passed | gate-failed (promotion is the registry's pointer)
+STAGE = "stage"  # gate-passed | gate-failed | canary N% | rolled back (promotion: the pointer)
 GATE = "gate"
 
 
@@ -256,6 +256,10 @@ def version_status(registry: ModelRegistry, kind: str) -> list[VersionStatus]:
                     f"{c.candidate:.4f} / {c.promoted:.4f}, {c.diff:+.4f} "
                     f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]"
                 )
+        reason = "" if outcome is None else outcome.reason
+        rollout = extra.get("rollout")
+        if isinstance(rollout, dict) and rollout.get("reason"):  # the canary's latest decision
+            reason = f"{reason}; rollout: {rollout['reason']}" if reason else rollout["reason"]
         rows.append(
             VersionStatus(
                 kind=kind,
@@ -264,7 +268,7 @@ def version_status(registry: ModelRegistry, kind: str) -> list[VersionStatus]:
                 trigger=str(extra.get("trigger", "manual")),
                 stage=stage,
                 gate="" if outcome is None else ("passed" if outcome.passed else "failed"),
-                reason="" if outcome is None else outcome.reason,
+                reason=reason,
                 figures=figures,
             )
         )

@@ -170,104 +170,113 @@ def train(
     from Kafka; `source` then only labels the manifest); `threads` overrides
     `models.cpu_threads`; `manifest_extra(model)` runs on the trained model just before it
     is published and adds its fields to both manifests (the evaluation gate's verdict)."""
-    cfg = settings.models
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    events = load_events(settings, source) if events is None else events
-    items = load_catalog(settings) if items is None else items
-    dhash = data_hash(events, items)
-    chash = _config_hash(settings, (retriever_epochs, ranker_epochs, features, evaluation))
-    version = f"v{dhash[:10]}-{chash}"
-    registry = ModelRegistry(settings)
-    if publish and not force and (cached := _find_cached(registry, version)):
-        retr, rank = cached
-        return TrainResult(
-            retriever=retr,
-            ranker=rank,
-            reused=True,
-            metrics={k: Metrics(**v) for k, v in rank.manifest.model_extra["evaluation"].items()},
-            cold_start=rank.manifest.model_extra["cold_start"],
-            seconds={"total": time.perf_counter() - t0},
-            device=str(rank.manifest.model_extra.get("device", "")),
-        )
-    if publish and force and (registry.kind_dir(RANKER) / version).exists():
-        version = f"{version}-{int(time.time())}"  # never overwrite a (maybe promoted) version
-    dev = pick_device(device or cfg.device)
-    seed_everything(cfg.seed, threads or cfg.cpu_threads)
-    split = time_split(events, cfg.cold_start_users, cfg.seed)
-    timings["load"] = time.perf_counter() - t0
+    # Version ids hash the data and config: a second process training the same thing waits
+    # for the first, then reuses its versions rather than failing to publish them again.
+    with ModelRegistry(settings).training_lock():
+        cfg = settings.models
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        events = load_events(settings, source) if events is None else events
+        items = load_catalog(settings) if items is None else items
+        dhash = data_hash(events, items)
+        chash = _config_hash(settings, (retriever_epochs, ranker_epochs, features, evaluation))
+        version = f"v{dhash[:10]}-{chash}"
+        registry = ModelRegistry(settings)
+        if publish and not force and (cached := _find_cached(registry, version)):
+            retr, rank = cached
+            return TrainResult(
+                retriever=retr,
+                ranker=rank,
+                reused=True,
+                metrics={
+                    k: Metrics(**v) for k, v in rank.manifest.model_extra["evaluation"].items()
+                },
+                cold_start=rank.manifest.model_extra["cold_start"],
+                seconds={"total": time.perf_counter() - t0},
+                device=str(rank.manifest.model_extra.get("device", "")),
+            )
+        if publish and force and (registry.kind_dir(RANKER) / version).exists():
+            version = f"{version}-{int(time.time())}"  # never overwrite a (maybe promoted) version
+        dev = pick_device(device or cfg.device)
+        seed_everything(cfg.seed, threads or cfg.cpu_threads)
+        split = time_split(events, cfg.cold_start_users, cfg.seed)
+        timings["load"] = time.perf_counter() - t0
 
-    t = time.perf_counter()
-    vectors = content_vectors(settings, items)
-    timings["content_vectors"] = time.perf_counter() - t
-    ratings = split.train.groupby("item_id")["rating"]
-    table = build_item_table(
-        items, vectors, ratings.size().to_dict(), ratings.mean().fillna(0).to_dict()
-    )
-    source_of_features = feature_source(settings, split.train, features)
-
-    t = time.perf_counter()
-    with deterministic():
-        two_tower = fit_two_tower(
-            cfg, table, source_of_features, split.train, dev, retriever_epochs
+        t = time.perf_counter()
+        vectors = content_vectors(settings, items)
+        timings["content_vectors"] = time.perf_counter() - t
+        ratings = split.train.groupby("item_id")["rating"]
+        table = build_item_table(
+            items, vectors, ratings.size().to_dict(), ratings.mean().fillna(0).to_dict()
         )
-    timings["two_tower"] = time.perf_counter() - t
-    t = time.perf_counter()
-    known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
-    with deterministic():
-        net = fit_ranker(
-            cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
-        )
-    model = RankerModel(net, table, version, dev)
-    timings["ranker"] = time.perf_counter() - t
+        source_of_features = feature_source(settings, split.train, features)
 
-    t = time.perf_counter()
-    metrics, cold = _evaluate(split, table, model, cfg.ranker_depth) if evaluation else ({}, {})
-    timings["evaluate"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        with deterministic():
+            two_tower = fit_two_tower(
+                cfg, table, source_of_features, split.train, dev, retriever_epochs
+            )
+        timings["two_tower"] = time.perf_counter() - t
+        t = time.perf_counter()
+        known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
+        with deterministic():
+            net = fit_ranker(
+                cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
+            )
+        model = RankerModel(net, table, version, dev)
+        timings["ranker"] = time.perf_counter() - t
 
-    result = TrainResult(
-        retriever=None,  # type: ignore[arg-type]
-        ranker=None,  # type: ignore[arg-type]
-        reused=False,
-        metrics=metrics,
-        cold_start=cold,
-        seconds=timings,
-        device=str(dev),
-        model=model,
-    )
-    if publish:
-        extra = {
-            "evaluation": {k: v.model_dump() for k, v in metrics.items()},
-            "cold_start": cold,
-            "training_seconds": timings,
-            "device": str(dev),
-            "data_hash": dhash,
-            "source": source,
-            "features": features,
-            "settings": cfg.model_dump(),
-        }
-        if manifest_extra is not None:
-            extra |= manifest_extra(model)
-        flat = {f"test.{k}.{m}": v for k, mm in metrics.items() for m, v in mm.model_dump().items()}
-        schema = {
-            "features": list(FEATURE_COLUMNS),
-            "point_in_time": "strictly before the label event",
-            "item_features": ["genres", "year", "popularity", "mean_rating", "content(384)"],
-            "embedding_model": settings.embedding.model,
-        }
-        result.retriever = _publish(
-            registry,
-            RETRIEVER,
-            version,
-            flat,
-            schema,
-            split,
-            extra,
-            lambda d: save_retriever(model, d),
+        t = time.perf_counter()
+        metrics, cold = _evaluate(split, table, model, cfg.ranker_depth) if evaluation else ({}, {})
+        timings["evaluate"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t0
+
+        result = TrainResult(
+            retriever=None,  # type: ignore[arg-type]
+            ranker=None,  # type: ignore[arg-type]
+            reused=False,
+            metrics=metrics,
+            cold_start=cold,
+            seconds=timings,
+            device=str(dev),
+            model=model,
         )
-        result.ranker = _publish(registry, RANKER, version, flat, schema, split, extra, model.save)
-    return result
+        if publish:
+            extra = {
+                "evaluation": {k: v.model_dump() for k, v in metrics.items()},
+                "cold_start": cold,
+                "training_seconds": timings,
+                "device": str(dev),
+                "data_hash": dhash,
+                "source": source,
+                "features": features,
+                "settings": cfg.model_dump(),
+            }
+            if manifest_extra is not None:
+                extra |= manifest_extra(model)
+            flat = {
+                f"test.{k}.{m}": v for k, mm in metrics.items() for m, v in mm.model_dump().items()
+            }
+            schema = {
+                "features": list(FEATURE_COLUMNS),
+                "point_in_time": "strictly before the label event",
+                "item_features": ["genres", "year", "popularity", "mean_rating", "content(384)"],
+                "embedding_model": settings.embedding.model,
+            }
+            result.retriever = _publish(
+                registry,
+                RETRIEVER,
+                version,
+                flat,
+                schema,
+                split,
+                extra,
+                lambda d: save_retriever(model, d),
+            )
+            result.ranker = _publish(
+                registry, RANKER, version, flat, schema, split, extra, model.save
+            )
+        return result
 
 
 def _publish(registry, kind, version, metrics, schema, split, extra, save) -> ModelVersion:  # type: ignore[no-untyped-def]

@@ -13,7 +13,10 @@ Responsibilities:
   (`models.retrain.judge`: bootstrap gate on NDCG@20 and Recall@20), write the verdict and
   its figures into both manifests, publish the candidate to the registry whatever the
   verdict, announce it on registry.changes (`action="publish"`, `gate`), and promote it
-  (`action="promote"`) only when it passed and `trainer.promote` is on;
+  (`action="promote"`) only when it passed and `trainer.promote` is on; with
+  `trainer.rollout=canary` (and a promoted ranker to compare with) a passed candidate
+  starts a canary instead (`processors/rollout.py`), which the rollout controller promotes
+  or rolls back on live figures;
 - run at low priority: niceness `trainer.nice`, CPUs `trainer.cpus` (sched_setaffinity),
   `trainer.threads` torch threads; metrics, heartbeat and a status hash
   (`streamrec:trainer:<group>`).
@@ -66,6 +69,7 @@ from streamrec.models.retrain import (
     trained_before,
 )
 from streamrec.models.train import RANKER, RETRIEVER, train
+from streamrec.processors.rollout import RolloutController
 from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app
 from streamrec.streams.errors import DeliveryError, TopicReadError
@@ -318,11 +322,8 @@ class Trainer:
                     kind=kind, name=kind, version=version, action="publish", gate=_gate(verdict)
                 )
             )
-        promoted_now = verdict.passed and self.cfg.promote
-        if promoted_now:
-            for kind in KINDS:
-                change = self.registry.promote(kind, version)
-                self.outbox.send(change.model_copy(update={"gate": _gate(verdict)}))
+        stage = self.release(version, verdict, promoted is not None)
+        promoted_now = stage == "promoted"
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu0
         self.trainings += 1
         metrics.PROCESSING_SECONDS.labels(NAME).observe(seconds)
@@ -340,7 +341,7 @@ class Trainer:
             "idle",
             last_version=version,
             last_trigger=trigger.reason,
-            last_stage="promoted" if promoted_now else _stage(verdict),
+            last_stage=stage,
             last_passed=int(verdict.passed),
             reason=verdict.reason,
             last_seconds=round(seconds, 2),
@@ -348,6 +349,20 @@ class Trainer:
             trainings=self.trainings,
         )
         return verdict
+
+    def release(self, version: str, verdict: GateOutcome, has_promoted: bool) -> str:
+        """A judged candidate's next stage: promoted, a canary (`trainer.rollout=canary`
+        with a promoted ranker to compare with), or the gate's stage when it is held back."""
+        if not (verdict.passed and self.cfg.promote):
+            return _stage(verdict)
+        if self.cfg.rollout == "canary" and has_promoted:
+            # The rollout controller takes it from the first share to everyone, or back.
+            RolloutController(self.settings, self.registry, self.outbox, _no_figures).start(version)
+            return "canary"
+        for kind in KINDS:
+            change = self.registry.promote(kind, version)
+            self.outbox.send(change.model_copy(update={"gate": _gate(verdict)}))
+        return "promoted"
 
     def _report(self, state: str, **fields: str | int | float) -> None:
         self.status.write(
@@ -359,6 +374,10 @@ class Trainer:
                 **fields,
             }
         )
+
+
+def _no_figures(*_: object) -> Any:
+    raise AssertionError("starting a canary reads no figures")
 
 
 def _gate(outcome: GateOutcome) -> dict[str, Any]:

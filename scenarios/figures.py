@@ -9,7 +9,9 @@
   analytics report defines it (`analytics.report`): an impression is an answered request,
   clicked when its user clicked at least one of its items; CTR per variant (the users'
   stable assignment, `analytics.experiments`) with a 95% Wilson interval; and catalog
-  coverage: live items (the catalog and what the run uploaded) served at least once.
+  coverage: live items (the catalog and what the run uploaded) served at least once, over
+  all answers and per variant's answers, with the item slots exploration filled per
+  variant (`serving.exploration`: the items an answer marks explored).
 """
 
 from __future__ import annotations
@@ -77,10 +79,17 @@ def week_figures(run: ModeRun, facts: RunFacts) -> None:
     experiment = settings.analytics.experiment
     shown: dict[str, list[int]] = {v: [0, 0] for v in variants}  # impressions, clicked
     served: set[str] = set()
+    served_by: dict[str, set[str]] = {v: set() for v in variants}
+    explored_by: dict[str, int] = dict.fromkeys(variants, 0)
+    explored: set[str] = set()
     for o in facts.outcomes:
         if o.kind != "ok":
             continue
         served.update(o.items)
+        variant = assign_variant(o.user_id, experiment, variants)
+        served_by[variant].update(o.items)
+        explored_by[variant] += len(o.explored)
+        explored.update(o.explored)
     for request_user, clicked in _impressions(facts):
         counts = shown[assign_variant(request_user, experiment, variants)]
         counts[0] += 1
@@ -98,6 +107,10 @@ def week_figures(run: ModeRun, facts: RunFacts) -> None:
     s["catalog_items"] = float(len(live))
     s["coverage"] = len(served & live) / len(live) if live else 0.0
     s["coverage_target"] = COVERAGE_TARGET
+    for variant in variants:
+        s[f"coverage_{variant}"] = len(served_by[variant] & live) / len(live) if live else 0.0
+        s[f"explored_{variant}"] = float(explored_by[variant])
+    s["explored_items"] = float(len(explored & live))
 
 
 def _impressions(facts: RunFacts) -> list[tuple[str, int]]:

@@ -16,7 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+from rich.console import Console
 from rich.table import Table
+
+
+def print_line(console: Console, line: str) -> None:
+    """One line of a run's log, as text: its `[naive]` / `[streamrec]` prefixes are rich
+    markup tags to `console.print`, which would drop them."""
+    console.print(line, highlight=False, markup=False)
+
 
 # (series column, chart title, y label); a row's missing column is drawn as a gap.
 CHARTS: tuple[tuple[str, str, str], ...] = (
@@ -40,8 +48,13 @@ CHARTS: tuple[tuple[str, str, str], ...] = (
 SUMMARY_ROWS: tuple[tuple[str, str], ...] = (
     ("requests", "{:.0f}"),
     ("attempts_per_request", "{:.2f}"),
+    ("retry_share", "{:.1%}"),
+    ("goodput_per_s", "{:.0f}"),
+    ("goodput_of_capacity", "{:.1%}"),
     ("p50_ms", "{:.1f}"),
     ("p99_ms", "{:.1f}"),
+    ("p99_answered_ms", "{:.1f}"),
+    ("client_lag_p99_ms", "{:.1f}"),
     ("answered", "{:.1%}"),
     ("shed_rate", "{:.1%}"),
     ("error_rate", "{:.1%}"),

@@ -7,7 +7,7 @@
 | `topic_server` | recs.requests -> replies on allow-listed reply topics; dead letters |
 | `worker`, `runner`, `process` | composition root, `streamrec serve`, the child process |
 | `admission`, `deadlines`, `breakers`, `fallback` | never cascade: bounds, budgets, levels |
-| `batcher`, `model_manager`, `ranker_adapter` | micro-batched ranking, hot swap, shadow |
+| `batcher`, `model_manager`, `ranker_adapter`, `shadow` | batched ranking, swaps, shadow, canary |
 | `rerank`, `cache` (+ `xfetch`), `explanations`, `answer` | the answer's shape and bytes |
 | `reference_path` | the per-request path, kept only for the batch path's golden test |
 | `ports`, `redis_stores`, `feature_store`, `item_catalog`, `memory` | I/O behind interfaces |

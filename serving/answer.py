@@ -39,12 +39,15 @@ class Answer:
     model_version: str | None
     latency_ms: float
     served_at: datetime
+    # the items exploration put in (serving.exploration); `without` keeps it as it is, since
+    # only the ids still in `item_ids` are written out as explored
+    explored: frozenset[str] = frozenset()
 
     @property
     def items(self) -> list[RecommendedItem]:
         """The items as the contract's models (validated): for callers off the hot path."""
         return [
-            RecommendedItem(item_id=i, score=s, explanation=e)
+            RecommendedItem(item_id=i, score=s, explanation=e, explored=i in self.explored)
             for i, s, e in zip(self.item_ids, self.scores, self.explanations, strict=True)
         ]
 
@@ -71,16 +74,22 @@ class Answer:
         )
 
     def response_json(self) -> bytes:
-        """The `RecResponse` contract's JSON, written from the arrays."""
+        """The `RecResponse` contract's JSON, written from the arrays. `explored` is written
+        only where true, so an answer without exploration is what it was before the field."""
+        items: list[dict[str, object]] = [
+            {"item_id": i, "score": s, "explanation": e}
+            for i, s, e in zip(self.item_ids, self.scores, self.explanations, strict=True)
+        ]
+        if self.explored:
+            for item in items:
+                if item["item_id"] in self.explored:
+                    item["explored"] = True
         return orjson.dumps(
             {
                 "schema_version": 1,
                 "correlation_id": self.correlation_id,
                 "user_id": self.user_id,
-                "items": [
-                    {"item_id": i, "score": s, "explanation": e}
-                    for i, s, e in zip(self.item_ids, self.scores, self.explanations, strict=True)
-                ],
+                "items": items,
                 "level": self.level,
                 "model_version": self.model_version,
                 "latency_ms": self.latency_ms,
@@ -91,17 +100,19 @@ class Answer:
     def http_json(self, item_info: Callable[[str], ItemInfo | None]) -> bytes:
         """The HTTP `Recommendations` body (serving.schemas), titles and genres from memory."""
         items = []
+        explored = self.explored
         for i, s, e in zip(self.item_ids, self.scores, self.explanations, strict=True):
             info = item_info(i)
-            items.append(
-                {
-                    "item_id": i,
-                    "score": s,
-                    "title": info.title if info else "",
-                    "genres": info.genres if info else [],
-                    "explanation": e,
-                }
-            )
+            item = {
+                "item_id": i,
+                "score": s,
+                "title": info.title if info else "",
+                "genres": info.genres if info else [],
+                "explanation": e,
+            }
+            if explored and i in explored:
+                item["explored"] = True
+            items.append(item)
         return orjson.dumps(
             {
                 "request_id": self.correlation_id,

@@ -19,14 +19,17 @@ Per batch, once (`_handle_batch`):
    than `cold_start_interactions` keep their retrieval order (ADR 0046);
 6. re-ranking of the whole batch over one score matrix (`rerank.rerank_many`: removed,
    seen, diversity), and the trending top-up;
-7. ONE round trip for every member's explanations and the removal check; the impressions
+7. exploration (`serving.exploration`, ADR 0126): for the users of `explore_variants`, the
+   last `explore_slots` of the answer go to the live items this process has shown least,
+   from a rotation held in memory (no I/O; skipped when it has nothing to give);
+8. ONE round trip for every member's explanations and the removal check; the impressions
    leave in one produce call per loop turn (`serving.impressions`).
 
 Every member degrades on its own: its read, its deadline and its model outcome decide its
 level, and the rest of its batch is unaffected. Every dependency failure lands in the
 fallback chain (`serving.fallback`); only admission refuses a valid request (`Overloaded`).
-Background tasks keep the trending list and the removed items in memory, so the POPULAR
-level needs nothing on the request path.
+Background tasks keep the trending list, the removed items and the exploration rotation in
+memory, so the POPULAR level and exploration need nothing on the request path.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from streamrec.serving.batcher import MicroBatcher, RequestBatcher
 from streamrec.serving.breakers import CircuitBreaker, State
 from streamrec.serving.deadlines import Deadline, within
 from streamrec.serving.errors import BreakerOpen, DependencyError, DependencyTimeout
+from streamrec.serving.exploration import Explorer, least_shown_order
 from streamrec.serving.fallback import PopularRanking, simple_scores, worst
 from streamrec.serving.impressions import ImpressionPublisher
 from streamrec.serving.item_catalog import ItemCatalog
@@ -138,6 +142,7 @@ class _Plan:
     error: BaseException | None = None  # a bug while ranking this member: its answer fails
     top: list[tuple[str, float]] = field(default_factory=list)
     explanations: list[str | None] = field(default_factory=list)
+    explored: list[str] = field(default_factory=list)  # exploration's items in `top`
 
 
 class Recommender:
@@ -155,8 +160,10 @@ class Recommender:
         loop_lag: Callable[[], float] = lambda: 0.0,
         history: HistoryStore | None = None,
         reads: RequestReads | None = None,
+        explorer: Explorer | None = None,
     ) -> None:
         self.cfg = cfg
+        self.explorer = explorer  # None: no exploration (explore_slots 0)
         self.reads = reads  # the three reads in one round trip (ADR 0056); None: one each
         self.loop_lag = loop_lag
         self.history = history
@@ -215,6 +222,7 @@ class Recommender:
         self.requests.start()
         with contextlib.suppress(DependencyError):
             await self.refresh_popular()
+        await self._refresh_exploration()
         self._tasks.append(asyncio.create_task(self._refresh_loop(), name="popular-refresh"))
 
     async def stop(self) -> None:
@@ -237,9 +245,29 @@ class Recommender:
         self.catalog.set_popularity(dict(popular))
         self.popular_ranking = PopularRanking(popular, self.catalog.get)
 
+    async def refresh_exploration(self) -> None:
+        """The rotation's order rebuilt from the catalog in memory and the shows counted so
+        far: snapshot on the loop, the sort on a thread, installed on the loop."""
+        explorer = self.explorer
+        if explorer is None:
+            return
+        rotation = explorer.rotation
+        # The follower's thread writes the catalog: copy it (a C-level copy holds the GIL).
+        ids, shown, tie = rotation.snapshot(list(self.catalog.items))
+        removed = self.removed | set(self.catalog.removed)
+        order = await asyncio.to_thread(least_shown_order, ids, removed, shown, tie)
+        rotation.install(order)
+
+    async def _refresh_exploration(self) -> None:
+        try:
+            await self.refresh_exploration()
+        except Exception:  # exploration is optional: the old order stays, never an error
+            log.warning("exploration refresh failed", exc_info=True)
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.refresh_s)  # a periodic refresh, not a race
+            await self._refresh_exploration()
             try:
                 await self.refresh_popular()
             except DependencyError as exc:
@@ -391,6 +419,7 @@ class Recommender:
         """The answers of ranked plans: re-ranked together, explained and checked against
         removals in one round trip."""
         cfg = self.cfg
+        explorer = self.explorer
         tops = rerank_many(
             [p.ids for p in plans],
             [p.scores for p in plans],
@@ -409,6 +438,8 @@ class Recommender:
                 extra = [i for i, _ in self._popular_list()]
                 extra_scores = floor - 1.0 - np.arange(len(extra), dtype=np.float64)
                 top += rerank_arrays(extra, extra_scores, k - len(top), have, self.catalog.get, 1.0)
+            if explorer is not None and plan.error is None:
+                top = self._explore(explorer, plan, top)
             plan.top = top
             plan.explanations = [None] * len(top)
         gone = await self._explain_batch([p for p in plans if p.error is None])
@@ -430,6 +461,7 @@ class Recommender:
                     model_version=plan.model_version,
                     latency_ms=plan.member.deadline.elapsed_ms(),
                     served_at=served_at,
+                    explored=frozenset(plan.explored),
                 )
             )
         # Checked once as they are made, for their callers and every caller coalesced on
@@ -441,7 +473,27 @@ class Recommender:
         if gone:
             self.removed |= gone
             answers = [a.without(gone) if isinstance(a, Answer) else a for a in answers]
+        if explorer is not None:  # every item shown counts, ranked or explored
+            for a in answers:
+                if isinstance(a, Answer):
+                    explorer.rotation.record(a.item_ids)
         return answers
+
+    def _explore(
+        self, explorer: Explorer, plan: _Plan, top: list[tuple[str, float]]
+    ) -> list[tuple[str, float]]:
+        """The member's answer with exploration's slots, if its variant explores; the answer
+        as it was when the rotation has nothing to give or fails (never an error)."""
+        try:
+            if not explorer.applies(plan.member.q.user_id):
+                return top
+            top, plan.explored = explorer.explore(top, plan.member.q.k, plan.exclude)
+        except Exception:
+            log.warning("exploration failed", exc_info=True)
+            return top
+        if plan.explored:
+            self.metrics.explored.inc(len(plan.explored))
+        return top
 
     async def _read_batch(self, batch: list[Member]) -> list[UserReads]:
         cfg = self.cfg

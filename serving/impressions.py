@@ -1,11 +1,11 @@
 """Impressions to recs.served, published without waiting for the broker.
 
 Responsibilities: build the `Impression` of an answer (with the user's experiment variant,
-`analytics.experiments.variant_for`), hand it to a producer that lingers
-`serving.impressions_linger_ms` (500 ms: ADRs 0055, 0089, 0090) and return at once; a daemon
-thread serves the producer's delivery callbacks, and a failed delivery is counted in the
-metrics (an impression is analytics, never a reason to fail or slow an answer). A full
-local queue drops the impression and counts it too.
+`analytics.experiments.variant_for`, or "canary" for a ranker canary's users), hand it to
+a producer that lingers `serving.impressions_linger_ms` (500 ms: ADRs 0055, 0089, 0090)
+and return at once; a daemon thread serves the producer's delivery callbacks, and a failed
+delivery is counted in the metrics (an impression is analytics, never a reason to fail or
+slow an answer). A full local queue drops the impression and counts it too.
 
 The impressions of one turn of the event loop (a batch's answers come out together) leave
 in ONE `produce_batch` call, each written with orjson from the answer's arrays: no pydantic
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -54,6 +55,8 @@ class ImpressionPublisher:
             },
         )
         self.sent = 0
+        # The model manager's canary assignment (in memory): its users' impressions say so.
+        self.variant_override: Callable[[str], str | None] | None = None
         self._pending: list[dict[str, Any]] = []  # this loop turn's impressions
         self._flush_scheduled = False
         self._stop = threading.Event()
@@ -62,6 +65,11 @@ class ImpressionPublisher:
 
     def _variant(self, user_id: str) -> str:
         """The user's A/B variant (the experiments' stable hash assignment); "control" if unset."""
+        override = self.variant_override
+        if override is not None:
+            variant = override(user_id)
+            if variant is not None:
+                return variant
         try:
             return variant_for(self.settings, user_id)
         except ConfigError:
@@ -82,22 +90,24 @@ class ImpressionPublisher:
             return
         # The `Impression` contract (topics.recs_served), written from the core's own
         # answer (checked where it was made): no model to build and validate again.
-        value = orjson.dumps(
-            {
-                "schema_version": 1,
-                "event_id": new_id(),
-                "request_id": response.correlation_id,
-                "user_id": response.user_id,
-                "item_ids": response.item_ids,
-                "level": response.level,
-                "model_version": response.model_version,
-                "variant": self._variant(response.user_id),
-                "channel": channel,
-                "latency_ms": response.latency_ms,
-                "served_at": utcnow(),
-                "principal": principal,  # the audit trail: who asked
-            }
-        )
+        impression = {
+            "schema_version": 1,
+            "event_id": new_id(),
+            "request_id": response.correlation_id,
+            "user_id": response.user_id,
+            "item_ids": response.item_ids,
+            "level": response.level,
+            "model_version": response.model_version,
+            "variant": self._variant(response.user_id),
+            "channel": channel,
+            "latency_ms": response.latency_ms,
+            "served_at": utcnow(),
+            "principal": principal,  # the audit trail: who asked
+        }
+        if response.explored:  # only then: an impression without it is the old contract's
+            explored = response.explored
+            impression["explored_item_ids"] = [i for i in response.item_ids if i in explored]
+        value = orjson.dumps(impression)
         self._pending.append({"key": response.user_id.encode(), "value": value})
         if self._flush_scheduled:
             return

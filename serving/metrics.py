@@ -3,7 +3,8 @@
 Responsibilities: declare every metric once, with the labels the dashboard groups by:
 requests by channel/level/outcome, latency, admission sheds and queue depth, breaker state
 per dependency (0 closed, 1 half-open, 2 open), batch sizes, cache results, model version
-and swaps, shadow comparisons, impressions not delivered.
+and swaps, shadow comparisons (overlap, scores, model time), the canary's share and
+failures, impressions not delivered.
 """
 
 from __future__ import annotations
@@ -79,6 +80,31 @@ class ServingMetrics:
             "serving_shadow_overlap",
             "top-k overlap of the shadow model with the served one",
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            registry=r,
+        )
+        self.explored = Counter(
+            "serving_explored_items", "items put in answers by exploration", registry=r
+        )
+        self.shadow_score = Histogram(
+            "serving_shadow_score",
+            "median score of each compared request, served and shadow model",
+            ["model"],
+            buckets=(-8.0, -4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0, 8.0),
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            "serving_shadow_seconds",
+            "model time per compared batch, served and shadow model",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canary_share = Gauge(
+            "serving_canary_share", "share of users the canary ranker serves", registry=r
+        )
+        self.canary_errors = Counter(
+            "serving_canary_errors",
+            "canary batches that failed (those users answered by the promoted ranker)",
             registry=r,
         )
         self.impressions_failed = Counter(

@@ -8,7 +8,15 @@ Responsibilities:
 - `score_batch`: the micro-batcher's function; returns each input's scores WITH the version
   that produced them (a swap between two batches is visible per answer);
 - the optional shadow model: a given registry version scores a sample of batches on its own
-  thread after the served answer is out, and only the top-k overlap is recorded;
+  thread after the served answer is out; agreement@k, both models' scores and their time per
+  batch go to /metrics and to a `serving/shadow.py` summary the poller writes to Redis every
+  `serving.shadow_report_s` (`streamrec models shadow-report` reads it);
+- the canary: the registry's CANARY state (read with the PROMOTED pointer, on the same
+  wake-ups) names a candidate and a share; it is loaded beside the promoted ranker, and in
+  each batch the users whose canary bucket (`analytics.experiments.canary_bucket`, computed
+  here, in memory) is below the share are scored by it, the rest by the promoted one. A
+  canary that fails is counted and its users are scored by the promoted ranker, so no
+  request fails for it. `canary_variant` gives the impressions their variant;
 - `unload` (an operator's lever, and how tests take the model away).
 """
 
@@ -17,15 +25,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import random
+import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
+import redis
 from confluent_kafka import Consumer, KafkaException
 
+from streamrec.analytics.experiments import CANARY_VARIANT, canary_bucket, canary_limit
 from streamrec.infra.settings import Settings
 from streamrec.models.features import UserFeatures
 from streamrec.models.registry import ModelRegistry, ModelVersion, RegistryError
@@ -33,6 +47,7 @@ from streamrec.serving.errors import DependencyError, ModelUnavailable
 from streamrec.serving.metrics import ServingMetrics
 from streamrec.serving.ports import Ranker, RankInput
 from streamrec.serving.ranker_adapter import RANKER_KIND, RegistryRanker, pick_device
+from streamrec.serving.shadow import ShadowRecorder, shadow_key
 from streamrec.streams import codecs
 from streamrec.topics import REGISTRY_CHANGES, RegistryChange
 from streamrec.topics.errors import SchemaError
@@ -40,6 +55,19 @@ from streamrec.topics.errors import SchemaError
 log = logging.getLogger(__name__)
 
 Loader = Callable[[ModelVersion, str], Ranker]
+SHADOW_KEY_TTL_S = 86_400
+
+
+@dataclass(frozen=True)
+class _Canary:
+    """The canary as one reference (swapped whole, read once per batch)."""
+
+    ranker: Ranker
+    limit: int  # users whose canary bucket is below this are the canary's
+    share: float
+
+    def serves(self, user_id: str) -> bool:
+        return canary_bucket(user_id, self.ranker.version) < self.limit
 
 
 class ModelManager:
@@ -60,7 +88,12 @@ class ModelManager:
         self.device = pick_device(settings.serving.device)
         self.current: Ranker | None = None
         self.shadow: Ranker | None = None
+        self.canary: _Canary | None = None
+        self.canary_error: str | None = None
         self.swaps = 0
+        self.shadow_recorder: ShadowRecorder | None = None
+        self._shadow_flushed = 0.0
+        self._redis: redis.Redis | None = None
         self.load_error: str | None = None
         self._lock = asyncio.Lock()
         self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
@@ -93,30 +126,78 @@ class ModelManager:
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
 
     async def refresh(self) -> bool:
-        """Load and swap in the promoted version if it is not the one serving. True if swapped."""
+        """Load and swap in the promoted version if it is not the one serving, then follow
+        the canary state. True if the promoted ranker was swapped."""
         async with self._lock:
-            try:
-                promoted = await asyncio.to_thread(self.registry.promoted, RANKER_KIND)
-            except RegistryError as exc:
-                self.load_error = str(exc)
-                return False
-            if promoted is None or promoted.version == self.version:
-                return False
-            try:
+            swapped = await self._refresh_promoted()
+            await self._refresh_canary()
+            return swapped
+
+    async def _refresh_promoted(self) -> bool:
+        try:
+            promoted = await asyncio.to_thread(self.registry.promoted, RANKER_KIND)
+        except RegistryError as exc:
+            self.load_error = str(exc)
+            return False
+        if promoted is None or promoted.version == self.version:
+            return False
+        model = self.canary.ranker if self.canary else None
+        try:
+            if model is None or model.version != promoted.version:
                 model = await asyncio.to_thread(self.loader, promoted, self.device)
                 await asyncio.to_thread(_warm_up, model)
-            except DependencyError as exc:
-                # Keep serving with the old model (or the fallbacks) rather than nothing.
-                self.load_error = str(exc)
-                log.error("ranker %s not loaded: %s", promoted.version, exc)
-                return False
-            self.current = model  # the swap: one reference, read once per batch
-            self.load_error = None
-            self.swaps += 1
-            self.metrics.model_swaps.inc()
-            self.metrics.model.info({"version": model.version, "device": self.device})
-            log.info("serving ranker %s on %s", model.version, self.device)
-            return True
+        except DependencyError as exc:
+            # Keep serving with the old model (or the fallbacks) rather than nothing.
+            self.load_error = str(exc)
+            log.error("ranker %s not loaded: %s", promoted.version, exc)
+            return False
+        self.current = model  # the swap: one reference, read once per batch
+        self.load_error = None
+        self.swaps += 1
+        self.metrics.model_swaps.inc()
+        self.metrics.model.info({"version": model.version, "device": self.device})
+        log.info("serving ranker %s on %s", model.version, self.device)
+        return True
+
+    async def _refresh_canary(self) -> None:
+        try:
+            state = await asyncio.to_thread(self.registry.canary, RANKER_KIND)
+        except (OSError, ValueError) as exc:  # a torn or unreadable file: keep what runs
+            log.warning("canary state not read: %s", exc)
+            return
+        running = self.canary
+        if state is None or state.version == self.version:
+            if running is not None:
+                log.info("canary %s ended", running.ranker.version)
+            self.canary = None
+            self.metrics.canary_share.set(0.0)
+            return
+        limit = canary_limit(state.share)
+        if running is not None and running.ranker.version == state.version:
+            if running.limit != limit:
+                self.canary = _Canary(running.ranker, limit, state.share)
+                log.info("canary %s at %.0f%%", state.version, state.share * 100)
+            self.metrics.canary_share.set(state.share)
+            return
+        try:
+            mv = await asyncio.to_thread(self.registry.get, RANKER_KIND, state.version)
+            model = await asyncio.to_thread(self.loader, mv, self.device)
+            await asyncio.to_thread(_warm_up, model)
+        except (RegistryError, DependencyError) as exc:
+            # No canary here: its users stay on the promoted ranker (the controller sees no
+            # canary impressions from this worker).
+            self.canary_error = str(exc)
+            log.error("canary ranker %s not loaded: %s", state.version, exc)
+            return
+        self.canary = _Canary(model, limit, state.share)
+        self.canary_error = None
+        self.metrics.canary_share.set(state.share)
+        log.info("canary %s at %.0f%% beside %s", state.version, state.share * 100, self.version)
+
+    def canary_variant(self, user_id: str) -> str | None:
+        """ "canary" when the running canary serves this user (the impression's variant)."""
+        canary = self.canary
+        return CANARY_VARIANT if canary is not None and canary.serves(user_id) else None
 
     def unload(self) -> None:
         self.current = None
@@ -128,9 +209,33 @@ class ModelManager:
             self.shadow = await asyncio.to_thread(self.loader, mv, self.device)
         except (RegistryError, DependencyError) as exc:
             log.error("shadow ranker %s not loaded: %s", version, exc)
+            return
+        worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.shadow_recorder = ShadowRecorder(version, worker)
+
+    def flush_shadow(self) -> None:
+        """The shadow summary to Redis (the poller's thread, every `shadow_report_s`)."""
+        recorder = self.shadow_recorder
+        if recorder is None:
+            return
+        summary = recorder.snapshot()
+        if not summary.batches:
+            return
+        try:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
+            key = shadow_key(summary.shadow_version)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, summary.worker, summary.model_dump_json())
+            pipe.expire(key, SHADOW_KEY_TTL_S)
+            pipe.execute()
+        except redis.RedisError as exc:  # a report, never a reason to disturb serving
+            log.warning("shadow summary not written: %s", exc)
 
     async def _poll(self) -> None:
         interval = self.settings.serving.model_poll_s
+        if self.shadow_recorder is not None:  # the summary's interval, when it is shorter
+            interval = min(interval, self._shadow_every())
         while True:
             await asyncio.to_thread(self._changes.wait, interval)
             if self._stop.is_set():
@@ -140,9 +245,16 @@ class ModelManager:
                 await self.refresh()
             except Exception:  # never let the poller die: the next tick tries again
                 log.exception("model refresh failed")
+            now = time.monotonic()
+            if self.shadow_recorder and now - self._shadow_flushed >= self._shadow_every():
+                self._shadow_flushed = now
+                await asyncio.to_thread(self.flush_shadow)
+
+    def _shadow_every(self) -> float:
+        return self.settings.serving.shadow_report_s
 
     def _watch(self) -> None:
-        """registry.changes -> wake the poller at once for ranker promotions and rollbacks."""
+        """registry.changes -> wake the poller at once for any ranker change (canaries too)."""
         consumer = Consumer(
             {
                 **self.settings.kafka_config(),
@@ -169,28 +281,76 @@ class ModelManager:
             consumer.close()
 
     def score_batch(self, batch: list[RankInput]) -> list[tuple[np.ndarray, str]]:
-        """Runs on the batcher's thread: the served model's scores and its version."""
+        """Runs on the batcher's thread: each input's scores and the version that made them."""
         model = self.current
         if model is None:
             raise ModelUnavailable(self.load_error or "no ranker promoted yet")
-        scores = model.score(batch)
-        shadow = self.shadow
-        if shadow is not None and random.random() < self.settings.serving.shadow_sample:
-            self._shadow_pool.submit(self._compare, shadow, batch, scores)
-        return [(s, model.version) for s in scores]
+        canary = self.canary
+        if canary is None:
+            return [(s, model.version) for s in self._score_served(model, batch)]
+        mine = [canary.serves(x.user.user_id) for x in batch]
+        served = [x for x, c in zip(batch, mine, strict=True) if not c]
+        tried = [x for x, c in zip(batch, mine, strict=True) if c]
+        scores = iter(self._score_served(model, served) if served else [])
+        try:
+            canary_scores = iter(canary.ranker.score(tried) if tried else [])
+            canary_version = canary.ranker.version
+        except Exception as exc:  # any canary failure: its users get the promoted ranker
+            self.metrics.canary_errors.inc()
+            log.warning("canary ranker %s failed: %s", canary.ranker.version, exc)
+            canary_scores = iter(model.score(tried))
+            canary_version = model.version
+        results: list[tuple[np.ndarray, str]] = []
+        for c in mine:
+            if c:
+                results.append((next(canary_scores), canary_version))
+            else:
+                results.append((next(scores), model.version))
+        return results
 
-    def _compare(self, shadow: Ranker, batch: list[RankInput], served: list[np.ndarray]) -> None:
+    def _score_served(self, model: Ranker, batch: list[RankInput]) -> list[np.ndarray]:
+        shadow = self.shadow
+        if shadow is None or random.random() >= self.settings.serving.shadow_sample:
+            return model.score(batch)
+        started = time.perf_counter()
+        scores = model.score(batch)
+        elapsed = time.perf_counter() - started
+        self._shadow_pool.submit(self._compare, shadow, model.version, batch, scores, elapsed)
+        return scores
+
+    def _compare(
+        self,
+        shadow: Ranker,
+        served_version: str,
+        batch: list[RankInput],
+        served: list[np.ndarray],
+        served_s: float,
+    ) -> None:
+        recorder = self.shadow_recorder
+        started = time.perf_counter()
         try:
             other = shadow.score(batch)
         except DependencyError as exc:
             log.warning("shadow ranker failed: %s", exc)
+            if recorder is not None:
+                recorder.failed()
             return
+        shadow_s = time.perf_counter() - started
+        m = self.metrics
+        m.child(m.shadow_seconds, "served").observe(served_s)
+        m.child(m.shadow_seconds, "shadow").observe(shadow_s)
+        if recorder is None:
+            return
+        for agreement in recorder.observe(served_version, served, other, served_s, shadow_s):
+            m.shadow.observe(agreement)
+        score_served, score_shadow = (
+            m.child(m.shadow_score, "served"),
+            m.child(m.shadow_score, "shadow"),
+        )
         for a, b in zip(served, other, strict=True):
-            k = min(20, len(a))
-            if k:
-                top_a = set(np.argsort(-a)[:k].tolist())
-                top_b = set(np.argsort(-b)[:k].tolist())
-                self.metrics.shadow.observe(len(top_a & top_b) / k)
+            if len(a):
+                score_served.observe(float(np.median(a)))
+                score_shadow.observe(float(np.median(b)))
 
 
 def _warm_up(model: Ranker) -> None:

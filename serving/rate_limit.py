@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 LEASE_TTL_S = 1.0
+LEASE_ATTEMPTS = 3  # script calls one request may wait for before it is refused
 MAX_BUCKETS = 100_000  # per process: past it, the idle ones are forgotten
 MAX_DEBITS = 256  # first uses held for one script call; more go at once (a short Redis call)
 KEY_PREFIX = "ratelimit:"
@@ -163,8 +164,13 @@ class RateLimiter:
         for lease in leases:
             if lease.expires <= now:
                 lease.tokens = 0  # an old grant: the bucket has moved on without it
-        short = [bucket for bucket, lease in zip(buckets, leases, strict=True) if lease.tokens < 1]
-        if short:
+        # A grant is sized for the requests that waited for it, but a request arriving as it
+        # lands may take a token first; then a waiter asks again rather than being refused
+        # while Redis still has tokens. Only Redis's "empty" (`blocked_until`) refuses.
+        for _ in range(LEASE_ATTEMPTS):
+            short = [b for b, lease in zip(buckets, leases, strict=True) if lease.tokens < 1]
+            if not short:
+                break
             try:
                 await self._lease(short)  # the grants are in the leases once it returns
             except (RedisError, OSError):
@@ -173,7 +179,7 @@ class RateLimiter:
             wait = max(lease.blocked_until for lease in leases) - now
             if wait > 0:
                 return wait
-        # Requests of one turn share a bucket's grant: the ones it does not cover wait.
+        # Still short after those attempts: other requests keep taking the grants first.
         for lease, (_, rate) in zip(leases, buckets, strict=True):
             if lease.tokens < 1:
                 return 1.0 / rate.per_s

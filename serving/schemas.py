@@ -55,6 +55,7 @@ class Item(BaseModel):
     title: str = ""
     genres: list[str] = Field(default_factory=list)
     explanation: str | None = None
+    explored: bool = Field(False, description="a least-shown live item, not ranked (ADR 0126)")
 
 
 class Recommendations(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 
 from streamrec.infra.settings import Settings
 from streamrec.serving.core import Recommender
+from streamrec.serving.exploration import Explorer, explore_variants
 from streamrec.serving.item_catalog import CatalogFollower, ItemCatalog
 from streamrec.serving.loop_lag import LoopLag
 from streamrec.serving.metrics import ServingMetrics
@@ -165,6 +166,25 @@ def set_ranker_threads(settings: Settings) -> None:
     torch.set_num_threads(cfg.ranker_threads or max(1, cores // cfg.workers - 1))
 
 
+def explorer_for(settings: Settings) -> Explorer | None:
+    """The exploration of `serving.explore_slots` for the users of `explore_variants`
+    (their variant: the experiment's stable assignment, as on their impressions); None when
+    off."""
+    cfg = settings.serving
+    if cfg.explore_slots <= 0:
+        return None
+    from streamrec.analytics.experiments import variant_for
+    from streamrec.errors import ConfigError
+
+    def variant_of(user_id: str) -> str:
+        try:
+            return variant_for(settings, user_id)
+        except ConfigError:  # no variants configured: the impressions say "control" too
+            return "control"
+
+    return Explorer(cfg.explore_slots, explore_variants(cfg.explore_variants), variant_of)
+
+
 class ServingWorker:
     def __init__(
         self,
@@ -220,6 +240,7 @@ class ServingWorker:
         impressions = None
         if self.publish_impressions:
             impressions = ImpressionPublisher(s, self.metrics)
+            impressions.variant_override = self.models.canary_variant
             self._closers.append(impressions.close)
         self.follower.start()
         await self.models.start()
@@ -235,6 +256,7 @@ class ServingWorker:
             loop_lag=self.lag.now,
             history=RedisHistory(client),
             reads=reads,
+            explorer=explorer_for(s),
         )
         if s.serving.explain:
             self.recommender.explain = Explainer(

@@ -21,6 +21,25 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
+def commit_end_offsets(settings: Settings, group: str, *topics: str) -> dict[str, dict[int, int]]:
+    """Commit the current end of `topics` for `group`, so it starts after what is there
+    (rather than re-reading a log that grows with every test on the shared stack)."""
+    ends = {topic: end_offsets(settings, topic) for topic in topics}
+    consumer = Consumer({**settings.kafka_config(), "group.id": group})
+    try:
+        consumer.commit(
+            offsets=[
+                TopicPartition(topic, p, o)
+                for topic, parts in ends.items()
+                for p, o in parts.items()
+            ],
+            asynchronous=False,
+        )
+    finally:
+        consumer.close()
+    return ends
+
+
 def read_range(
     settings: Settings,
     topic: str,

@@ -13,6 +13,11 @@ class RecommendedItem(Event):
     item_id: str
     score: float
     explanation: str | None = None
+    explored: bool = Field(
+        False,
+        description="put in by exploration (a least-shown live item, not ranked); absent "
+        "means false, so answers without exploration are unchanged",
+    )
 
 
 class RecResponse(Event):

@@ -17,6 +17,11 @@ class Impression(Event):
     level: Level
     model_version: str | None = None
     variant: str = "control"
+    explored_item_ids: list[str] = Field(
+        default_factory=list,
+        description="the items of item_ids that exploration put in (not ranked); absent "
+        "(empty) when the answer explored nothing",
+    )
     channel: Literal["http", "kafka"] = "http"
     latency_ms: float = Field(ge=0)
     principal: str = Field(

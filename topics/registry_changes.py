@@ -1,5 +1,5 @@
 """registry.changes: a model or index version was published (a gated candidate), promoted or
-rolled back."""
+rolled back, or a ranker's canary share changed."""
 
 from typing import Any, Literal
 
@@ -13,11 +13,16 @@ class RegistryChange(Event):
     kind: Literal["ranker", "retriever", "index"]
     name: str
     version: str
-    action: Literal["promote", "rollback", "publish"]
+    # canary: `version` now serves `rollout["share"]` of the users beside the promoted one.
+    # A rollout's rollback names the version serving everyone again in `version`, and the
+    # candidate, the reason and the figures in `rollout`.
+    action: Literal["promote", "rollback", "publish", "canary"]
     at: UtcDatetime = Field(default_factory=utcnow)
     # The evaluation gate's verdict and figures for a published candidate (optional, so
     # messages without it still validate).
     gate: dict[str, Any] | None = None
+    # The rollout controller's decision for a canary: candidate, share, reason, figures.
+    rollout: dict[str, Any] | None = None
 
 
 REGISTRY_CHANGES = TopicSpec(

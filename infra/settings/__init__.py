@@ -43,6 +43,7 @@ from streamrec.infra.settings.kafka import KafkaSettings, ReplaySettings
 from streamrec.infra.settings.llm import LLMSettings
 from streamrec.infra.settings.models import EmbeddingSettings, ModelSettings
 from streamrec.infra.settings.redis import RedisSettings
+from streamrec.infra.settings.rollout import RolloutSettings
 from streamrec.infra.settings.serving import ServingSettings
 from streamrec.infra.settings.stack import DataSettings, StackSettings
 from streamrec.infra.settings.trainer import TrainerSettings
@@ -65,6 +66,7 @@ __all__ = [
     "ModelSettings",
     "RedisSettings",
     "ReplaySettings",
+    "RolloutSettings",
     "Section",
     "ServingSettings",
     "Settings",
@@ -99,6 +101,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     models: ModelSettings = ModelSettings()
     trainer: TrainerSettings = TrainerSettings()
+    rollout: RolloutSettings = RolloutSettings()
     candidates: CandidateSettings = CandidateSettings()
     serving: ServingSettings = ServingSettings()
     auth: AuthSettings = AuthSettings()

@@ -73,8 +73,8 @@ class ServingSettings(Section):
         True,
         description="wait batch_max_wait_ms for company even when no batch is running; "
         "false: a request that finds the worker idle starts its batch at once (the next "
-        "batch fills while it runs, so under load batches still grow). Not yet measured "
-        "against the default with benchmarks/serving_bench.py",
+        "batch fills while it runs, so under load batches still grow). One A/B run each "
+        "(BENCHMARKS.md, 'Idle start of a batch') did not settle it: the default stays",
     )
     batch_running: int = Field(
         2,
@@ -121,6 +121,18 @@ class ServingSettings(Section):
     # re-ranking, and explanations (cached LLM text or a template; one MGET of the
     # final items' keys under a 20 ms cap)
     max_genre_share: float = 0.4
+    # exploration: catalog coverage from a rotation held in memory (ADR 0126)
+    explore_slots: int = Field(
+        0,
+        ge=0,
+        description="the last slots of an answer (never its first item) given to the live "
+        "catalog items this process has shown least, marked `explored`; 0: off",
+    )
+    explore_variants: str = Field(
+        "treatment",
+        description="comma-separated A/B variants (analytics.variants) whose users get "
+        "explore_slots; the others are the control without exploration",
+    )
     explain: bool = True
     explain_llm_inline: bool = Field(
         False,
@@ -131,6 +143,9 @@ class ServingSettings(Section):
     # the optional shadow model: a registry version scored beside the promoted one
     shadow_version: str = ""
     shadow_sample: float = 0.1
+    shadow_report_s: float = Field(
+        5.0, gt=0, description="how often the shadow comparison's summary goes to Redis"
+    )
     # the request topic
     consumer_group: str = "streamrec-serving"
     reply_topics: str = Field(

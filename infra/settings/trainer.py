@@ -50,6 +50,11 @@ class TrainerSettings(Section):
     promote: bool = Field(
         True, description="promote a candidate that passes; off: mark it passed only"
     )
+    rollout: Literal["promote", "canary"] = Field(
+        "promote",
+        description="what a passed candidate gets: promotion at once, or a canary at the "
+        "first of rollout.stages that `streamrec models rollout` judges on live figures",
+    )
     debug_shuffle_items: bool = Field(
         False,
         description="for tests and comparison only: train the candidate on a log whose item "

@@ -1,5 +1,5 @@
-"""`streamrec train`, `streamrec models list | status | promote | rollback`, `backfill
-candidates`."""
+"""`streamrec train`, `streamrec models list | status | promote | rollback | canary | rollout |
+shadow-report`, `backfill candidates`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from streamrec.infra.settings import Settings
 
 out = Console()
 models_app = typer.Typer(
-    help="The model registry: list, status, promote, roll back.", no_args_is_help=True
+    help="The model registry: list, status, promote, roll back, canary rollout, shadow report.",
+    no_args_is_help=True,
 )
 KINDS = ("ranker", "retriever")
 
@@ -151,6 +152,83 @@ def rollback(
 ) -> None:
     for k in [kind] if kind else KINDS:
         _publish_change(ctx.obj, k, None, rollback=True)
+
+
+@models_app.command("canary")
+def canary(ctx: typer.Context, version: str = typer.Argument(...)) -> None:
+    """Start a ranker candidate's canary at the first of `rollout.stages` (5% of users)."""
+    from streamrec.models.registry import ModelRegistry
+    from streamrec.processors.rollout import RolloutController
+    from streamrec.processors.trainer import ProducerOutbox
+
+    settings: Settings = ctx.obj
+
+    def no_figures(*_: object) -> None:
+        raise AssertionError("start() reads no figures")
+
+    controller = RolloutController(
+        settings, ModelRegistry(settings), ProducerOutbox(settings), no_figures
+    )
+    change = controller.start(version)
+    share = (change.rollout or {}).get("share", 1.0)
+    out.print(f"{change.action}: ranker {version} serves {share:.0%} of users")
+
+
+@models_app.command("rollout")
+def rollout(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, help="judge the running stage once and exit"),
+) -> None:
+    """Judge the running canary every `rollout.interval_s`: advance, promote or roll back."""
+    import time
+
+    from streamrec.analytics.store import store_session
+    from streamrec.models.registry import ModelRegistry
+    from streamrec.processors.rollout import RolloutController, clickhouse_figures
+    from streamrec.processors.trainer import ProducerOutbox
+
+    settings: Settings = ctx.obj
+    registry = ModelRegistry(settings)
+    outbox = ProducerOutbox(settings)
+    while True:
+        with store_session(settings) as client:
+            controller = RolloutController(
+                settings, registry, outbox, clickhouse_figures(settings, client)
+            )
+            result = controller.step()
+        if result is None:
+            out.print("no ranker canary is running")
+            return
+        verdict, change = result
+        out.print(f"{verdict.action}: {verdict.reason}")
+        if once or (change is not None and change.action != "canary"):
+            return
+        time.sleep(settings.rollout.interval_s)
+
+
+@models_app.command("shadow-report")
+def shadow_report(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per version pair"),
+) -> None:
+    """The shadow ranker beside the served one: agreement@k, scores, model time."""
+    import redis
+
+    from streamrec.serving.shadow import KEY_PREFIX, ShadowSummary, merge, render
+
+    settings: Settings = ctx.obj
+    store = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    summaries = [
+        ShadowSummary.model_validate_json(value)
+        for key in store.scan_iter(match=f"{KEY_PREFIX}*")
+        for value in store.hgetall(key).values()
+    ]
+    reports = merge(summaries)
+    if as_json:
+        for r in reports:
+            typer.echo(r.model_dump_json())
+        return
+    typer.echo(render(reports))
 
 
 def backfill_candidates(

@@ -56,7 +56,12 @@ def run_scenario(
     per mode, open-loop load, then a table and optionally the report."""
     from streamrec.infra.stack import StackManager
     from streamrec.scenarios.cascades import SCENARIOS
-    from streamrec.scenarios.report import direction_holds, summary_table, write_report
+    from streamrec.scenarios.report import (
+        direction_holds,
+        print_line,
+        summary_table,
+        write_report,
+    )
     from streamrec.scenarios.runner import MODES, Mode, run
     from streamrec.streams.admin import TopicManager
 
@@ -93,7 +98,7 @@ def run_scenario(
             modes=modes,
             duration_s=duration,
             seed=seed,
-            log=lambda line: console.print(line, highlight=False),
+            log=lambda line: print_line(console, line),
         )
     finally:
         if fresh:

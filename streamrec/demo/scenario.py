@@ -24,7 +24,12 @@ log = logging.getLogger(__name__)
 
 def short_scenario(ctx: DemoContext) -> None:
     from streamrec.scenarios.cascades import SCENARIOS
-    from streamrec.scenarios.report import direction_holds, summary_table, write_report
+    from streamrec.scenarios.report import (
+        direction_holds,
+        print_line,
+        summary_table,
+        write_report,
+    )
     from streamrec.scenarios.runner import run
 
     console = ctx.console
@@ -38,7 +43,7 @@ def short_scenario(ctx: DemoContext) -> None:
             SCENARIOS[NAME],
             duration_s=DURATION_S,
             seed=0,
-            log=lambda line: console.print(line, highlight=False),
+            log=lambda line: print_line(console, line),
         )
     except Exception as exc:  # a showcase: the rest of the demo does not depend on it
         log.exception("the demo's scenario failed")

@@ -19,6 +19,7 @@ import redis
 from rich.table import Table
 
 from streamrec.models.registry import ModelRegistry
+from streamrec.scenarios.report import print_line
 from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
 from streamrec.serving.process import ServeProcess
 from streamrec.topics.stores import POPULAR, USER_CANDIDATES
@@ -74,7 +75,7 @@ def serve_and_ask(ctx: DemoContext) -> None:
     ml = MovieLens.load(s)
     titles = {i.item_id: i.title for i in ml.items}
     for line in _prepare(ctx, ml):
-        ctx.console.print(line)
+        print_line(ctx.console, line)
     t0 = time.monotonic()
     server = ServeProcess(s).start()
     ctx.workers.append(server)  # type: ignore[arg-type] - stopped with the demo's workers

@@ -1,3 +1,5 @@
+import fcntl
+
 import pytest
 
 from streamrec.infra.settings import Settings
@@ -40,3 +42,18 @@ def test_a_corrupted_version_cannot_be_promoted(registry):
 def test_unknown_version(registry):
     with pytest.raises(RegistryError, match="no ranker version v9"):
         registry.promote("ranker", "v9")
+
+
+def test_one_training_at_a_time_holds_the_registry_lock_until_it_ends(registry):
+    def try_lock() -> bool:
+        with open(registry.root / ".train.lock", "a") as other:  # another open: another holder
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return True
+
+    with registry.training_lock():
+        assert not try_lock()
+    assert try_lock()

@@ -5,13 +5,12 @@ from __future__ import annotations
 import zlib
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, TopicPartition
-
 from streamrec.analytics.store import store_session
 from streamrec.infra.settings import Settings
 from streamrec.streams.lag import admin_client, consumer_lags
 from streamrec.streams.producer import DeliveryTracker, bulk_producer, flush, produce_event
 from streamrec.topics import EVENTS_INTERACTIONS, RECS_SERVED, Impression, Interaction
+from tests import kafka_helpers
 from tests.kafka_helpers import wait_for
 
 SINK_TOPICS = [EVENTS_INTERACTIONS.name, RECS_SERVED.name]
@@ -105,13 +104,4 @@ def lag_of(settings: Settings, group: str) -> int:
 
 def commit_end_offsets(settings: Settings, group: str) -> None:
     """Commit the current end of the sink's topics for `group` (it starts after them)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
-    try:
-        offsets = []
-        for topic in SINK_TOPICS:
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                offsets.append(TopicPartition(topic, p, high))
-        consumer.commit(offsets=offsets, asynchronous=False)
-    finally:
-        consumer.close()
+    kafka_helpers.commit_end_offsets(settings, group, *SINK_TOPICS)

@@ -4,12 +4,14 @@ one call is split across N single-threaded children; a dead child is an error, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
+import torch
 
 from streamrec.infra.settings import Settings
 from streamrec.models.embedder import Embedder, EmbedderError
@@ -28,6 +30,16 @@ TEXTS = [
 def catalog_texts(n: int) -> list[str]:
     """Texts of many lengths in no particular order (titles with episodes, ML-100K style)."""
     return [f"{TEXTS[i % len(TEXTS)]}: episode {i}" + " and more" * (i * 7 % 13) for i in range(n)]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +65,9 @@ def test_the_child_returns_the_in_process_vectors(settings):
         remote = child.embed(TEXTS)
         remote_async, seconds = asyncio.run(child.embed_timed(TEXTS))
         info = child.info
-    local = Embedder(settings).embed(TEXTS)
+    # bf16 rounds by thread count, and earlier tests may have set this process's count.
+    with torch_threads(info.torch_threads):
+        local = Embedder(settings).embed(TEXTS)
     assert info.pid != os.getpid() and info.dim == 384 and info.device == "cpu"
     assert info.processes == 1 and info.pids == [info.pid]
     assert remote.dtype == np.float32 and remote.shape == (4, 384)

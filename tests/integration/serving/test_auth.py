@@ -121,6 +121,41 @@ def test_requests_of_one_loop_turn_share_one_redis_call(stack, unique):
     assert results == [None] * 32 and calls == 1
 
 
+def test_a_request_that_takes_a_token_as_a_grant_lands_refuses_no_waiter(stack, unique):
+    """The grant covers the requests that waited for it; one arriving just as it lands takes
+    a token first. The waiter left short asks Redis again: the bucket is far from empty."""
+    rate = Rate(per_s=10.0, burst=100.0)
+    name = f"k:{unique}"
+
+    async def run() -> tuple[list[float | None], float | None, int]:
+        client = connect(stack.redis_url, 1.0)
+        limiter = RateLimiter(client, lease_share=0.01)  # grants of 1: sized by the waiters
+        real_call = limiter._call
+        newcomer: list[asyncio.Task[float | None]] = []
+        armed = False
+
+        async def call_then_newcomer(buckets):  # type: ignore[no-untyped-def]
+            granted = await real_call(buckets)
+            if armed and not newcomer:  # its first step runs before the waiters wake
+                newcomer.append(asyncio.ensure_future(limiter.check([(name, rate)])))
+            return granted
+
+        limiter._call = call_then_newcomer  # type: ignore[method-assign]
+        try:
+            assert await limiter.check([(name, rate)]) is None  # known to the process now
+            await limiter.drain()
+            armed = True
+            waiters = await asyncio.gather(*(limiter.check([(name, rate)]) for _ in range(12)))
+            return list(waiters), await newcomer[0], limiter.redis_calls
+        finally:
+            await client.aclose()
+
+    waiters, newcomer, calls = asyncio.run(run())
+    assert newcomer is None
+    assert waiters == [None] * 12  # before the fix, the last one: 0.1 (one token's wait)
+    assert calls >= 3  # the first use, the waiters' grant, the one left short asking again
+
+
 def test_a_new_users_first_request_passes_without_a_redis_call_on_its_path(stack, unique):
     key, user = Rate(per_s=100.0, burst=200.0), Rate(per_s=10.0, burst=20.0)
     admin = redis.Redis.from_url(stack.redis_url)

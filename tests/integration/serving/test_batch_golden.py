@@ -143,4 +143,3 @@ async def test_one_batch_gives_each_member_its_own_level(
         assert all(core.breakers[d].state == 0 for d in ("features", "candidates"))
     finally:
         await worker.stop()
-

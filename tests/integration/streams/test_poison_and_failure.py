@@ -22,7 +22,7 @@ from streamrec.streams.dead_letters import MAX_LETTER_BYTES
 from streamrec.streams.producer import bulk_producer, flush, produce_event
 from streamrec.streams.worker_process import WorkerProcess
 from streamrec.topics import DEAD_LETTERS, EVENTS_INTERACTIONS, DeadLetter, Interaction
-from tests.kafka_helpers import end_offsets, read_range, wait_for
+from tests.kafka_helpers import commit_end_offsets, end_offsets, read_range, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -41,16 +41,7 @@ def _events(unique: str, n: int) -> list[Interaction]:
 
 def _commit_end(settings, group: str) -> dict[int, int]:
     """The group starts after everything already in events.interactions."""
-    ends = end_offsets(settings, EVENTS_INTERACTIONS.name)
-    consumer = Consumer({**settings.kafka_config(), "group.id": group})
-    try:
-        consumer.commit(
-            offsets=[TopicPartition(EVENTS_INTERACTIONS.name, p, o) for p, o in ends.items()],
-            asynchronous=False,
-        )
-    finally:
-        consumer.close()
-    return ends
+    return commit_end_offsets(settings, group, EVENTS_INTERACTIONS.name)[EVENTS_INTERACTIONS.name]
 
 
 def _committed(settings, group: str) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from streamrec.infra import processes
 from streamrec.infra.errors import StartTimeoutError
 from streamrec.infra.processes import FEAST_PROMETHEUS_PREFIX, ChildProcess, child_env
 
@@ -124,3 +125,25 @@ def test_kill_ends_the_child_at_once(tmp_path: Path) -> None:
     child.kill()
     assert proc.returncode == -9
     assert not child.pid_file.exists()
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch):
+    """The OS may offer the port it just offered (the probe socket is closed by then)."""
+    offered = iter([41001, 41001, 41001, 41002])
+
+    class Probe:
+        def __enter__(self) -> Probe:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(offered)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(processes.socket, "socket", Probe)
+    assert processes.free_port() == 41001
+    assert processes.free_port() == 41002

@@ -142,6 +142,14 @@ def test_a_promotion_refreshes_every_user_most_active_first(engine: Invalidator)
     assert {c.reason for c in commands} == {"model_promotion"}
 
 
+def test_a_canary_share_refreshes_nobody(engine: Invalidator) -> None:
+    # Candidates do not depend on the ranker, and a canary moves only some users' ranking.
+    change = RegistryChange(
+        kind="ranker", name="ranker", version="v2", action="canary", rollout={"share": 0.05}
+    )
+    assert engine.on_registry(change).queued == 0 and drain(engine) == []
+
+
 def test_broadcast_mode_deletes_every_affected_key_at_once_without_coalescing() -> None:
     cfg = InvalidationSettings(mode="broadcast", neighbour_rank=5, thresholds_max_age_s=0)
     e = Invalidator(cfg, clock=Clock())

@@ -3,34 +3,47 @@ per-second rows the report draws."""
 
 from __future__ import annotations
 
-import httpx
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from streamrec.scenarios.load import OpenLoop, Outcome, RetryPolicy, per_second, summary
 from streamrec.scenarios.workload import Request
 
 
-def worker(status: int, overloaded: bool) -> tuple[httpx.MockTransport, list[str]]:
+@asynccontextmanager
+async def worker(status: int, overloaded: bool) -> AsyncIterator[tuple[str, list[str]]]:
+    """A local HTTP server that answers every request the same way; the paths it saw."""
     seen: list[str] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        seen.append(request.url.path)
+    async def handle(request: web.Request) -> web.Response:
+        seen.append(request.path)
         if status == 200:
             body = {"level": "FULL", "items": [{"item_id": "1"}, {"item_id": "2"}]}
-            return httpx.Response(200, json=body)
+            return web.json_response(body)
         headers = {"retry-after": "1", "x-overloaded": "do-not-retry"} if overloaded else {}
-        return httpx.Response(status, headers=headers, json={"detail": "no"})
+        return web.json_response({"detail": "no"}, status=status, headers=headers)
 
-    return httpx.MockTransport(handle), seen
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")), seen
+    finally:
+        await server.close()
 
 
 SCHEDULE = [Request(t_s=0.001 * i, user_id=str(i), session_id="s", seq=i) for i in range(20)]
 
 
 async def run(policy: RetryPolicy, status: int, overloaded: bool) -> tuple[list[Outcome], int]:
-    transport, seen = worker(status, overloaded)
-    loop = OpenLoop("http://worker", policy)
-    outcomes = await loop.run(SCHEDULE, transport=transport)
+    async with worker(status, overloaded) as (url, seen):
+        outcomes = await OpenLoop(url, policy).run(SCHEDULE)
     return outcomes, len(seen)
 
 
@@ -81,3 +94,27 @@ def test_rows_per_second_and_the_summary():
     total = summary(outcomes, 2.0)
     assert total["answered"] == 0.5 and total["clicks_per_s"] == 1.0
     assert total["attempts_per_request"] == pytest.approx(5 / 4)
+    assert total["retry_share"] == pytest.approx(1 / 4)
+    assert total["goodput_per_s"] == 1.0  # 2 answers over 2 s
+    assert total["p99_answered_ms"] == pytest.approx(29.8)  # the answers only: 10 and 30 ms
+    assert total["client_lag_p99_ms"] == 0.0  # every first attempt went out on time
+
+
+async def test_a_slow_answer_is_a_timeout_and_a_refused_connection_an_error():
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(1.0)  # the worker is slower than the client's 0.05 s timeout
+        return web.json_response({"level": "FULL", "items": []})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url(""))
+        outcomes = await OpenLoop(url, RetryPolicy(retries=0, timeout_s=0.05)).run(SCHEDULE[:3])
+    finally:
+        await server.close()
+    assert {o.kind for o in outcomes} == {"timeout"}
+    # Nothing listens there any more: every attempt is an error, retried within the budget.
+    outcomes = await OpenLoop(url, RetryPolicy(retries=1, budget_ratio=None)).run(SCHEDULE[:3])
+    assert {o.kind for o in outcomes} == {"error"} and {o.attempts for o in outcomes} == {2}

@@ -14,6 +14,7 @@ from streamrec.scenarios.report import (
     ScenarioResult,
     charts_of,
     direction_holds,
+    print_line,
     summary_table,
     write_report,
 )
@@ -70,3 +71,9 @@ def test_the_table_shows_both_modes_and_the_verdict_follows_the_figure():
     one = result()
     one.runs = one.runs[:1]
     assert direction_holds(one) is None
+
+
+def test_a_log_line_keeps_its_mode_prefix_that_rich_would_take_for_markup():
+    console = Console(record=True, width=120)
+    print_line(console, "[naive] p99 934 ms, answered 100% [/]")
+    assert console.export_text().strip() == "[naive] p99 934 ms, answered 100% [/]"

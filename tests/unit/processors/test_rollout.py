@@ -1,0 +1,167 @@
+"""The rollout controller and its judgement, over a real file registry and given figures."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from streamrec.analytics.canary import CanaryFigures, Side, judge, newcombe_interval
+from streamrec.analytics.report import wilson_interval
+from streamrec.infra.settings import Settings
+from streamrec.models.registry import Manifest, ModelRegistry
+from streamrec.models.retrain import version_status
+from streamrec.processors.rollout import RolloutController
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def side(impressions: int, clicks: int, p99: float = 20.0, errors: int = 0) -> Side:
+    low, high = wilson_interval(clicks, impressions)
+    return Side(
+        impressions=impressions,
+        clicks=clicks,
+        ctr=clicks / impressions,
+        ci_low=low,
+        ci_high=high,
+        p99_ms=p99,
+        errors=errors,
+        error_rate=errors / impressions,
+    )
+
+
+def figures(canary: Side, control: Side) -> CanaryFigures:
+    diff, low, high = newcombe_interval(canary, control)
+    return CanaryFigures(
+        version="b",
+        against="a",
+        since=NOW,
+        until=NOW,
+        canary=canary,
+        control=control,
+        ctr_diff=diff,
+        ctr_diff_low=low,
+        ctr_diff_high=high,
+    )
+
+
+CFG = Settings().rollout.model_copy(update={"min_impressions": 500})
+
+
+@pytest.mark.parametrize(
+    ("canary", "control", "action", "words"),
+    [
+        (side(100, 10), side(2000, 200), "wait", "100 canary"),
+        (side(1000, 100), side(5000, 520), "advance", "CTR difference"),
+        (side(1000, 40), side(5000, 500), "rollback", "CTR 4.00%"),
+        (side(1000, 100, p99=80.0), side(5000, 500), "rollback", "p99 80.0"),
+        (side(1000, 100, errors=50), side(5000, 500, errors=50), "rollback", "error rate"),
+    ],
+)
+def test_judgement(canary, control, action, words):
+    verdict = judge(figures(canary, control), CFG)
+    assert verdict.action == action and words in verdict.reason
+
+
+def test_newcombe_interval_covers_the_difference_and_narrows_with_data():
+    small = newcombe_interval(side(200, 20), side(200, 30))
+    large = newcombe_interval(side(20000, 2000), side(20000, 3000))
+    for diff, low, high in (small, large):
+        assert low < diff < high and abs(diff + 0.05) < 1e-12
+    assert large[2] - large[1] < small[2] - small[1] and large[2] < 0 < small[2]
+
+
+class Outbox(list):
+    def send(self, change):
+        self.append(change)
+
+
+def registry_with(tmp_path) -> tuple[Settings, ModelRegistry]:
+    settings = Settings().with_overrides(stack={"state_dir": tmp_path})
+    registry = ModelRegistry(settings)
+    for version in ("a", "b"):
+        for kind in ("ranker", "retriever"):
+            staging = registry.new_version_dir(kind, version)
+            (staging / "w").write_text(version)
+            registry.publish(kind, staging, Manifest(kind=kind, version=version))
+            if version == "a":
+                registry.promote(kind, "a")
+    return settings.with_overrides(rollout={"min_impressions": 500}), registry
+
+
+def test_stages_then_promotion(tmp_path):
+    settings, registry = registry_with(tmp_path)
+    shown = [figures(side(100, 10), side(900, 90)), figures(side(1000, 100), side(5000, 500))]
+    seen = iter(shown + shown[1:] * 3)
+    outbox = Outbox()
+    c = RolloutController(settings, registry, outbox, lambda state, until: next(seen), lambda: NOW)
+    c.start("b")
+    assert registry.canary("ranker").share == 0.05
+    assert c.step()[0].action == "wait" and registry.canary("ranker").share == 0.05
+    verdict, change = c.step()
+    assert verdict.action == "advance" and change.rollout["share"] == 0.25
+    assert registry.canary("ranker").share == 0.25
+    verdict, change = c.step()
+    assert change.action == "promote" and change.version == "b"
+    assert registry.promoted("ranker").version == "b" == registry.promoted("retriever").version
+    assert registry.canary("ranker") is None and c.step() is None
+    actions = [(ch.kind, ch.action, (ch.rollout or {}).get("share")) for ch in outbox]
+    assert actions == [
+        ("ranker", "canary", 0.05),
+        ("ranker", "canary", 0.25),
+        ("ranker", "promote", 1.0),
+        ("retriever", "promote", 1.0),
+    ]
+
+
+def test_regression_rolls_back_with_its_reason(tmp_path):
+    settings, registry = registry_with(tmp_path)
+    outbox = Outbox()
+    worse = figures(side(1000, 30), side(5000, 500))
+    c = RolloutController(settings, registry, outbox, lambda state, until: worse, lambda: NOW)
+    c.start("b")
+    verdict, change = c.step()
+    assert verdict.action == "rollback" and change.action == "rollback"
+    assert change.version == "a" and change.rollout["candidate"] == "b"
+    assert "CTR 3.00%" in change.rollout["reason"]
+    assert registry.canary("ranker") is None and registry.promoted("ranker").version == "a"
+    row = {r.version: r for r in version_status(registry, "ranker")}["b"]
+    assert row.stage == "rolled back" and "CTR 3.00%" in row.reason
+
+
+def test_a_hand_promotion_ends_the_canary(tmp_path):
+    settings, registry = registry_with(tmp_path)
+    c = RolloutController(settings, registry, Outbox(), lambda *a: None, lambda: NOW)
+    c.start("b")
+    registry.promote("ranker", "b")
+    verdict, change = c.step()
+    assert verdict.action == "rollback" and "promoted ranker changed" in verdict.reason
+    assert change.version == "b" and change.rollout["candidate"] == "b"
+
+
+class Board:
+    def write(self, fields):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("rollout", "passed", "stage", "actions"),
+    [
+        ("promote", True, "promoted", [("ranker", "promote"), ("retriever", "promote")]),
+        ("canary", True, "canary", [("ranker", "canary")]),
+        ("canary", False, "gate-failed", []),
+    ],
+)
+def test_the_trainer_releases_a_passed_candidate_by_its_rollout_setting(
+    tmp_path, rollout, passed, stage, actions
+):
+    from streamrec.models.retrain import GateOutcome
+    from streamrec.processors.trainer import Trainer
+
+    settings, registry = registry_with(tmp_path)
+    settings = settings.with_overrides(trainer={"rollout": rollout})
+    outbox = Outbox()
+    trainer = Trainer(settings, registry, outbox, Board(), "g")
+    verdict = GateOutcome(passed=passed, reason="r", holdout_from=0, holdout_events=1)
+    assert trainer.release("b", verdict, has_promoted=True) == stage
+    assert [(c.kind, c.action) for c in outbox] == actions
+    assert (registry.canary("ranker") is not None) == (stage == "canary")
+    assert registry.promoted("ranker").version == ("b" if stage == "promoted" else "a")
