@@ -10,6 +10,7 @@ ADR 0052): an impression is clicked when its user acts on one of its items withi
 - **CTR difference**: canary - control, with Newcombe's interval built from the two Wilson
   intervals (hybrid score interval; no normal approximation of either side).
 - **p99**: `quantileExactInclusive(0.99)` of `latency_ms` per side.
+- **error-rate difference**: canary - control, with the same Newcombe interval as the CTR's.
 - **error**: an answer at level SIMPLE_RANKING (the ranker failed, timed out or was not
   loaded), or, on the canary side, one the promoted ranker answered because the canary
   failed (its `model_version` is the control's version).
@@ -60,12 +61,30 @@ class Judgement(BaseModel):
     reason: str
 
 
-def newcombe_interval(a: Side, b: Side) -> tuple[float, float, float]:
-    """(diff, low, high) of a.ctr - b.ctr from the two Wilson intervals (Newcombe, 1998)."""
-    diff = a.ctr - b.ctr
-    low = diff - math.sqrt((a.ctr - a.ci_low) ** 2 + (b.ci_high - b.ctr) ** 2)
-    high = diff + math.sqrt((a.ci_high - a.ctr) ** 2 + (b.ctr - b.ci_low) ** 2)
+def _newcombe(
+    a: tuple[float, float, float], b: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """(diff, low, high) of a - b from two (rate, Wilson low, Wilson high) (Newcombe, 1998)."""
+    (pa, la, ha), (pb, lb, hb) = a, b
+    diff = pa - pb
+    low = diff - math.sqrt((pa - la) ** 2 + (hb - pb) ** 2)
+    high = diff + math.sqrt((ha - pa) ** 2 + (pb - lb) ** 2)
     return diff, low, high
+
+
+def newcombe_interval(a: Side, b: Side) -> tuple[float, float, float]:
+    """(diff, low, high) of a.ctr - b.ctr from the two Wilson intervals."""
+    return _newcombe((a.ctr, a.ci_low, a.ci_high), (b.ctr, b.ci_low, b.ci_high))
+
+
+def error_interval(a: Side, b: Side) -> tuple[float, float, float]:
+    """(diff, low, high) of a.error_rate - b.error_rate, the same way as the CTR's."""
+
+    def rate(s: Side) -> tuple[float, float, float]:
+        low, high = wilson_interval(s.errors, s.impressions)
+        return s.error_rate, low, high
+
+    return _newcombe(rate(a), rate(b))
 
 
 def _quote(value: str) -> str:
@@ -154,11 +173,14 @@ def judge(f: CanaryFigures, cfg: RolloutSettings) -> Judgement:
             reason=f"p99 {k.p99_ms:.1f} ms vs control {c.p99_ms:.1f} ms: more than "
             f"{cfg.p99_margin_ms:g} ms slower",
         )
-    if k.error_rate - c.error_rate > cfg.error_margin:
+    # Like the CTR, the error rate is judged on its interval: at a stage's few thousand
+    # impressions one stray slow answer is not a regression, a steady excess is.
+    e_diff, e_low, e_high = error_interval(k, c)
+    if e_low > cfg.error_margin:
         return Judgement(
             action="rollback",
-            reason=f"error rate {k.error_rate:.2%} vs control {c.error_rate:.2%}: more than "
-            f"{cfg.error_margin:.2%} higher",
+            reason=f"error rate {k.error_rate:.2%} vs control {c.error_rate:.2%}: difference "
+            f"{e_diff:+.2%} [{e_low:+.2%}, {e_high:+.2%}] above +{cfg.error_margin:.2%}",
         )
     return Judgement(
         action="advance",

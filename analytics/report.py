@@ -17,6 +17,9 @@ Definitions (also in ADR 0052):
   window / live catalog items. The seed requirement is 95% per week.
 
 All reads use FINAL, so redelivered rows are counted once (ADR 0050).
+
+The report's last section, the ranker's train/serve skew, is not from ClickHouse: the CLI
+reads it from the registry and Redis (`analytics/skew_source.py`) and sets `Report.skew`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from typing import Any, get_args
 from pydantic import BaseModel, Field
 
 from streamrec.analytics.errors import QueryError
+from streamrec.analytics.skew import SkewReport
+from streamrec.analytics.skew import render as render_skew
 from streamrec.infra.settings import Settings
 from streamrec.topics.recs_responses import Level
 
@@ -73,6 +78,9 @@ class Report(BaseModel):
     per_minute: list[MinuteStats]
     variants: list[VariantCTR]
     coverage: Coverage
+    skew: SkewReport | None = Field(
+        None, description="the promoted ranker's train/serve skew; None when not read"
+    )
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z95) -> tuple[float, float]:
@@ -232,4 +240,6 @@ def render(report: Report) -> str:
         f"catalog coverage: {c.served_items} of {c.catalog_items} live items served = {share} "
         f"({verdict} the {c.target:.0%} target)",
     ]
+    if report.skew is not None:
+        lines += ["", render_skew(report.skew)]
     return "\n".join(lines)

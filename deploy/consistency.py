@@ -10,7 +10,9 @@
 - probes: each Deployment's probes reach the port the process listens on (serving's HTTP
   port, a worker's metrics port), bound on every interface, with `/healthz` for liveness
   and `/readyz` for readiness;
-- scale: a consumer group gets no more processes than the partitions of the topics it reads,
+- scale: a consumer group gets no more processes than the partitions of the topics it reads
+  (each topic's count as the container's settings make it: `STREAMREC_KAFKA__PARTITIONS`
+  over the spec),
   a worker that must run alone has at most one replica and is replaced by `Recreate`,
   serving's rate-limit share (`auth.processes`) counts its replicas, and more than one
   analytics sink needs a ClickHouse server (embedded chDB has one owner process).
@@ -21,6 +23,8 @@ Each check returns the problems it found, as sentences; none means consistent.
 from __future__ import annotations
 
 import base64
+import json
+import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +34,7 @@ from typer.testing import CliRunner
 from streamrec.infra.settings import Settings, SettingsError
 from streamrec.infra.settings.environment import DELIMITER, PREFIX, check_environment, invalid
 from streamrec.processors.registry import WORKERS
+from streamrec.streams.partitions import check_partitions, partitions_of
 from streamrec.topics import (
     CACHE_INVALIDATIONS,
     CATALOG_ITEMS,
@@ -125,13 +130,28 @@ def settings_of(env: Mapping[str, str]) -> Settings:
     for key, value in env.items():
         if key.upper().startswith(PREFIX):
             section, _, field = key[len(PREFIX) :].lower().partition(DELIMITER)
-            sections.setdefault(section, {})[field] = value
+            sections.setdefault(section, {})[field] = _decoded(section, field, value)
     try:
         # model_validate runs the validators without reading this process's environment.
-        return Settings.model_validate(sections)
+        settings = Settings.model_validate(sections)
     except ValidationError as exc:
         error = invalid(exc, from_environment=True)
+    else:
+        check_partitions(settings)  # what the CLI checks at start-up
+        return settings
     raise error
+
+
+def _decoded(section: str, field: str, value: str) -> object:
+    """`value` as pydantic-settings reads it: a list, set or mapping field's from JSON."""
+    model = Settings.model_fields[section].annotation
+    info = getattr(model, "model_fields", {}).get(field)
+    if info is None or typing.get_origin(info.annotation) not in (dict, list, set, tuple):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value  # the validation then names the variable
 
 
 def settings_problems(docs: Sequence[Doc]) -> list[str]:
@@ -231,11 +251,6 @@ def scale_problems(docs: Sequence[Doc]) -> list[str]:
         replicas = doc["spec"].get("replicas", 1)
         where = f"{_name(doc)} ({replicas} replicas)"
         name = worker_of(c)
-        inputs = GROUP_INPUTS.get(name or "")
-        if inputs:
-            most = max(spec.partitions or 0 for spec in inputs)
-            if replicas > most:
-                problems.append(f"{where}: its group reads at most {most} partitions")
         if name in ONE_PROCESS:
             if replicas > 1:
                 problems.append(f"{where}: `worker {name}` runs as one process")
@@ -244,7 +259,12 @@ def scale_problems(docs: Sequence[Doc]) -> list[str]:
         try:
             settings = settings_of(environment(docs, c)[0])
         except SettingsError:
-            continue
+            continue  # settings_problems reports it
+        inputs = GROUP_INPUTS.get(name or "")
+        if inputs:
+            most = max(partitions_of(settings, spec) for spec in inputs)
+            if replicas > most:
+                problems.append(f"{where}: its group reads at most {most} partitions")
         if name == "analytics-sink" and replicas > 1 and settings.clickhouse_dsn.startswith("chdb"):
             problems.append(f"{where}: embedded chDB has one owner process; use a server DSN")
         if argv(c)[:2] == ["streamrec", "serve"]:

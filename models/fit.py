@@ -7,7 +7,8 @@ Responsibilities:
 - `fit_ranker`: the validation interactions as positives, each against negatives sampled
   from the trained two-tower's top `ranker_depth` (what the ranker re-scores in serving),
   with a listwise softmax loss; every feature is point-in-time through the same
-  `FeatureSource`;
+  `FeatureSource`; with the reference distribution of its dense inputs over (a seeded
+  sample of) those training rows, which serving's skew check compares with (ADR 0131);
 - determinism: seeded torch / numpy generators, fixed thread count.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -23,10 +25,27 @@ import torch.nn.functional as F
 
 from streamrec.infra.settings import ModelSettings
 from streamrec.models.errors import TrainingError
+from streamrec.models.feature_profile import FeatureProfile, build_profile
 from streamrec.models.features import FeatureSource
 from streamrec.models.items import ItemTable
-from streamrec.models.ranker import DCNRanker, RankerConfig, RankerInputs
+from streamrec.models.ranker import (
+    DENSE_FEATURES,
+    DCNRanker,
+    RankerConfig,
+    RankerInputs,
+    dense_matrix,
+)
 from streamrec.models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
+
+# Training rows (labels, each with all its candidates) the profile is built from: deciles
+# of ~70k pairs are as good as of all of them, for a fraction of a second.
+PROFILE_LABELS = 4096
+
+
+@dataclass
+class RankerFit:
+    net: DCNRanker
+    profile: FeatureProfile
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -146,7 +165,7 @@ def fit_ranker(
     known: dict[str, np.ndarray],
     device: torch.device,
     epochs: int | None = None,
-) -> DCNRanker:
+) -> RankerFit:
     """`labels`: positives (user_id, item_id, ts); `known`: items each user must not get."""
     feats = source.features(labels[["user_id", "item_id", "ts"]]).reset_index(drop=True)
     positives = table.indices_or_zero(feats["item_id"].tolist())
@@ -204,7 +223,23 @@ def fit_ranker(
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return net.eval()
+    net.eval()
+    pick = torch.from_numpy(np.sort(rng.permutation(len(cands_t))[:PROFILE_LABELS]))
+    # In chunks: the history's content vectors are (labels, history_len, 384) floats.
+    values = np.concatenate(
+        [
+            dense_matrix(
+                net.inputs,
+                hist[rows].to(device),
+                aggs[rows].to(device),
+                cands_t[rows].to(device),
+                pop[rows].to(device),
+                mean[rows].to(device),
+            )
+            for rows in pick.split(256)
+        ]
+    )
+    return RankerFit(net, build_profile(values, DENSE_FEATURES))
 
 
 def _item_point_in_time(

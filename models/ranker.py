@@ -41,7 +41,21 @@ from streamrec.models.items import N_GENRES, ItemTable
 from streamrec.models.two_tower import TwoTower, TwoTowerConfig, aggregates, encode_histories
 
 UNKNOWN_SCORE = -1e9
-N_DENSE = 11
+# The dense inputs `RankerInputs.forward` stacks, in its order (the skew check's features).
+DENSE_FEATURES = (
+    "two_tower_score",
+    "content_sim_history",
+    "content_sim_session",
+    "item_popularity",  # log1p(popularity) / 8
+    "item_mean_rating",  # / 5
+    "item_year",
+    "user_interactions",  # log1p(n) / 6
+    "user_mean_rating",  # / 5
+    "genre_affinity_history",
+    "genre_affinity_session",
+    "rating_gap",  # item mean - user mean, both / 5
+)
+N_DENSE = len(DENSE_FEATURES)
 
 
 class RankerConfig(BaseModel):
@@ -155,11 +169,30 @@ class DCNRanker(nn.Module):
         self.head = nn.Linear(n + cfg.hidden // 2, 1)
 
     def forward(self, *args: torch.Tensor | None) -> torch.Tensor:
-        x0 = self.norm(self.inputs(*args))
+        return self.score_inputs(self.inputs(*args))
+
+    def score_inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits (B, C) of a feature tensor (B, C, n_features) built by `inputs`."""
+        x0 = self.norm(features)
         x = x0
         for layer in self.cross:
             x = x0 * layer(x) + x
         return self.head(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
+
+class ScoredInputs(nn.Module):
+    """The ranker returning its dense inputs beside its logits, from one pass: how serving
+    samples the features it ranks with at no second forward (ADR 0131)."""
+
+    def __init__(self, net: DCNRanker) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, history: torch.Tensor, aggs: torch.Tensor, cand: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.net.inputs(history, aggs, cand)
+        return self.net.score_inputs(features), features[..., :N_DENSE]
 
 
 def save_two_tower(model: TwoTower, directory: Path) -> None:
@@ -191,6 +224,9 @@ class RankerModel:
         self.device = device
         self.history_len = net.inputs.two_tower.cfg.history_len
         self.scorer: Callable[..., torch.Tensor] = self.net  # the compiled graph once compiled
+        self.featured_scorer: Callable[..., tuple[torch.Tensor, torch.Tensor]] = ScoredInputs(
+            self.net
+        )
 
     def compile(self) -> None:
         """Score with a frozen TorchScript trace of the network from now on (ADR 0047).
@@ -208,6 +244,10 @@ class RankerModel:
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated: ADR 0047
             traced = torch.jit.trace(self.net, (hist, aggs, cand), check_trace=False)
             self.scorer = torch.jit.freeze(traced.eval())
+            featured = torch.jit.trace(
+                ScoredInputs(self.net).eval(), (hist, aggs, cand), check_trace=False
+            )
+            self.featured_scorer = torch.jit.freeze(featured)
 
     @classmethod
     def load(
@@ -261,22 +301,72 @@ class RankerModel:
         self, users: list[UserFeatures], candidates: list[list[str]]
     ) -> list[np.ndarray]:
         """One float32 array of scores per user, aligned with their candidate list."""
+        return self._score(users, candidates, False)[0]
+
+    @torch.inference_mode()
+    def score_batch_with_features(
+        self, users: list[UserFeatures], candidates: list[list[str]]
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """`score_batch`'s scores, and the (pairs, N_DENSE) dense inputs they were computed
+        from (one row per known candidate), from the same single pass."""
+        return self._score(users, candidates, True)
+
+    def _score(
+        self, users: list[UserFeatures], candidates: list[list[str]], features: bool
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        none = np.zeros((0, N_DENSE), dtype=np.float32)
         if len(users) != len(candidates):
             raise ValueError("one candidate list per user is needed")
         if not users:
-            return []
+            return [], none
         width = max((len(c) for c in candidates), default=0)
         if width == 0:
-            return [np.zeros(0, dtype=np.float32) for _ in users]
+            return [np.zeros(0, dtype=np.float32) for _ in users], none
         cand = np.zeros((len(users), width), dtype=np.int64)
         for row, items in enumerate(candidates):
             cand[row, : len(items)] = self.table.indices_or_zero(items)
         hist, aggs = self.user_tensors(users)
         cand_t = torch.from_numpy(cand).to(self.device)
-        scores = self.scorer(hist, aggs, cand_t).float()
+        dense = none
+        if features:
+            scores, inputs = self.featured_scorer(hist, aggs, cand_t)
+            dense = inputs[cand_t > 0].float().cpu().numpy()
+        else:
+            scores = self.scorer(hist, aggs, cand_t)
+        scores = scores.float()
         scores = torch.where(cand_t > 0, scores, torch.full_like(scores, UNKNOWN_SCORE))
         out = scores.cpu().numpy()
-        return [out[row, : len(items)].copy() for row, items in enumerate(candidates)]
+        return [out[row, : len(items)].copy() for row, items in enumerate(candidates)], dense
 
     def score(self, user: UserFeatures, candidates: list[str]) -> np.ndarray:
         return self.score_batch([user], [candidates])[0]
+
+    @torch.inference_mode()
+    def dense_features(self, users: list[UserFeatures], candidates: list[list[str]]) -> np.ndarray:
+        """(pairs, N_DENSE) float32: the dense inputs `score_batch` ranks these pairs with,
+        one row per known candidate (unknown ids are not scored by the network). The eager
+        `RankerInputs`, the code training builds its inputs with."""
+        known = [self.table.indices(items) for items in candidates]
+        width = max((len(k) for k in known), default=0)
+        if not users or width == 0:
+            return np.zeros((0, N_DENSE), dtype=np.float32)
+        cand = np.zeros((len(users), width), dtype=np.int64)
+        for row, idx in enumerate(known):
+            cand[row, : len(idx)] = idx
+        hist, aggs = self.user_tensors(users)
+        return dense_matrix(self.net.inputs, hist, aggs, torch.from_numpy(cand).to(self.device))
+
+
+def dense_matrix(
+    inputs: RankerInputs,
+    history: torch.Tensor,
+    aggs: torch.Tensor,
+    cand: torch.Tensor,
+    item_pop: torch.Tensor | None = None,
+    item_mean: torch.Tensor | None = None,
+) -> np.ndarray:
+    """The dense columns of `inputs` for every (row, candidate) pair with a candidate
+    (index > 0), as a (pairs, N_DENSE) float32 array."""
+    with torch.no_grad():
+        x = inputs(history, aggs, cand, item_pop, item_mean)[..., :N_DENSE]
+        return x[cand > 0].float().cpu().numpy()

@@ -5,7 +5,8 @@ Responsibilities:
   computation and a Feast historical retrieval);
 - train the two-tower and the ranker, evaluate all four scorers and cold start, and publish
   a "retriever" and a "ranker" version with manifests (metrics, feature schema, data
-  window, created at);
+  window, created at); the ranker's with its training feature profile
+  (`feature_profile.json`, the skew check's reference);
 - cache: the version name is a hash of the data and the training settings, so training
   the same data twice reuses the published versions (unless `force`).
 """
@@ -16,6 +17,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,7 @@ from streamrec.models.evaluate import (
     TwoTowerScorer,
     evaluate,
 )
+from streamrec.models.feature_profile import save_profile
 from streamrec.models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
 from streamrec.models.fit import deterministic, fit_ranker, fit_two_tower, seed_everything
 from streamrec.models.items import ItemTable, build_item_table
@@ -220,10 +223,10 @@ def train(
         t = time.perf_counter()
         known = {u: table.indices(g["item_id"].tolist()) for u, g in split.train.groupby("user_id")}
         with deterministic():
-            net = fit_ranker(
+            fitted = fit_ranker(
                 cfg, table, two_tower, source_of_features, split.valid, known, dev, ranker_epochs
             )
-        model = RankerModel(net, table, version, dev)
+        model = RankerModel(fitted.net, table, version, dev)
         timings["ranker"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -273,8 +276,13 @@ def train(
                 extra,
                 lambda d: save_retriever(model, d),
             )
+
+            def save_ranker(directory: Path) -> None:
+                model.save(directory)
+                save_profile(directory, fitted.profile)  # the skew check's reference
+
             result.ranker = _publish(
-                registry, RANKER, version, flat, schema, split, extra, model.save
+                registry, RANKER, version, flat, schema, split, extra, save_ranker
             )
         return result
 

@@ -62,7 +62,7 @@ from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import DurableTable, as_current, durable_table
 from streamrec.processors.state_cache import StateCache
 from streamrec.streams import metrics, rebalance_guard
-from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.app import create_app, faust_topic, partitions_for
 from streamrec.streams.columnar import decode_interaction_rows, interaction_row
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
@@ -299,7 +299,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         default=None,
         key_type=bytes,
         value_type=bytes,
-        partitions=EVENTS_INTERACTIONS.partitions,
+        partitions=partitions_for(app, EVENTS_INTERACTIONS),
         help="per-user SessionState (features.session), JSON",
     )
     decode: AgentDecoder[Interaction] = AgentDecoder(

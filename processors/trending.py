@@ -36,7 +36,7 @@ from streamrec.features.trending import WINDOWS, TrendingState
 from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import as_current
 from streamrec.streams import metrics
-from streamrec.streams.app import create_app, faust_topic
+from streamrec.streams.app import create_app, faust_topic, partitions_for
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.stop_on_failure import stop_on_failure
@@ -176,7 +176,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, EVENTS_INTERACTIONS)
-    n_partitions = EVENTS_INTERACTIONS.partitions or settings.kafka.default_partitions
+    n_partitions = partitions_for(app, EVENTS_INTERACTIONS) or settings.kafka.default_partitions
     table = app.Table(
         TABLE,
         default=None,

@@ -61,7 +61,8 @@ class Outcome:
 
 
 class RetryBudget:
-    """Retries allowed while they stay under `ratio` of first attempts (plus a few)."""
+    """Retries allowed while they stay within `ratio` of first attempts plus `floor`: after
+    any call, retries <= floor + ratio * firsts."""
 
     def __init__(self, ratio: float | None, floor: int = 10) -> None:
         self.ratio = ratio
@@ -75,7 +76,9 @@ class RetryBudget:
     def allow(self) -> bool:
         if self.ratio is None:
             return True
-        if self.retries < self.floor + self.ratio * self.firsts:
+        # The retry this call grants counts against the bound too, so that the bound holds
+        # after it (checking before the increment let one more through).
+        if self.retries + 1 <= self.floor + self.ratio * self.firsts:
             self.retries += 1
             return True
         return False

@@ -17,12 +17,17 @@ Responsibilities:
   here, in memory) is below the share are scored by it, the rest by the promoted one. A
   canary that fails is counted and its users are scored by the promoted ranker, so no
   request fails for it. `canary_variant` gives the impressions their variant;
+- the skew sample: every 1/`serving.skew_sample`-th batch the promoted ranker scores is
+  scored by the pass that also returns its dense inputs; the skew thread counts them into
+  the bins of the version's training profile (`serving/skew_sampler.py`), and the poller
+  writes the counts to Redis every `serving.skew_report_s`, and once more at stop (ADR 0131);
 - `unload` (an operator's lever, and how tests take the model away).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -34,20 +39,23 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaException
 
 from streamrec.analytics.experiments import CANARY_VARIANT, canary_bucket, canary_limit
+from streamrec.analytics.skew import skew_key
 from streamrec.infra.settings import Settings
 from streamrec.models.features import UserFeatures
 from streamrec.models.registry import ModelRegistry, ModelVersion, RegistryError
 from streamrec.serving.errors import DependencyError, ModelUnavailable
 from streamrec.serving.metrics import ServingMetrics
-from streamrec.serving.ports import Ranker, RankInput
+from streamrec.serving.ports import ProfiledRanker, Ranker, RankInput
 from streamrec.serving.ranker_adapter import RANKER_KIND, RegistryRanker, pick_device
 from streamrec.serving.shadow import ShadowRecorder, shadow_key
+from streamrec.serving.skew_sampler import BatchSampler, SkewSampler
 from streamrec.streams import codecs
 from streamrec.topics import REGISTRY_CHANGES, RegistryChange
 from streamrec.topics.errors import SchemaError
@@ -56,6 +64,7 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[ModelVersion, str], Ranker]
 SHADOW_KEY_TTL_S = 86_400
+SKEW_KEY_TTL_S = 86_400
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,11 @@ class ModelManager:
         self.load_error: str | None = None
         self._lock = asyncio.Lock()
         self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix="shadow")
+        self.skew_sampler: SkewSampler | None = None
+        self._skew_batches = BatchSampler(settings.serving.skew_sample)
+        self._skew_pool = ThreadPoolExecutor(1, thread_name_prefix="skew")
+        self._skew_flushed = 0.0
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._changes = threading.Event()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -124,6 +138,10 @@ class ModelManager:
         if self._watcher is not None:
             await asyncio.to_thread(self._watcher.join, 5)
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+        # The batches sampled so far are counted and written: a stopping worker's last
+        # seconds are not lost from the report.
+        await asyncio.to_thread(self._skew_pool.shutdown, wait=True)
+        await asyncio.to_thread(self.flush_skew)
 
     async def refresh(self) -> bool:
         """Load and swap in the promoted version if it is not the one serving, then follow
@@ -152,6 +170,7 @@ class ModelManager:
             log.error("ranker %s not loaded: %s", promoted.version, exc)
             return False
         self.current = model  # the swap: one reference, read once per batch
+        self._start_skew(model)
         self.load_error = None
         self.swaps += 1
         self.metrics.model_swaps.inc()
@@ -210,8 +229,28 @@ class ModelManager:
         except (RegistryError, DependencyError) as exc:
             log.error("shadow ranker %s not loaded: %s", version, exc)
             return
-        worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.shadow_recorder = ShadowRecorder(version, worker)
+        self.shadow_recorder = ShadowRecorder(version, self.worker)
+
+    def _start_skew(self, model: Ranker) -> None:
+        """A fresh sampler for a newly promoted version (none without a profile, or off)."""
+        profile = model.feature_profile if isinstance(model, ProfiledRanker) else None
+        if profile is None or self.settings.serving.skew_sample <= 0:
+            self.skew_sampler = None
+            return
+        self.skew_sampler = SkewSampler(model.version, profile, self.worker)
+
+    def _write_field(self, key: str, field: str, value: str, ttl_s: int) -> None:
+        """One HSET (and its key's TTL) of a summary; a report, never a reason to disturb
+        serving, so a Redis failure is logged."""
+        try:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hset(key, field, value)
+            pipe.expire(key, ttl_s)
+            pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("summary %s not written: %s", key, exc)
 
     def flush_shadow(self) -> None:
         """The shadow summary to Redis (the poller's thread, every `shadow_report_s`)."""
@@ -221,21 +260,27 @@ class ModelManager:
         summary = recorder.snapshot()
         if not summary.batches:
             return
-        try:
-            if self._redis is None:
-                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
-            key = shadow_key(summary.shadow_version)
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.hset(key, summary.worker, summary.model_dump_json())
-            pipe.expire(key, SHADOW_KEY_TTL_S)
-            pipe.execute()
-        except redis.RedisError as exc:  # a report, never a reason to disturb serving
-            log.warning("shadow summary not written: %s", exc)
+        key = shadow_key(summary.shadow_version)
+        self._write_field(key, summary.worker, summary.model_dump_json(), SHADOW_KEY_TTL_S)
+
+    def flush_skew(self) -> None:
+        """The skew counts to Redis (the poller's thread, every `skew_report_s`)."""
+        sampler = self.skew_sampler
+        if sampler is None:
+            return
+        sample = sampler.snapshot()
+        if not sample.batches:
+            return
+        self._write_field(
+            skew_key(sample.version), sample.worker, sample.model_dump_json(), SKEW_KEY_TTL_S
+        )
 
     async def _poll(self) -> None:
         interval = self.settings.serving.model_poll_s
         if self.shadow_recorder is not None:  # the summary's interval, when it is shorter
             interval = min(interval, self._shadow_every())
+        if self.settings.serving.skew_sample > 0:
+            interval = min(interval, self.settings.serving.skew_report_s)
         while True:
             await asyncio.to_thread(self._changes.wait, interval)
             if self._stop.is_set():
@@ -249,6 +294,10 @@ class ModelManager:
             if self.shadow_recorder and now - self._shadow_flushed >= self._shadow_every():
                 self._shadow_flushed = now
                 await asyncio.to_thread(self.flush_shadow)
+            skew_every = self.settings.serving.skew_report_s
+            if self.skew_sampler and now - self._skew_flushed >= skew_every:
+                self._skew_flushed = now
+                await asyncio.to_thread(self.flush_skew)
 
     def _shadow_every(self) -> float:
         return self.settings.serving.shadow_report_s
@@ -311,11 +360,25 @@ class ModelManager:
     def _score_served(self, model: Ranker, batch: list[RankInput]) -> list[np.ndarray]:
         shadow = self.shadow
         if shadow is None or random.random() >= self.settings.serving.shadow_sample:
-            return model.score(batch)
+            return self._score_sampled(model, batch)
         started = time.perf_counter()
-        scores = model.score(batch)
+        scores = self._score_sampled(model, batch)
         elapsed = time.perf_counter() - started
         self._shadow_pool.submit(self._compare, shadow, model.version, batch, scores, elapsed)
+        return scores
+
+    def _score_sampled(self, model: Ranker, batch: list[RankInput]) -> list[np.ndarray]:
+        """The promoted ranker's scores. A skew-sampled batch is scored by the pass that also
+        returns its dense inputs, and the skew thread bins them: this thread only copies
+        them out of the model (ADR 0131)."""
+        sampler = self.skew_sampler
+        # A sampler exists only for a ProfiledRanker (`_start_skew`); the version check
+        # keeps a batch of the model swapped out from counting into its successor's bins.
+        if sampler is None or sampler.version != model.version or not self._skew_batches.take():
+            return model.score(batch)
+        scores, features = cast(ProfiledRanker, model).score_with_features(batch)
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: stopping, not counted
+            self._skew_pool.submit(_count, sampler, features)
         return scores
 
     def _compare(
@@ -353,6 +416,18 @@ class ModelManager:
                 score_shadow.observe(float(np.median(b)))
 
 
+def _count(sampler: SkewSampler, features: np.ndarray) -> None:
+    """The skew thread: one sampled batch's inputs into the profile's bins."""
+    try:
+        sampler.observe(features)
+    except Exception:  # a sample lost, never a reason to disturb serving
+        log.exception("skew sample of ranker %s not counted", sampler.version)
+
+
 def _warm_up(model: Ranker) -> None:
-    """One small batch before the swap: the first call of a torch model is the slow one."""
-    model.score([RankInput(UserFeatures(user_id="__warmup__"), ["1", "2", "3"])])
+    """One small batch before the swap: the first call of a torch model is the slow one
+    (of each graph: the skew sample's pass with inputs too)."""
+    batch = [RankInput(UserFeatures(user_id="__warmup__"), ["1", "2", "3"])]
+    model.score(batch)
+    if isinstance(model, ProfiledRanker) and model.feature_profile is not None:
+        model.score_with_features(batch)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from streamrec.models.feature_profile import FeatureProfile
 from streamrec.models.features import UserFeatures
 from streamrec.topics.stores import CandidateList
 
@@ -127,3 +128,20 @@ class Ranker(Protocol):
     def version(self) -> str: ...
 
     def score(self, batch: list[RankInput]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class ProfiledRanker(Protocol):
+    """A ranker that gives the skew check its training profile and, with a batch's scores,
+    the dense inputs (pairs, features) it computed them from."""
+
+    @property
+    def version(self) -> str: ...
+
+    feature_profile: FeatureProfile | None
+
+    def score(self, batch: list[RankInput]) -> list[np.ndarray]: ...
+
+    def score_with_features(
+        self, batch: list[RankInput]
+    ) -> tuple[list[np.ndarray], np.ndarray]: ...

@@ -7,6 +7,10 @@ brokers of three before it is acknowledged. A topic with fewer copies than that 
 the cluster grew) is raised by a partition reassignment: librdkafka has no
 AlterPartitionReassignments, so Kafka's own `kafka-reassign-partitions` tool does it, from
 the jars `streamrec up` runs (ADR 0111).
+
+Partition counts are the specs' unless `kafka.partitions` sets one (`streams.partitions`,
+ADR 0132). A topic is grown to its count, never shrunk: Kafka cannot remove partitions, so a
+count below the topic's is reported and the topic kept as it is.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -32,6 +37,8 @@ from streamrec.infra.errors import StackError
 from streamrec.infra.kafka_broker import KafkaBroker
 from streamrec.infra.settings import Settings
 from streamrec.streams.login import LoginWatch
+from streamrec.streams.partitions import check_partitions
+from streamrec.streams.partitions import partitions_of as effective_partitions
 from streamrec.topics import ALL_TOPICS, TopicSpec
 from streamrec.topics.errors import TopicError
 
@@ -48,11 +55,28 @@ class TopicState:
 
 
 @dataclass(frozen=True)
+class PartitionPlan:
+    """What `apply` does to existing topics' partition counts."""
+
+    grow: dict[str, tuple[int, int]]  # name -> (partitions now, configured)
+    above: dict[str, tuple[int, int]]  # more than configured: Kafka cannot shrink, kept
+
+
+def partition_plan(have: Mapping[str, int], want: Mapping[str, int]) -> PartitionPlan:
+    """The grow-only plan from the existing topics' counts (`have`) to the configured ones."""
+    grow = {n: (have[n], w) for n, w in want.items() if n in have and have[n] < w}
+    above = {n: (have[n], w) for n, w in want.items() if n in have and have[n] > w}
+    return PartitionPlan(grow, above)
+
+
+@dataclass(frozen=True)
 class ApplyResult:
     created: list[str]
     altered: list[str]
     unchanged: list[str]
     replication_factor: int = 1
+    grown: dict[str, tuple[int, int]] = field(default_factory=dict)
+    above: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class TopicManager:
@@ -61,11 +85,13 @@ class TopicManager:
     def __init__(self, settings: Settings, specs: tuple[TopicSpec, ...] = ALL_TOPICS) -> None:
         self.settings = settings
         self.specs = specs
+        # A test's own specs are known topics too.
+        check_partitions(settings, {s.name: s for s in (*ALL_TOPICS, *specs)}.values())
         self.login = LoginWatch()
         self.admin = AdminClient({**settings.kafka_config(), "error_cb": self.login})
 
     def partitions_of(self, spec: TopicSpec) -> int:
-        return spec.partitions or self.settings.kafka.default_partitions
+        return effective_partitions(self.settings, spec)
 
     def replication_factor(self, brokers: int) -> int:
         """The copies each topic should have on a cluster of `brokers` live brokers."""
@@ -104,13 +130,16 @@ class TopicManager:
         if raised:
             self._await_replication(raised, rf, reassign_timeout_s)
         current = self.describe_configs(present, timeout_s)
+        plan = partition_plan(
+            {s.name: len(existing[s.name].partitions) for s in present},
+            {s.name: self.partitions_of(s) for s in present},
+        )
         for spec in self.specs:
             if spec.name not in existing:
                 continue
             changed = spec.name in raised
-            have = len(existing[spec.name].partitions)
-            want = self.partitions_of(spec)
-            if have < want:  # Kafka cannot shrink a topic; growing re-keys, so say so in the log
+            if spec.name in plan.grow:  # growing re-keys: the CLI says so
+                want = plan.grow[spec.name][1]
                 self._wait(self.admin.create_partitions([NewPartitions(spec.name, want)]), "grow")
                 changed = True
             want_config = self.config_of(spec, rf)
@@ -127,7 +156,7 @@ class TopicManager:
                 self._wait(self.admin.incremental_alter_configs([resource]), "alter")
                 changed = True
             (altered if changed else unchanged).append(spec.name)
-        return ApplyResult(created, altered, unchanged, rf)
+        return ApplyResult(created, altered, unchanged, rf, plan.grow, plan.above)
 
     def _raise_replication(self, topics: dict, brokers: list[int], rf: int) -> list[str]:
         """Reassign every partition with fewer than `rf` copies to `rf` brokers (its current

@@ -9,6 +9,7 @@ dead letter with its reason instead of an exception in Faust's deserializer.
 from __future__ import annotations
 
 import ssl
+import weakref
 from typing import Any
 
 import faust
@@ -16,7 +17,12 @@ import faust
 from streamrec.infra.settings import Settings
 from streamrec.streams import rebalance_guard
 from streamrec.streams.membership import faust_membership
-from streamrec.topics import TopicSpec
+from streamrec.streams.partitions import partition_counts
+from streamrec.topics import ALL_TOPICS, TopicSpec
+
+# Each app's effective partition counts (`streams.partitions`), so that a topic and the
+# tables keyed from it are declared with what `topics apply` gave the topic.
+_COUNTS: weakref.WeakKeyDictionary[faust.App, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _store_url() -> str:
@@ -66,10 +72,18 @@ def create_app(settings: Settings, app_id: str, **overrides: Any) -> faust.App:
         config["broker_credentials"] = broker_credentials(settings)
     config.update(overrides)
     app = faust.App(app_id, **config)
+    _COUNTS[app] = partition_counts(settings, ALL_TOPICS)
     # faust's fetcher can deliver records fetched before a rebalance after it, which stalls
     # or skips partitions (see streams.rebalance_guard).
     rebalance_guard.install(app)
     return app
+
+
+def partitions_for(app: faust.App, spec: TopicSpec) -> int | None:
+    """`spec`'s partitions as `topics apply` gives them (`kafka.partitions` over the spec): a
+    table keyed from the topic takes this count, so its changelog is co-partitioned with it."""
+    counts = _COUNTS.get(app, {})
+    return counts.get(spec.name, spec.partitions)
 
 
 def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
@@ -78,6 +92,6 @@ def faust_topic(app: faust.App, spec: TopicSpec) -> faust.TopicT:
         spec.name,
         key_type=bytes,
         value_type=bytes,
-        partitions=spec.partitions,
+        partitions=partitions_for(app, spec),
         internal=False,
     )

@@ -18,8 +18,8 @@ from streamrec.streams.errors import LagError
 Lags = dict[str, dict[str, int]]
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000})
+def admin_client(settings: Settings, **extra: object) -> AdminClient:
+    return AdminClient({**settings.kafka_config(), "socket.timeout.ms": 3000, **extra})
 
 
 def consumer_lags(
@@ -65,6 +65,30 @@ def consumer_lags(
         if by_topic:
             lags[group] = by_topic
     return lags
+
+
+def partition_lags(
+    admin: AdminClient, group: str, parts: set[tuple[str, int]], timeout_s: float = 3.0
+) -> dict[tuple[str, int], int | None]:
+    """`end - committed` of each of `parts` for `group`; None where it has not committed."""
+    if not parts:
+        return {}
+    try:
+        wanted = [TopicPartition(t, p) for t, p in sorted(parts)]
+        fut = admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, wanted)], request_timeout=timeout_s
+        )[group]
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in fut.result().topic_partitions
+            if tp.offset >= 0
+        }
+        ends = _offsets(admin, parts, OffsetSpec.latest(), timeout_s)
+    except KafkaException as exc:
+        raise LagError(f"cannot read the lag of {group}: {exc}") from exc
+    return {
+        key: max(0, end - committed[key]) if key in committed else None for key, end in ends.items()
+    }
 
 
 def _offsets(

@@ -11,6 +11,8 @@ Responsibilities:
   also exported as `streamrec_consumer_lag` on the dashboard's own /metrics;
 - store probes (Kafka, Redis; ClickHouse: a server DSN is pinged, the embedded chDB is
   healthy while its owner, the analytics sink, is live);
+- while serving is live, the promoted ranker's train/serve skew
+  (`analytics/skew_source.py`: its profile from the registry, the samples from Redis);
 - the last `dashboard_history_s` of series for the plots: older points are dropped, and a
   line (or plot) with nothing left goes, so the page can say there is no data.
 
@@ -37,6 +39,7 @@ from streamrec.analytics.dashboard.health import (
     assess,
 )
 from streamrec.analytics.dashboard.topology import WORKER_NAMES, consumer_group
+from streamrec.analytics.skew_source import read_skew
 from streamrec.infra.settings import Settings, redact_url
 from streamrec.streams import metrics
 from streamrec.streams.errors import LagError
@@ -167,12 +170,18 @@ class Collector:
                 if clean is not None and clean <= self.last_live.get(name, 0.0):
                     clean = None
                 workers[name] = WorkerObs(name=name, live=False, ever_ran=ran, stopped_at=clean)
+        drift: list[str] = []
+        warned: list[str] = []
+        if redis_ok and "serving" in by_name:
+            drift, warned = await asyncio.to_thread(self._skew)
         obs = Observation(
             workers=workers,
             lags=lags,
             groups=groups,
             kafka_ok=kafka_ok,
             stores=self._stores(workers, kafka_ok, redis_ok),
+            skew_drift=drift,
+            skew_warn=warned,
         )
         nodes, edges = assess(obs, self.cfg)
         self._record(now, workers, lags)
@@ -190,6 +199,14 @@ class Collector:
             return metrics.registered_workers(self.settings)
         except redis.RedisError:
             return []
+
+    def _skew(self) -> tuple[list[str], list[str]]:
+        """(drifted, warned) features of the promoted ranker; none when unreadable."""
+        try:
+            report = read_skew(self.settings, self.redis)
+        except (redis.RedisError, OSError, ValueError):
+            return [], []
+        return report.drifted, report.warned
 
     def _ping_redis(self) -> bool:
         try:

@@ -12,6 +12,9 @@ Pure functions (no I/O) so the rules are tested without a stack. Statuses:
   its metrics endpoint does not answer; `idle` when it never ran.
 - topic→worker edge: the worker group's lag on the topic (`lag_warn`, `lag_alert`), and red
   when the worker is down; other edges take the colour of their worker end.
+- serving: also `warn` when a ranker input feature drifted from its training distribution
+  (PSI at or over `skew_psi_drift`, `analytics/skew.py`); features at the warning level are
+  named in the detail only.
 - topic: `down` when the broker does not answer. store: its own probe.
 """
 
@@ -60,6 +63,12 @@ class Observation(BaseModel):
     )
     kafka_ok: bool
     stores: dict[str, tuple[Status, str]] = Field(description="store name -> (status, detail)")
+    skew_drift: list[str] = Field(
+        default_factory=list, description="the promoted ranker's features judged drift"
+    )
+    skew_warn: list[str] = Field(
+        default_factory=list, description="the promoted ranker's features judged warn"
+    )
 
 
 class NodeState(BaseModel):
@@ -132,6 +141,21 @@ def worker_status(w: WorkerObs, lag: int, cfg: AnalyticsSettings) -> tuple[Statu
     return status, ", ".join(notes)
 
 
+def skew_status(
+    status: Status, detail: str, drift: list[str], warned: list[str]
+) -> tuple[Status, str]:
+    """A live serving node's colour and detail with the skew check's flag added."""
+    if status in ("down", "idle", "stopped"):
+        return status, detail
+    notes = [detail] if detail else []
+    if drift:
+        status = worst(status, "warn")
+        notes.append("skew drift: " + ", ".join(drift))
+    if warned:
+        notes.append("skew warn: " + ", ".join(warned))
+    return status, ", ".join(notes)
+
+
 def lag_status(lag: int, cfg: AnalyticsSettings) -> Status:
     if lag > cfg.lag_alert:
         return "down"
@@ -145,6 +169,8 @@ def assess(obs: Observation, cfg: AnalyticsSettings) -> tuple[list[NodeState], l
         if node.kind == "worker":
             w = obs.workers.get(node.name) or WorkerObs(name=node.name, live=False)
             status[node.id] = worker_status(w, _worker_lag(obs, node.name), cfg)
+            if node.name == "serving":
+                status[node.id] = skew_status(*status[node.id], obs.skew_drift, obs.skew_warn)
         elif node.kind == "topic":
             status[node.id] = ("ok", "") if obs.kafka_ok else ("down", "broker unreachable")
         else:

@@ -50,5 +50,14 @@ class AnalyticsSettings(Section):
     error_warn_ratio: float = Field(0.05, ge=0, description="dashboard: failed/handled, amber")
     click_window_s: int = Field(1800, ge=1, description="report: click follows impression within")
     report_window_s: int = Field(7 * 24 * 3600, ge=60, description="report: look-back window")
+    skew_psi_warn: float = Field(
+        0.1, gt=0, description="ranker train/serve skew: a feature's PSI from here is amber"
+    )
+    skew_psi_drift: float = Field(
+        0.25, gt=0, description="ranker train/serve skew: a feature's PSI from here is drift"
+    )
+    skew_min_samples: int = Field(
+        1_000, ge=1, description="ranker train/serve skew: serving rows needed to judge a feature"
+    )
     experiment: str = Field("ranker-v1", description="the running A/B experiment's name")
     variants: str = Field("control,treatment", description="comma-separated; first = control")

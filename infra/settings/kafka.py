@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -18,7 +18,13 @@ class KafkaSettings(Section):
     generated in the state dir."""
 
     bootstrap: str = ""
-    default_partitions: int = 6
+    default_partitions: int = Field(6, ge=1)
+    partitions: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="partitions by topic name, over the count in its TopicSpec, as JSON: "
+        "'{\"events.interactions\": 12}'; `topics apply` grows a topic to it (never shrinks), "
+        "and the Faust tables keyed from a topic take its count (ADR 0132)",
+    )
     replication_factor: int = Field(
         0, ge=0, description="copies of each partition; 0: the local stack's nodes, at most 3"
     )

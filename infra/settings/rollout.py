@@ -28,8 +28,9 @@ class RolloutSettings(Section):
     error_margin: float = Field(
         0.01,
         ge=0,
-        description="roll back when the canary's error rate (answers at SIMPLE_RANKING, or "
-        "answered by the promoted ranker after the canary failed) exceeds control's by more",
+        description="roll back when the 95% CI of canary error rate - control error rate "
+        "(answers at SIMPLE_RANKING, or answered by the promoted ranker after the canary "
+        "failed) lies above +margin",
     )
     interval_s: float = Field(10.0, gt=0, description="the controller judges this often")
 

@@ -146,6 +146,17 @@ class ServingSettings(Section):
     shadow_report_s: float = Field(
         5.0, gt=0, description="how often the shadow comparison's summary goes to Redis"
     )
+    # train/serve skew: the promoted ranker's inputs counted into its training bins (ADR 0131)
+    skew_sample: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="share of ranked batches whose features are counted for the skew check "
+        "(every 1/share-th batch, on a thread after the answer is out); 0: off",
+    )
+    skew_report_s: float = Field(
+        5.0, gt=0, description="how often the skew counts go to Redis (streamrec:skew:*)"
+    )
     # the request topic
     consumer_group: str = "streamrec-serving"
     reply_topics: str = Field(

@@ -28,6 +28,7 @@ from streamrec.cli import scenario as scenario_cmd
 from streamrec.cli import serve as serve_cmd
 from streamrec.errors import StreamRecError
 from streamrec.infra.settings import Settings
+from streamrec.streams.partitions import check_partitions
 
 app = typer.Typer(
     name="streamrec",
@@ -71,6 +72,9 @@ def _settings(
     settings = Settings()
     if state_dir is not None:
         settings = settings.with_overrides(stack={"state_dir": state_dir})
+    # Topic names in STREAMREC_KAFKA__PARTITIONS are refused here, as an unknown variable
+    # is: the settings cannot know the topics (streams.partitions).
+    check_partitions(settings)
     ctx.obj = settings
 
 
@@ -78,5 +82,5 @@ def main() -> None:
     try:
         app()
     except StreamRecError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)

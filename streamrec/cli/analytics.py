@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from streamrec.infra.settings import Settings
 
+if TYPE_CHECKING:
+    from streamrec.analytics.skew import SkewReport
+
 
 def register(app: typer.Typer) -> None:
-    app.command("report", help="Traffic, latency, levels, CTR per variant, coverage.")(report)
+    app.command("report", help="Traffic, latency, levels, CTR per variant, coverage, ranker skew.")(
+        report
+    )
     app.command("dashboard", help="Serve the live topology map (Ctrl-C stops it).")(dashboard)
     app.command("audit", help="Who fetched a user's recommendations on a day (UTC).")(audit)
 
@@ -50,7 +57,25 @@ def report(
     settings: Settings = ctx.obj
     with store_session(settings) as client:
         result = ReportBuilder(client, settings).build(minutes=minutes)
+    result = result.model_copy(update={"skew": _skew(settings)})
     typer.echo(result.model_dump_json(indent=2) if as_json else render(result))
+
+
+def _skew(settings: Settings) -> SkewReport | None:
+    """The promoted ranker's skew (registry + Redis); None, said on stderr, when Redis does
+    not answer: the rest of the report does not need it."""
+    import redis
+
+    from streamrec.analytics.skew_source import read_skew
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    try:
+        return read_skew(settings, client)
+    except redis.RedisError as exc:
+        typer.echo(f"skew not read: {exc}", err=True)
+        return None
+    finally:
+        client.close()
 
 
 def dashboard(

@@ -1,5 +1,5 @@
 """`streamrec train`, `streamrec models list | status | promote | rollback | canary | rollout |
-shadow-report`, `backfill candidates`."""
+shadow-report | skew-report`, `backfill candidates`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from streamrec.infra.settings import Settings
 
 out = Console()
 models_app = typer.Typer(
-    help="The model registry: list, status, promote, roll back, canary rollout, shadow report.",
+    help="The model registry: list, status, promote, roll back, canary rollout, shadow and "
+    "skew reports.",
     no_args_is_help=True,
 )
 KINDS = ("ranker", "retriever")
@@ -229,6 +230,27 @@ def shadow_report(
             typer.echo(r.model_dump_json())
         return
     typer.echo(render(reports))
+
+
+@models_app.command("skew-report")
+def skew_report(
+    ctx: typer.Context,
+    version: str | None = typer.Option(None, help="a ranker version (default: the promoted)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Train/serve skew of the ranker's inputs: PSI per feature, serving vs training."""
+    import redis
+
+    from streamrec.analytics.skew import render
+    from streamrec.analytics.skew_source import read_skew
+
+    settings: Settings = ctx.obj
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    try:
+        report = read_skew(settings, client, version)
+    finally:
+        client.close()
+    typer.echo(report.model_dump_json(indent=2) if as_json else render(report))
 
 
 def backfill_candidates(

@@ -20,7 +20,11 @@ def register(app: typer.Typer) -> None:
     app.add_typer(topics_app, name="topics")
 
 
-@topics_app.command("apply", help="Create or update every topic (idempotent).")
+@topics_app.command(
+    "apply",
+    help="Create or update every topic (idempotent); grow each to its partition count "
+    "(STREAMREC_KAFKA__PARTITIONS over the spec), never shrink.",
+)
 def apply(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     result = TopicManager(settings).apply()
@@ -31,7 +35,20 @@ def apply(ctx: typer.Context) -> None:
     for name in result.created:
         out.print(f"  + {name}")
     for name in result.altered:
-        out.print(f"  ~ {name}")
+        grown = result.grown.get(name)
+        how = f": {grown[0]} -> {grown[1]} partitions" if grown else ""
+        out.print(f"  ~ {name}{how}")
+    if result.grown:
+        out.print(
+            "  grown topics re-key: a key's new messages may go to another partition than its "
+            "old ones (docs/deployment.md, Partition counts)"
+        )
+    for name, (have, want) in sorted(result.above.items()):
+        out.print(
+            f"  ! {name} has {have} partitions, more than the {want} configured: Kafka cannot "
+            f"remove partitions, so it keeps {have}",
+            highlight=False,
+        )
 
 
 @topics_app.command("list", help="Show the topics with partitions, policy and end offsets.")

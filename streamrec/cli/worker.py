@@ -1,7 +1,12 @@
-"""`streamrec worker NAME`: run one stream processor (a Faust worker) in the foreground."""
+"""`streamrec worker NAME`: run one stream processor (a Faust worker) in the foreground.
+
+`streamrec workers` lists the processors (offline); `--owners` asks the broker which process
+of each group owns which partitions (`streams.owners`).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import typer
@@ -14,7 +19,11 @@ log = logging.getLogger(__name__)
 
 def register(app: typer.Typer) -> None:
     app.command("worker", help=f"Run a processor: {', '.join(sorted(WORKERS))}.")(worker)
-    app.command("workers", help="List the processors `worker` can run.")(workers)
+    app.command(
+        "workers",
+        help="List the processors `worker` can run; --owners: which process of each consumer "
+        "group owns which partitions, with their lag (asks the broker).",
+    )(workers)
 
 
 def worker(
@@ -46,6 +55,38 @@ def worker(
     _Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
-def workers() -> None:
-    for name, module in sorted(WORKERS.items()):
-        typer.echo(f"{name}\t{module}")
+def workers(
+    ctx: typer.Context,
+    owners: bool = typer.Option(
+        False, "--owners", help="each group's members and the partitions they own (asks Kafka)"
+    ),
+    group: list[str] = typer.Option(
+        [],
+        "--group",
+        help="a consumer group to show, implies --owners (repeatable; default: streamrec-NAME "
+        "of every worker and serving's group)",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    timeout_s: float = typer.Option(5.0, "--timeout", min=0.1, help="seconds to reach Kafka"),
+) -> None:
+    if not owners and not group:
+        if as_json:
+            typer.echo(json.dumps(dict(sorted(WORKERS.items())), indent=2))
+            return
+        for name, module in sorted(WORKERS.items()):
+            typer.echo(f"{name}\t{module}")
+        return
+    from streamrec.streams.owners import describe_owners, render
+
+    settings: Settings = ctx.obj
+    # The groups' default names (processors.registry's convention), then serving's.
+    groups = group or [
+        *(f"streamrec-{name}" for name in sorted(WORKERS)),
+        settings.serving.consumer_group,
+    ]
+    described = describe_owners(settings, list(dict.fromkeys(groups)), timeout_s=timeout_s)
+    if as_json:
+        typer.echo(json.dumps({"groups": [g.model_dump() for g in described]}, indent=2))
+        return
+    for line in render(described):
+        typer.echo(line)

@@ -1,7 +1,7 @@
 import pytest
 
 from streamrec.streams.admin import TopicManager
-from streamrec.topics import ALL_TOPICS
+from streamrec.topics import ALL_TOPICS, RECS_SERVED
 
 pytestmark = pytest.mark.integration
 
@@ -40,4 +40,26 @@ def test_apply_repairs_drifted_config(stack):
             "retention.ms"
         ]
         != "1000"
+    )
+
+
+def test_a_configured_count_grows_a_topic_and_a_lower_one_is_kept_and_reported(stack, unique):
+    spec = RECS_SERVED.model_copy(update={"name": f"t-grow-{unique}", "partitions": 2})
+    assert TopicManager(stack, (spec,)).apply().created == [spec.name]
+
+    larger = stack.with_overrides(kafka={"partitions": {spec.name: 4}})
+    grown = TopicManager(larger, (spec,)).apply()
+    assert grown.altered == [spec.name] and grown.grown == {spec.name: (2, 4)}
+    assert _partitions(stack, spec.name) == 4
+
+    # Kafka cannot remove partitions: a lower count leaves the topic as it is, and says so.
+    smaller = stack.with_overrides(kafka={"partitions": {spec.name: 3}})
+    kept = TopicManager(smaller, (spec,)).apply()
+    assert kept.unchanged == [spec.name] and kept.above == {spec.name: (4, 3)}
+    assert _partitions(stack, spec.name) == 4
+
+
+def _partitions(settings, name: str) -> int:
+    return len(
+        TopicManager(settings, ()).admin.list_topics(name, timeout=10).topics[name].partitions
     )

@@ -146,3 +146,22 @@ def test_a_stuck_worker_is_red_with_its_reason_and_redeliveries_are_not_errors()
     assert nodes["worker:analytics-sink"].detail == "stuck: inserts failing for 31 s"
     session = nodes["worker:session-features"]
     assert session.status == "ok" and "redelivered 40/s" in session.detail
+
+
+def test_serving_is_amber_when_a_ranker_feature_drifted():
+    workers = {"serving": WorkerObs(name="serving", live=True, events_per_s=50)}
+    obs = Observation(
+        workers=workers,
+        lags={},
+        kafka_ok=True,
+        stores=STORES,
+        skew_drift=["item_popularity"],
+        skew_warn=["item_year"],
+    )
+    node = {n.id: n for n in assess(obs, CFG)[0]}["worker:serving"]
+    assert node.status == "warn"
+    assert "skew drift: item_popularity" in node.detail and "skew warn: item_year" in node.detail
+    quiet = obs.model_copy(update={"skew_drift": [], "skew_warn": []})
+    assert {n.id: n for n in assess(quiet, CFG)[0]}["worker:serving"].status == "ok"
+    down = obs.model_copy(update={"workers": {}})  # not running: no flag over the grey
+    assert {n.id: n for n in assess(down, CFG)[0]}["worker:serving"].status == "idle"

@@ -54,3 +54,34 @@ def test_render_names_every_part():
     assert "2026-03-01 12:00" in text and "POPULAR" in text
     assert "control" in text and "33.33%" in text
     assert "9 of 10 live items served = 90.0% (below the 95% target)" in text
+
+
+def test_the_skew_section_is_rendered_and_in_the_json():
+    from streamrec.analytics.skew import FeatureSkew, SkewReport
+
+    minute = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    skew = SkewReport(
+        version="v7",
+        status="checked",
+        workers=2,
+        batches=12,
+        warn=0.1,
+        drift=0.25,
+        min_samples=1000,
+        features=[
+            FeatureSkew(name="item_popularity", psi=0.31, verdict="drift", samples=4000, bins=10)
+        ],
+    )
+    report = Report(
+        since=minute,
+        until=minute,
+        click_window_s=1800,
+        per_minute=[],
+        variants=[],
+        coverage=Coverage(catalog_items=0, served_items=0, share=None),
+        skew=skew,
+    )
+    text = render(report)
+    assert "train/serve skew of ranker v7" in text and "item_popularity" in text
+    assert "0.3100" in text and "drift" in text
+    assert Report.model_validate_json(report.model_dump_json()).skew == skew

@@ -175,3 +175,22 @@ def test_scale_past_the_partitions_or_a_single_process_is_found(base):
         "Deployment streamrec-vector-indexer (2 replicas): a rolling update would run two "
         "`worker vector-indexer`",
     ]
+
+
+def test_scale_counts_the_partitions_the_settings_give_a_topic(base):
+    docs = copy.deepcopy(base)
+    data = _find(docs, "ConfigMap", "streamrec-settings")["data"]
+    data["STREAMREC_KAFKA__PARTITIONS"] = '{"events.interactions": 12}'
+    workers = _find(docs, "Deployment", "streamrec-session-features")["spec"]
+    workers["replicas"] = 7
+    assert consistency.settings_problems(docs) == []
+    assert not [p for p in consistency.scale_problems(docs) if "session-features" in p]
+    workers["replicas"] = 13
+    assert (
+        "Deployment streamrec-session-features (13 replicas): its group reads at most 12 "
+        "partitions" in consistency.scale_problems(docs)
+    )
+
+    data["STREAMREC_KAFKA__PARTITIONS"] = '{"events.interaction": 12}'
+    found = consistency.settings_problems(docs)
+    assert found and all("names no topic: 'events.interaction'" in p for p in found)

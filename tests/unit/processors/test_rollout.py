@@ -43,17 +43,20 @@ def figures(canary: Side, control: Side) -> CanaryFigures:
     )
 
 
-CFG = Settings().rollout.model_copy(update={"min_impressions": 500})
+CFG = Settings().rollout.model_copy(update={"min_impressions": 40})
 
 
 @pytest.mark.parametrize(
     ("canary", "control", "action", "words"),
     [
-        (side(100, 10), side(2000, 200), "wait", "100 canary"),
+        (side(30, 3), side(2000, 200), "wait", "30 canary"),
         (side(1000, 100), side(5000, 520), "advance", "CTR difference"),
         (side(1000, 40), side(5000, 500), "rollback", "CTR 4.00%"),
         (side(1000, 100, p99=80.0), side(5000, 500), "rollback", "p99 80.0"),
         (side(1000, 100, errors=50), side(5000, 500, errors=50), "rollback", "error rate"),
+        # One stray error among a small stage's answers is 2.5 points, but not a regression.
+        (side(40, 20, errors=1), side(160, 80), "advance", "errors 2.50%"),
+        (side(40, 20, errors=8), side(160, 80), "rollback", "error rate 20.00%"),
     ],
 )
 def test_judgement(canary, control, action, words):

@@ -11,7 +11,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from streamrec.scenarios.load import OpenLoop, Outcome, RetryPolicy, per_second, summary
+from streamrec.scenarios.load import (
+    OpenLoop,
+    Outcome,
+    RetryBudget,
+    RetryPolicy,
+    per_second,
+    summary,
+)
 from streamrec.scenarios.workload import Request
 
 
@@ -118,3 +125,15 @@ async def test_a_slow_answer_is_a_timeout_and_a_refused_connection_an_error():
     # Nothing listens there any more: every attempt is an error, retried within the budget.
     outcomes = await OpenLoop(url, RetryPolicy(retries=1, budget_ratio=None)).run(SCHEDULE[:3])
     assert {o.kind for o in outcomes} == {"error"} and {o.attempts for o in outcomes} == {2}
+
+
+@pytest.mark.parametrize(("ratio", "firsts"), [(0.1, 38497), (0.1, 95), (0.25, 7), (0.0, 50)])
+def test_the_retry_budget_never_passes_its_bound(ratio: float, firsts: int):
+    budget = RetryBudget(ratio, floor=10)
+    for _ in range(firsts):
+        budget.first()
+        while budget.allow():  # every first attempt asks for as many retries as it can get
+            pass
+        assert budget.retries <= budget.floor + ratio * budget.firsts
+    # ...and it grants all it may: the bound, rounded down.
+    assert budget.retries == int(10 + ratio * firsts)
