@@ -2,8 +2,8 @@
 
 Sub-commands live in one module each and are registered here explicitly. The settings object
 is built once, from the environment, in the callback below and handed to each command.
-A `StreamRecError` is printed as one clear line and exits 1; anything else is a bug and
-keeps its traceback.
+A `StreamRecError`, or Redis not answering (a stack that is down, not a bug), is printed as
+one clear line and exits 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import redis
 import typer
 from rich.console import Console
 
@@ -83,4 +84,11 @@ def main() -> None:
         app()
     except StreamRecError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except redis.RedisError as exc:  # every command that reads Redis, one way
+        err.print(
+            f"[bold red]error:[/] Redis did not answer ({exc}); is the stack up? (streamrec up)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)

@@ -1,5 +1,6 @@
 """`streamrec workers`: the plain list needs no broker; `--owners` without one is one line of
-error and a non-zero exit, without librdkafka's connection log."""
+error and a non-zero exit, without librdkafka's connection log; a command that reads Redis
+without one is one line of error too."""
 
 from __future__ import annotations
 
@@ -68,3 +69,23 @@ def test_the_text_shows_members_their_partitions_and_lag_and_empty_groups():
         "    events.interactions  partitions 0 1  lag 3 -",
         "streamrec-serving: no members (state empty)",
     ]
+
+
+def test_a_command_that_reads_redis_without_one_is_one_line_and_a_failure(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    env |= {
+        "STREAMREC_STACK__REDIS_PORT": str(free_port()),
+        "STREAMREC_STACK__STATE_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "streamrec", "models", "shadow-report"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: Redis did not answer (")
+    assert "is the stack up?" in lines[0]
