@@ -7,7 +7,10 @@ Responsibilities:
   watermark, and a compact JSON codec (the trending processor's Faust table value);
 - `TrendingState.add`: count one event, unless it is older than the allowed lateness;
 - `TrendingState.latest`: the counts of the latest window of each kind (the one holding the
-  watermark), which is what "trending now" means in event time.
+  watermark), which is what "trending now" means in event time;
+- `TrendingState.applied`: the offset of the partition's last message applied, stored with
+  the counts, so a message delivered again after a restart is recognised and not counted twice
+  (`is_redelivery`).
 
 A hopping window of size S and hop H is the sum of S/H consecutive buckets of width H, so
 each event is counted once per bucket, not once per overlapping window. Windows follow
@@ -45,6 +48,9 @@ WINDOWS = (
 @dataclass(slots=True)
 class TrendingState:
     watermark: int = -1
+    # The stream partition's last offset applied to these counts (-1: none). It lives in the
+    # same table value as the counts, so both reach the changelog together or not at all.
+    applied: int = -1
     # window name -> bucket start (ms) -> item_id -> count
     buckets: dict[str, dict[int, dict[str, int]]] = field(
         default_factory=lambda: {w.name: {} for w in WINDOWS}
@@ -54,6 +60,7 @@ class TrendingState:
         return orjson.dumps(
             {
                 "wm": self.watermark,
+                "off": self.applied,
                 "b": {
                     name: {str(k): v for k, v in per.items()} for name, per in self.buckets.items()
                 },
@@ -65,10 +72,15 @@ class TrendingState:
         if not raw:
             return cls()
         data = orjson.loads(raw)
-        state = cls(watermark=data["wm"])
+        state = cls(watermark=data["wm"], applied=data.get("off", -1))
         for name, per in data["b"].items():
             state.buckets[name] = {int(k): v for k, v in per.items()}
         return state
+
+    def is_redelivery(self, offset: int) -> bool:
+        """True when the message at `offset` of this state's partition was applied before
+        (redelivered after a restart or a rebalance): neither new nor late."""
+        return offset <= self.applied
 
     def add(self, ts: int, item_id: str, lateness_ms: int) -> bool:
         """Count one event at event time `ts` (ms); False when it is too late to count."""

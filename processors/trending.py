@@ -16,13 +16,15 @@ its owner). The "latest window" of a partition is the one holding its watermark 
 newest event time); partitions of a replay advance together, so their windows line up.
 
 Failure policy: malformed messages go to dead.letters with the reason; events older than
-the allowed lateness (per partition) are dropped and counted. Counting is at least once: a
-crash between the table write and the offset commit can count a batch twice (docs/adr/0023);
-the session features, which must be exact, dedup by event id instead.
+the allowed lateness (per partition) are dropped and counted. Each event is counted once: a
+partition's state holds the offset of its last message applied, the batch is acked only after
+the states are in the changelog (`DurableTable.changelog_sent`), and a message at or before
+that offset, redelivered after a crash, is skipped and counted as redelivered (docs/adr/0135).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -34,7 +36,7 @@ from streamrec.features.online_writer import OnlineWriter
 from streamrec.features.session import ts_ms
 from streamrec.features.trending import WINDOWS, TrendingState
 from streamrec.infra.settings import FeatureSettings, Settings
-from streamrec.processors.batch_context import as_current
+from streamrec.processors.batch_context import as_current, durable_table
 from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic, partitions_for
 from streamrec.streams.dead_letters import FaustDeadLetters
@@ -90,29 +92,41 @@ class TrendingProcessor:
 
     async def count(self, batch: Sequence[Any]) -> dict[str, int]:
         """Add a batch to its partitions' windows and store the changed states; returns
-        the counts (counted, too_late, dead)."""
-        counted = late = dead = 0
+        the counts (counted, too_late, redelivered, dead).
+
+        A malformed message is dead-lettered every time it is read (dead letters are at
+        least once). Any other message at or before its partition's `applied` offset was
+        counted before the worker restarted, so it is skipped: the state and its offset are
+        one table value, and the batch is acked only after that value is in the changelog.
+        """
+        counted = late = redelivered = dead = 0
         last_event: dict[int, Any] = {}
+        changed: set[int] = set()
         for event in batch:
             interaction = await self.decode(event)
             if interaction is None:
                 dead += 1
                 continue
-            p = event.message.partition
+            p, offset = event.message.partition, event.message.offset
             state = self.states.get(p)
             if state is None:
                 state = self.states[p] = TrendingState.from_bytes(
                     self.table.read(event, table_key(p))
                 )
+            if state.is_redelivery(offset):
+                redelivered += 1
+                continue
             if state.add(ts_ms(interaction.ts.timestamp()), interaction.item_id, self.lateness_ms):
                 counted += 1
-                last_event[p] = event
+                changed.add(p)
             else:
                 late += 1
+            state.applied = offset
+            last_event[p] = event
         for p, event in last_event.items():
             self.table.write(event, table_key(p), self.states[p].to_bytes())
-            self.dirty.add(p)
-        return {"counted": counted, "too_late": late, "dead": dead}
+        self.dirty |= changed
+        return {"counted": counted, "too_late": late, "redelivered": redelivered, "dead": dead}
 
     def take_dirty(self) -> list[int]:
         """The partitions changed since the last call, to publish now."""
@@ -177,7 +191,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     metrics.attach(app, settings, NAME)
     source = faust_topic(app, EVENTS_INTERACTIONS)
     n_partitions = partitions_for(app, EVENTS_INTERACTIONS) or settings.kafka.default_partitions
-    table = app.Table(
+    table = durable_table(
+        app,
         TABLE,
         default=None,
         key_type=bytes,
@@ -196,16 +211,23 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     @app.agent(source, name=NAME)
     async def trending(stream: faust.StreamT) -> None:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
+        batches, exit_after = 0, settings.faults.trending_exit_after_batch
         # Larger batches than the session processor's: trending is published every flush
         # interval anyway, and each batch rewrites a partition's whole state to the changelog.
         async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
             with stop_on_failure(NAME):
                 counts = await trending_.count(batch)
+                # The states (and their applied offsets) are in the changelog before this
+                # batch is acked, so a crash after the commit never loses counts.
+                await table.changelog_sent()
                 async with store.pipeline(transaction=False) as pipe:
                     for name, n in counts.items():
                         pipe.hincrby(stats, name, n)
                     await pipe.execute()
-            processed.inc(counts["counted"] + counts["too_late"])
+                batches += 1
+                if batches == exit_after:
+                    os._exit(99)  # fault injection (tests): a crash before the batch's commit
+            processed.inc(counts["counted"] + counts["too_late"] + counts["redelivered"])
 
     @app.timer(cfg.trending_flush_ms / 1000)
     async def publish() -> None:

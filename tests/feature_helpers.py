@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
 from streamrec.features import feast_store
+from streamrec.features.log_reader import read_topic
 from streamrec.features.online import OnlineFeatures
 from streamrec.features.session import ts_ms
+from streamrec.features.trending import WINDOWS
 from streamrec.infra.settings import Settings
 from streamrec.processors.session_features import stats_key
+from streamrec.processors.trending import all_key
+from streamrec.streams import codecs
 from streamrec.streams.catalog import publish_items
 from streamrec.streams.replay import ReplayOptions, replay
 from streamrec.streams.sources.movielens import MovieLensInteractions, load_items
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
+from streamrec.topics.errors import SchemaError
 from tests.features_reference import assert_features_equal, recompute
 from tests.kafka_helpers import end_offsets, wait_for
 
@@ -97,3 +102,36 @@ def compare_users(
         row = got[user]
         assert row.found, f"user {user} has no online features"
         assert_features_equal(row.model_dump(), want, f"user {user}")
+
+
+def window_counts(settings: Settings) -> dict[str, dict[str, int]]:
+    """window -> item -> count of the latest window of each partition (the one holding its
+    newest event time), summed over partitions: what trending's merged lists must hold.
+    Malformed messages are skipped, as the processor dead-letters them."""
+    per_partition: dict[int, list[tuple[int, str]]] = {}
+    for p, _o, _k, value in read_topic(settings, EVENTS_INTERACTIONS.name):
+        try:
+            ev = codecs.decode(EVENTS_INTERACTIONS, value)
+        except SchemaError:
+            continue
+        per_partition.setdefault(p, []).append((ts_ms(ev.ts.timestamp()), ev.item_id))
+    out = {}
+    for w in WINDOWS:
+        want: Counter[str] = Counter()
+        for rows in per_partition.values():
+            watermark = max(ts for ts, _ in rows)
+            end = watermark - watermark % w.hop_ms + w.hop_ms
+            want.update(item for ts, item in rows if end - w.size_ms <= ts < end)
+        out[w.name] = dict(want)
+    return out
+
+
+def merged_counts(settings: Settings) -> dict[str, dict[str, int]]:
+    """window -> item -> count in trending's merged list (`popular:{window}:all`)."""
+    store = redis.Redis.from_url(settings.redis_url)
+    return {
+        w.name: {
+            m.decode(): int(s) for m, s in store.zrange(all_key(w.name), 0, -1, withscores=True)
+        }
+        for w in WINDOWS
+    }

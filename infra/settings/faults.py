@@ -19,3 +19,9 @@ class FaultSettings(Section):
     sink_exit_after_insert: int = Field(
         0, ge=0, description="analytics sink: exit after the Nth insert, before its commit"
     )
+    trending_exit_after_batch: int = Field(
+        0,
+        ge=0,
+        description="trending: exit after the Nth batch's states reach the changelog, "
+        "before the batch is acked",
+    )

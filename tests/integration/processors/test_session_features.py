@@ -1,4 +1,5 @@
-"""The session features processor on the real broker, Redis and Feast (a stack of its own).
+"""The session features and trending processors on the real broker, Redis and Feast (a
+stack of their own).
 
 A subset of ML-100K (the first 15,000 ratings in event time) keeps this module fast; the
 whole log is replayed in test_session_features_full_log.py (slow).
@@ -10,10 +11,12 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+import redis
 
 from streamrec.features.feast_store import feature_store
 from streamrec.features.online import OnlineFeatures
 from streamrec.features.session import SessionState
+from streamrec.processors import trending
 from streamrec.processors.session_features import TABLE
 from streamrec.streams import codecs
 from streamrec.streams.producer import bulk_producer, flush, produce_event
@@ -28,10 +31,12 @@ from streamrec.topics import (
 )
 from tests.feature_helpers import (
     compare_users,
+    merged_counts,
     prepare,
     replay_ml100k,
     stats,
     wait_caught_up,
+    window_counts,
 )
 from tests.features_reference import assert_features_equal, recompute
 from tests.kafka_helpers import end_offsets, read_range, wait_for
@@ -217,3 +222,25 @@ def test_a_killed_worker_restarts_from_its_changelog_with_nothing_lost(loaded, w
     assert counts["accepted"] + counts.get("duplicate", 0) >= N
     # Every user's features, not a sample: nothing lost, nothing counted twice.
     compare_users(settings, events, genres, sorted(events, key=int))
+
+
+def test_a_trending_worker_killed_before_its_commit_counts_each_event_once(loaded):
+    shared, _genres, _events = loaded
+    settings = shared.with_overrides(redis={"url": shared.redis_url.rsplit("/", 1)[0] + "/2"})
+    group = "t-trending-kill"
+    store = redis.Redis.from_url(settings.redis_url)
+    # The crash point: the first batch's states are in the changelog, its offsets are not
+    # committed (a SIGKILL from outside lands there only by chance).
+    crashing = WorkerProcess(
+        settings.with_overrides(faults={"trending_exit_after_batch": 1}), "trending", group
+    ).start()
+    wait_for(lambda: not crashing.alive(), 180, "the trending worker to crash after one batch")
+    first = {k.decode(): int(v) for k, v in store.hgetall(trending.stats_key(group)).items()}
+    assert first["counted"] > 0
+    want = window_counts(settings)
+    with WorkerProcess(settings, "trending", group) as w:
+        wait_caught_up(settings, group, w)
+        wait_for(lambda: merged_counts(settings) == want, 30, "the merged lists to be published")
+    after = {k.decode(): int(v) for k, v in store.hgetall(trending.stats_key(group)).items()}
+    # The restarted worker read the first batch again and skipped it as already counted.
+    assert after["redelivered"] == first["counted"] + first["too_late"]

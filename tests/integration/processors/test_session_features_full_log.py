@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import pandas as pd
 import pytest
@@ -18,15 +17,17 @@ import redis
 from streamrec.features.backfill import DAY_MS, run_backfill
 from streamrec.features.feast_store import offline_dir
 from streamrec.features.historical import get_historical_features
-from streamrec.features.log_reader import read_topic
-from streamrec.features.session import ts_ms
 from streamrec.features.trending import WINDOWS
-from streamrec.processors.trending import all_key
-from streamrec.streams import codecs
 from streamrec.streams.worker_process import WorkerProcess
-from streamrec.topics import EVENTS_INTERACTIONS
 from streamrec.topics.stores import POPULAR
-from tests.feature_helpers import compare_users, prepare, replay_ml100k, wait_caught_up
+from tests.feature_helpers import (
+    compare_users,
+    merged_counts,
+    prepare,
+    replay_ml100k,
+    wait_caught_up,
+    window_counts,
+)
 from tests.features_reference import assert_features_equal, recompute
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,23 +55,12 @@ def test_every_users_features_equal_the_recomputation(processed):
 
 def test_popular_lists_are_the_event_time_window_counts(processed):
     settings, _genres, _events = processed
-    per_partition: dict[int, list[tuple[int, str]]] = {}
-    for p, _o, _k, value in read_topic(settings, EVENTS_INTERACTIONS.name):
-        ev = codecs.decode(EVENTS_INTERACTIONS, value)
-        per_partition.setdefault(p, []).append((ts_ms(ev.ts.timestamp()), ev.item_id))
+    want = window_counts(settings)
+    assert merged_counts(settings) == want
     store = redis.Redis.from_url(settings.redis_url)
     for w in WINDOWS:
-        want: Counter[str] = Counter()
-        for rows in per_partition.values():
-            watermark = max(ts for ts, _ in rows)
-            end = watermark - watermark % w.hop_ms + w.hop_ms
-            want.update(item for ts, item in rows if end - w.size_ms <= ts < end)
-        merged = {
-            m.decode(): int(s) for m, s in store.zrange(all_key(w.name), 0, -1, withscores=True)
-        }
-        assert merged == dict(want), w.name
         top = store.zrevrange(POPULAR.key(window=w.name), 0, 0, withscores=True)
-        assert int(top[0][1]) == max(want.values())
+        assert int(top[0][1]) == max(want[w.name].values())
 
 
 def test_backfill_history_is_point_in_time_correct(processed):

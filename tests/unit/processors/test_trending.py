@@ -50,7 +50,7 @@ async def test_counts_go_to_their_partition_and_each_changed_state_is_stored_onc
             o.raw(b"junk", partition=3),
         ]
     )
-    assert counts == {"counted": 3, "too_late": 0, "dead": 1}
+    assert counts == {"counted": 3, "too_late": 0, "redelivered": 0, "dead": 1}
     assert sorted(table.writes) == [(0, table_key(0)), (3, table_key(3))]
     stored = TrendingState.from_bytes(table.data[table_key(0)])
     assert stored.watermark == int((T0 + timedelta(minutes=1)).timestamp() * 1000)
@@ -65,8 +65,8 @@ async def test_events_past_the_allowed_lateness_are_not_counted():
     o = Offsets(EVENTS_INTERACTIONS)
     await trending.count([_event(o, "a", timedelta(hours=3), 1)])
     counts = await trending.count([_event(o, "a", timedelta(0), 1)])
-    assert counts == {"counted": 0, "too_late": 1, "dead": 0}
-    assert len(table.writes) == 1  # the late batch stored nothing
+    assert counts == {"counted": 0, "too_late": 1, "redelivered": 0, "dead": 0}
+    assert len(table.writes) == 2  # the late batch stores only its applied offset
 
 
 async def test_a_state_is_resumed_from_the_table():
@@ -102,3 +102,29 @@ async def test_revoked_partitions_are_forgotten():
     trending.revoked([1])
     assert trending.take_dirty() == [0] and set(trending.states) == {0}
     assert trending.window_end() > 0
+
+
+async def test_a_batch_redelivered_after_a_restart_is_not_counted_twice():
+    first, table, _ = _processor()
+    o = Offsets(EVENTS_INTERACTIONS)
+    batch = [_event(o, "a", timedelta(0), 0), _event(o, "b", timedelta(minutes=1), 0)]
+    await first.count(batch)
+    # The worker died after the state reached the table, before the offsets were committed:
+    # the next owner reads the same messages again, and one new one.
+    second = TrendingProcessor(FeatureSettings(), agent_decoder(EVENTS_INTERACTIONS)[0], table)
+    counts = await second.count([*batch, _event(o, "a", timedelta(minutes=2), 0)])
+    assert counts == {"counted": 1, "too_late": 0, "redelivered": 2, "dead": 0}
+    assert second.latest([0])[0]["1h"] == {"a": 2, "b": 1}
+    assert TrendingState.from_bytes(table.data[table_key(0)]).applied == 2
+
+
+async def test_a_late_event_advances_the_applied_offset_and_is_not_late_twice():
+    trending, table, _ = _processor()
+    o = Offsets(EVENTS_INTERACTIONS)
+    await trending.count([_event(o, "a", timedelta(hours=3), 1)])
+    late = [_event(o, "a", timedelta(0), 1)]
+    assert (await trending.count(late))["too_late"] == 1
+    assert TrendingState.from_bytes(table.data[table_key(1)]).applied == 1
+    assert trending.take_dirty() == [1]  # only the counting batch changed what is published
+    again = TrendingProcessor(FeatureSettings(), agent_decoder(EVENTS_INTERACTIONS)[0], table)
+    assert (await again.count(late))["redelivered"] == 1
