@@ -49,9 +49,10 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -296,6 +297,9 @@ class EmbedderProcess:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         shards = self._submit(texts)
+        # A child that dies fails the call at once, not after the other children's shares.
+        done, _ = wait([f for _, f in shards], return_when=FIRST_EXCEPTION)
+        self._raise_first_failure(done)
         vectors, _ = self._gather(len(texts), [(i, self._outcome(f)) for i, f in shards])
         return vectors
 
@@ -311,12 +315,35 @@ class EmbedderProcess:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32), 0.0
         shards = self._submit(texts)
-        results = await asyncio.gather(
-            *(asyncio.wrap_future(f) for _, f in shards), return_exceptions=True
-        )
+        waiting = [asyncio.wrap_future(f) for _, f in shards]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_EXCEPTION)
+        try:
+            self._raise_first_failure([f for _, f in shards if f.done()])
+        except BaseException:
+            for w in waiting:
+                w.cancel()  # nobody reads the other shards: no "exception never retrieved"
+            raise
+        results = [w.result() for w in waiting]
         return self._gather(len(texts), list(zip([i for i, _ in shards], results, strict=True)))
 
+    def _raise_first_failure(self, done: Iterable[Future[tuple[np.ndarray, float]]]) -> None:
+        """Raise the failure of a finished shard, if one failed: a dead child marks the pool
+        broken (every later call fails too)."""
+        failures = [f.exception() for f in done if not f.cancelled() and f.exception()]
+        broken = [e for e in failures if isinstance(e, BrokenProcessPool)]
+        if broken:
+            self._broken = f"the embedding process died: {broken[0]}"
+            raise EmbedderError(self._broken) from broken[0]
+        if failures:
+            raise failures[0]  # type: ignore[misc]
+
     def close(self) -> None:
+        if self._broken is not None:
+            # The live children may still be on shares of a failed call that nobody reads:
+            # end them rather than wait for that work.
+            for info in getattr(self, "children", []):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(info.pid, signal.SIGKILL)
         for pool in self._pools:
             pool.shutdown(wait=True, cancel_futures=True)
 
