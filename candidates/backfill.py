@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
 from aiolimiter import AsyncLimiter
 
 from streamrec.candidates.builder import CandidateBuilder
 from streamrec.candidates.content import ContentSource
 from streamrec.candidates.loader import RetrieverHolder
 from streamrec.candidates.state import CandidateState
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import Settings
 from streamrec.streams.producer import bulk_producer, flush, produce_event
 from streamrec.topics import CANDIDATES
@@ -37,7 +37,7 @@ class BackfillReport:
 async def backfill(settings: Settings, rate: float | None = None) -> BackfillReport:
     cfg = settings.candidates
     rate = rate or cfg.backfill_rate
-    store = aioredis.from_url(settings.redis_url)
+    store = async_client(settings)
     state = CandidateState(store, cfg.history_len, cfg.covisit_window)
     holder = RetrieverHolder(settings)
     holder.refresh()

@@ -63,6 +63,16 @@ def repo_config(settings: Settings) -> RepoConfig:
         **raw["online_store"],
         "connection_string": redis_connection_string(settings.redis_url),
     }
+    if settings.redis_sentinels:
+        # Feast's own Sentinel client: the Sentinels' addresses, then the URL's db and
+        # credentials, which it hands to the primary's connections.
+        addresses = ",".join(f"{h}:{p}" for h, p in settings.redis_sentinels)
+        url_options = raw["online_store"]["connection_string"].split(",", 1)[1]
+        raw["online_store"] |= {
+            "redis_type": "redis_sentinel",
+            "sentinel_master": settings.redis.sentinel_master,
+            "connection_string": f"{addresses},{url_options}",
+        }
     registry = dict(raw["registry"])
     registry["path"] = str(repo_path / registry["path"])
     raw["registry"] = registry

@@ -27,7 +27,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
-import redis
 from feast import FeatureView
 from feast.protos.feast.types.Value_pb2 import DoubleList, Int64List, StringList, Value
 from feast.types import Array, Float64, Int64, String
@@ -37,6 +36,7 @@ from streamrec.features.errors import FeatureStoreError
 from streamrec.features.feast_store import feature_store
 from streamrec.features.feature_repo.definitions import FEATURE_VIEWS, TIMESTAMP_FIELD
 from streamrec.features.redis_layout import ViewLayout, entity_key
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 
 _SCALARS: dict[object, Callable[[Any], Value]] = {
@@ -111,7 +111,7 @@ class OnlineWriter:
             raise FeatureStoreError(
                 f"feature views not registered (features apply?): {exc}"
             ) from exc
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = sync_client(settings)
         self.skip_dedup = bool(getattr(config.online_store, "skip_dedup", False))
         self.rows_skipped = 0
         # Entity keys (a pure function of the store's config and the join key's value) are

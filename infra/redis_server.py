@@ -1,4 +1,8 @@
-"""Debian's redis-server as the online store and cache: own port, dir, log and pid file."""
+"""Debian's redis-server as the online store and cache: own port, dir, log and pid file.
+
+`RedisServer` is the primary, or with `replica_of` a replica of it; `RedisSentinel` is the
+same binary in Sentinel mode, watching the primary (`stack.redis_sentinel`).
+"""
 
 from __future__ import annotations
 
@@ -15,18 +19,28 @@ PROCESS_MARKER = "redis-server"
 
 
 class RedisServer:
-    """Owns the local redis-server process and its data directory."""
+    """Owns one local redis-server process and its data directory: the primary, or a replica
+    of the primary (`replica_of`, its port)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str = "redis",
+        port: int | None = None,
+        replica_of: int | None = None,
+    ) -> None:
         self.settings = settings
         self.stack = settings.stack
-        self.home = settings.state_dir / "redis"
-        self.pid_file = self.home / "redis.pid"
-        self.log_file = settings.state_dir / "logs" / "redis.log"
+        self.name = name
+        self.port = self.stack.redis_port if port is None else port
+        self.replica_of = replica_of
+        self.home = settings.state_dir / name
+        self.pid_file = self.home / f"{name}.pid"
+        self.log_file = settings.state_dir / "logs" / f"{name}.log"
 
     @property
     def address(self) -> str:
-        return f"{self.stack.host}:{self.stack.redis_port}"
+        return f"{self.stack.host}:{self.port}"
 
     def pid(self) -> int | None:
         return processes.read_pid(self.pid_file, PROCESS_MARKER)
@@ -35,7 +49,7 @@ class RedisServer:
         if self.pid() is not None:
             return False
         binary = programs.require(self.stack.redis_server, "redis-server")
-        processes.ensure_ports_free(self.stack.host, {"Redis": self.stack.redis_port})
+        processes.ensure_ports_free(self.stack.host, {self.name: self.port})
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # Credentials and TLS go in a 0600 file rather than argv, which `ps` shows anyone.
@@ -58,10 +72,12 @@ class RedisServer:
             "--protected-mode",
             "yes",
         ]
+        if self.replica_of is not None:
+            argv += ["--replicaof", self.stack.host, str(self.replica_of)]
         proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
         processes.wait_until(
             self.ping,
-            what="redis-server",
+            what=self.name,
             timeout_s=self.stack.start_timeout_s,
             log_file=self.log_file,
             alive=lambda: proc.poll() is None,
@@ -71,7 +87,7 @@ class RedisServer:
     def _write_secure_config(self) -> Path:
         """The port (plain or TLS) and the users, from the Redis settings."""
         r = self.settings.redis
-        port = str(self.stack.redis_port)
+        port = str(self.port)
         lines = [f"port {port}"]
         if r.tls:
             pair = tls.ensure_server(self.settings.tls_dir, "redis", [self.stack.host, "localhost"])
@@ -99,10 +115,88 @@ class RedisServer:
 
     def ping(self) -> bool:
         """True when the server answers PING as the configured user (over TLS if set)."""
-        if not processes.port_in_use(self.stack.host, self.stack.redis_port):
+        if not processes.port_in_use(self.stack.host, self.port):
             return False
-        client = redis.Redis.from_url(
-            self.settings.local_redis_url, socket_connect_timeout=0.5, socket_timeout=0.5
+        url = self.settings.local_redis_url.replace(
+            f":{self.stack.redis_port}/", f":{self.port}/", 1
+        )
+        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        processes.stop(pid, self.pid_file, timeout_s=15)
+        return True
+
+
+class RedisSentinel:
+    """One local redis-server in Sentinel mode, monitoring the primary as
+    `redis.sentinel_master`. A majority of the Sentinels (2 of 3) must agree that the primary
+    is down, for `stack.redis_down_after_ms`, before one of them promotes the replica."""
+
+    def __init__(self, settings: Settings, index: int, port: int) -> None:
+        self.settings = settings
+        self.stack = settings.stack
+        self.name = f"redis-sentinel-{index}"
+        self.port = port
+        self.home = settings.state_dir / self.name
+        self.pid_file = self.home / "sentinel.pid"
+        self.log_file = settings.state_dir / "logs" / f"{self.name}.log"
+
+    @property
+    def address(self) -> str:
+        return f"{self.stack.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        return processes.read_pid(self.pid_file, PROCESS_MARKER)
+
+    def start(self) -> bool:
+        if self.pid() is not None:
+            return False
+        binary = programs.require(self.stack.redis_server, "redis-server")
+        processes.ensure_ports_free(self.stack.host, {self.name: self.port})
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        master = self.settings.redis.sentinel_master
+        quorum = len(self.stack.redis_sentinel_ports) // 2 + 1
+        down_ms = self.stack.redis_down_after_ms
+        # Sentinel rewrites this file as it learns (a failover, its peers). It starts from the
+        # configured roles each time, as `up` starts the primary and the replica: a Sentinel
+        # restarted beside peers that saw a failover takes their newer configuration.
+        conf = self.home / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\n"
+            f"bind {self.stack.host}\n"
+            f"dir {self.home}\n"
+            f"sentinel monitor {master} {self.stack.host} {self.stack.redis_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {master} {down_ms}\n"
+            f"sentinel failover-timeout {master} {max(3000, 4 * down_ms)}\n"
+            f"sentinel parallel-syncs {master} 1\n"
+        )
+        argv = [binary, str(conf), "--sentinel", "--logfile", str(self.log_file)]
+        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
+        processes.wait_until(
+            self.ping,
+            what=self.name,
+            timeout_s=self.stack.start_timeout_s,
+            log_file=self.log_file,
+            alive=lambda: proc.poll() is None,
+        )
+        return True
+
+    def ping(self) -> bool:
+        if not processes.port_in_use(self.stack.host, self.port):
+            return False
+        client = redis.Redis(
+            host=self.stack.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
         )
         try:
             return bool(client.ping())
@@ -118,3 +212,27 @@ class RedisServer:
             return False
         processes.stop(pid, self.pid_file, timeout_s=15)
         return True
+
+
+def sentinel_parts(settings: Settings) -> list[RedisServer | RedisSentinel]:
+    """The replica and the Sentinels `up` starts beside the primary (none unless
+    `stack.redis_sentinel`). Sentinel mode is plain TCP without passwords: the replica and the
+    Sentinels would need the primary's credentials and CA as well."""
+    stack = settings.stack
+    if not stack.redis_sentinel:
+        return []
+    r = settings.redis
+    if r.tls or r.password.get_secret_value():
+        raise StackError(
+            "stack.redis_sentinel runs without TLS and passwords; unset STREAMREC_REDIS__TLS "
+            "and STREAMREC_REDIS__PASSWORD, or point redis.sentinels at your own Sentinels"
+        )
+    if len(stack.redis_sentinel_ports) < 3:
+        raise StackError("stack.redis_sentinel_ports needs at least 3 ports (a majority decides)")
+    replica = RedisServer(
+        settings, "redis-replica", stack.redis_replica_port, replica_of=stack.redis_port
+    )
+    sentinels = [
+        RedisSentinel(settings, i, port) for i, port in enumerate(stack.redis_sentinel_ports, 1)
+    ]
+    return [replica, *sentinels]

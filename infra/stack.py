@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from streamrec.infra import clickhouse, processes
 from streamrec.infra.errors import StackError
 from streamrec.infra.kafka_broker import KafkaBroker, cluster_dir
-from streamrec.infra.redis_server import RedisServer
+from streamrec.infra.redis_server import RedisSentinel, RedisServer, sentinel_parts
 from streamrec.infra.settings import Settings, redact_url
 
 
@@ -64,12 +64,22 @@ class StackManager:
         ]
         self.kafka = self.kafka_nodes[0]
         self.redis = RedisServer(settings)
+        self.redis_side = sentinel_parts(settings)
 
     def up(self) -> dict[str, bool]:
         """Start every part not already running; returns which ones this call started."""
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         started = {"redis": self.redis.start()}
+        # The replica first: the Sentinels learn of it from the primary they monitor.
+        started |= {part.name: part.start() for part in self.redis_side}
         return started | self._start_kafka()
+
+    def _redis_side_to_stop(self) -> list[RedisServer | RedisSentinel]:
+        """The replica and Sentinels of this state dir, also when the settings of a later
+        `down` no longer ask for them (only their pid files are needed to stop them)."""
+        if self.redis_side or not (self.settings.state_dir / "redis-replica").exists():
+            return self.redis_side
+        return sentinel_parts(self.settings.with_overrides(stack={"redis_sentinel": True}))
 
     def _start_kafka(self) -> dict[str, bool]:
         if not self.kafka.clustered:
@@ -95,7 +105,8 @@ class StackManager:
         return {n.name: n in stopped for n in self.kafka_nodes}
 
     def down(self, purge: bool = False) -> dict[str, bool]:
-        stopped = self._stop_kafka() | {"redis": self.redis.stop()}
+        side = {part.name: part.stop() for part in reversed(self._redis_side_to_stop())}
+        stopped = self._stop_kafka() | side | {"redis": self.redis.stop()}
         if purge:
             shutil.rmtree(self.settings.state_dir, ignore_errors=True)
         return stopped
@@ -128,8 +139,15 @@ class StackManager:
                 self.redis.ping(),
                 f"pid {redis_pid}, log {self.redis.log_file}" if redis_pid else "",
             ),
+            *(self._redis_side_status(part) for part in self.redis_side),
             PartStatus("clickhouse", redact_url(dsn), ch_ok, ch_ok, ch_detail),
         ]
+
+    @staticmethod
+    def _redis_side_status(part: RedisServer | RedisSentinel) -> PartStatus:
+        pid = part.pid()
+        detail = f"pid {pid}, log {part.log_file}" if pid else ""
+        return PartStatus(part.name, part.address, pid is not None, part.ping(), detail)
 
     @staticmethod
     def _kafka_status(node: KafkaBroker) -> PartStatus:

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import faust
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from streamrec.candidates.builder import CandidateBuilder
@@ -40,6 +39,7 @@ from streamrec.candidates.content import ContentSource
 from streamrec.candidates.debounce import Debouncer
 from streamrec.candidates.loader import RetrieverHolder
 from streamrec.candidates.state import CandidateState
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import Settings
 from streamrec.streams import codecs, metrics
 from streamrec.streams.app import create_app, faust_topic
@@ -144,7 +144,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     out = faust_topic(app, CANDIDATES)
-    store = aioredis.from_url(settings.redis_url)
+    store = async_client(settings)
     state = CandidateState(store, cfg.history_len, cfg.covisit_window)
     holder = RetrieverHolder(settings)
     content = ContentSource(settings)

@@ -87,6 +87,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import Settings
 from streamrec.models.embedder import content_hash, item_text
 from streamrec.models.embedder_process import EmbedderInfo, EmbedderProcess
@@ -423,7 +424,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     # compaction keeps one vector per item.
     producer = latency_producer(settings, **{"linger.ms": 2, "partitioner": "murmur2_random"})
     pipeline = ContentPipeline(
-        RedisContent(aioredis.from_url(settings.redis_url), stats_key(group)),
+        RedisContent(async_client(settings), stats_key(group)),
         KafkaVectors(producer),
         FaustDeadLetters(app),
         lambda: EmbedderProcess(settings),

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import Settings
 from streamrec.streams import metrics
 from streamrec.streams.app import create_app, faust_topic
@@ -59,7 +59,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     counter = InteractionCounter(
         group, AgentDecoder(EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app))
     )
-    store = aioredis.from_url(settings.redis_url)
+    store = async_client(settings)
 
     @app.agent(source, name=NAME)
     async def count(stream: faust.StreamT) -> None:

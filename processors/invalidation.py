@@ -39,9 +39,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import faust
-import redis
-import redis.asyncio as aioredis
 
+from streamrec.infra.redis_clients import async_client, sync_client
 from streamrec.infra.settings import Settings
 from streamrec.invalidation import bootstrap
 from streamrec.invalidation.engine import Effects, Invalidator
@@ -108,7 +107,7 @@ def candidate_lists(values: list[bytes | None]) -> list[CandidateList | None]:
 def rebuild_state(settings: Settings, group: str, engine: Invalidator) -> bootstrap.Applied:
     """Apply history as state (no refreshes); returns, per partition, where it stopped."""
     applied = bootstrap.bounds(settings, group)
-    store = redis.Redis.from_url(settings.redis_url)
+    store = sync_client(settings)
 
     def interactions(msgs: list[Any]) -> None:
         events = [bootstrap.decode_or_none(EVENTS_INTERACTIONS, m.value()) for m in msgs]
@@ -333,7 +332,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
 
     processor = InvalidationProcessor(
         engine,
-        aioredis.from_url(settings.redis_url),
+        async_client(settings),
         send,
         refresh_limiter(cfg),
         FaustDeadLetters(app),

@@ -44,6 +44,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import LLMSettings, Settings
 from streamrec.llm.breaker import BreakerState, CircuitBreaker
 from streamrec.llm.client import ChatMessage, ClientStats, Completion, LLMClient
@@ -360,7 +361,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
 
     enricher = Enricher(
         settings.llm,
-        RedisResults(aioredis.from_url(settings.redis_url, socket_timeout=1.0)),
+        RedisResults(async_client(settings, socket_timeout=1.0)),
         send_result,
         send_request,
         FaustDeadLetters(app),

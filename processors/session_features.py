@@ -46,7 +46,6 @@ from typing import Any, Protocol
 
 import faust
 import orjson
-import redis.asyncio as aioredis
 from confluent_kafka import Producer
 
 from streamrec.features.catalog import CatalogGenres
@@ -58,6 +57,7 @@ from streamrec.features.session import (
     genre_weights,
     is_redelivery,
 )
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import DurableTable, as_current, durable_table
 from streamrec.processors.state_cache import StateCache
@@ -306,7 +306,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app)
     )
     catalog = CatalogGenres(settings)
-    store = aioredis.from_url(settings.redis_url)
+    store = async_client(settings)
     stats = stats_key(group)
     # FeaturesChanged notices and the table's changelog go through librdkafka, not faust's
     # producer: faust's send path costs tens of microseconds of Python per message, and both

@@ -48,6 +48,7 @@ import redis
 
 from streamrec.errors import StreamRecError
 from streamrec.features.errors import FeatureError
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings, TrainerSettings
 from streamrec.models.dataset import COLUMNS, load_catalog
 from streamrec.models.errors import ModelError
@@ -180,7 +181,7 @@ class StatusBoard:
     """The status hash; best effort (for people, tests and the dashboard)."""
 
     def __init__(self, settings: Settings, group: str) -> None:
-        self.store = redis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        self.store = sync_client(settings, socket_timeout=2.0)
         self.key = status_key(group)
 
     def write(self, fields: Mapping[str, str | int | float]) -> None:

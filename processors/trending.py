@@ -30,11 +30,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import faust
-import redis.asyncio as aioredis
 
 from streamrec.features.online_writer import OnlineWriter
 from streamrec.features.session import ts_ms
 from streamrec.features.trending import WINDOWS, TrendingState
+from streamrec.infra.redis_clients import async_client
 from streamrec.infra.settings import FeatureSettings, Settings
 from streamrec.processors.batch_context import as_current, durable_table
 from streamrec.streams import metrics
@@ -110,9 +110,13 @@ class TrendingProcessor:
             p, offset = event.message.partition, event.message.offset
             state = self.states.get(p)
             if state is None:
-                state = self.states[p] = TrendingState.from_bytes(
-                    self.table.read(event, table_key(p))
-                )
+                stored = self.table.read(event, table_key(p))
+                state = self.states[p] = TrendingState.from_bytes(stored)
+                if stored is not None:
+                    # Resumed from the changelog: what is published may predate it (the last
+                    # owner died before its publish), so it is published again even when
+                    # every event of this batch is a redelivery.
+                    changed.add(p)
             if state.is_redelivery(offset):
                 redelivered += 1
                 continue
@@ -204,7 +208,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         EVENTS_INTERACTIONS, NAME, FaustDeadLetters(app)
     )
     trending_ = TrendingProcessor(cfg, decode, _FaustPartitions(table))
-    store = aioredis.from_url(settings.redis_url)
+    store = async_client(settings)
     writer: list[OnlineWriter] = []
     stats = stats_key(group)
 

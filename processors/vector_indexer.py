@@ -36,6 +36,7 @@ import faust
 import redis
 from confluent_kafka import Producer
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import IndexSettings, Settings
 from streamrec.models.registry import ModelVersion
 from streamrec.streams import codecs, metrics
@@ -322,7 +323,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     app = create_app(settings, group)
     metrics.attach(app, settings, NAME)
     indexer = VectorIndexer(settings.index, SnapshotStore(settings))
-    status = RedisStatus(redis.Redis.from_url(settings.redis_url), status_key(group))
+    status = RedisStatus(sync_client(settings), status_key(group))
     failure: list[BaseException] = []
 
     def run(stop: threading.Event) -> None:

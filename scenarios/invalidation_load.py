@@ -34,6 +34,7 @@ import numpy as np
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import InvalidationSettings, Settings
 from streamrec.invalidation.affected import TasteModel
 from streamrec.invalidation.pacing import max_commands, max_in_any_window
@@ -168,7 +169,7 @@ class ReadPath:
         k: int,
         ttl_jitter: float = 0.0,
     ) -> None:
-        self.store = redis.Redis.from_url(settings.redis_url)
+        self.store = sync_client(settings)
         self.ttl_s = ttl_s
         # Each entry lives ttl * (1 +- jitter): with 0, users first served together (the
         # cold start) keep expiring together every TTL, a herd that echoes through the run.

@@ -37,9 +37,9 @@ from typing import Literal
 
 import aiohttp
 import numpy as np
-import redis
 
 from streamrec.infra.processes import ChildProcess, free_port
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 from streamrec.llm.local_provider import LocalProvider, LogEntry
 from streamrec.llm.requests import explanation_request
@@ -123,7 +123,7 @@ def prepare(settings: Settings, ml: MovieLens, users: Sequence[str]) -> list[str
         registry.promote("ranker", result.ranker.version)
         done.append(f"trained and promoted ranker {result.ranker.version} (1 epoch)")
     publish_items(settings, ml.items)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings)
     try:
         if not client.exists(POPULAR.key(window=settings.serving.popular_window)):
             seed_popular(settings, ml)

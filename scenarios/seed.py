@@ -21,8 +21,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
-import redis
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 from streamrec.streams import datasets
 from streamrec.streams.sources.base import RowError
@@ -73,7 +73,7 @@ def candidate_list(ml: MovieLens, user_id: str, n: int, seed: int = 0) -> Candid
 
 
 def seed_candidates(settings: Settings, ml: MovieLens, users: list[str], n: int = 500) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings)
     with client.pipeline(transaction=False) as pipe:
         for user_id in users:
             value = candidate_codec.encode(candidate_list(ml, user_id, n))
@@ -83,7 +83,7 @@ def seed_candidates(settings: Settings, ml: MovieLens, users: list[str], n: int 
 
 
 def seed_popular(settings: Settings, ml: MovieLens, size: int = 500) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings)
     top = dict(ml.popularity.most_common(size))
     for window in ("24h", "1h"):
         key = POPULAR.key(window=window)
@@ -129,7 +129,7 @@ def seed_user_features(settings: Settings, ml: MovieLens, users: list[str]) -> N
     writer.write("user_session_fv", session)
     writer.write("user_longterm_fv", longterm)
     # The longer history the candidates processor keeps (`cand:hist:*`, newest first).
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_client(settings)
     try:
         with client.pipeline(transaction=False) as pipe:
             for user_id in users:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 from streamrec.scenarios.invalidation_load import ModeResult, World, run_mode
 from streamrec.scenarios.report import ModeRun, ScenarioResult
@@ -156,7 +157,7 @@ def run_storm(
     for mode in modes:
         settings = mode_settings(base, scenario, mode)
         world = world or _world(settings, log)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = sync_client(settings)
         saved = _snapshot(client)
         try:
             log(f"[{mode}] invalidation worker in {settings.invalidation.mode} mode")

@@ -47,6 +47,7 @@ from confluent_kafka import Consumer, KafkaException
 
 from streamrec.analytics.experiments import CANARY_VARIANT, canary_bucket, canary_limit
 from streamrec.analytics.skew import skew_key
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 from streamrec.models.features import UserFeatures
 from streamrec.models.registry import ModelRegistry, ModelVersion, RegistryError
@@ -244,7 +245,7 @@ class ModelManager:
         serving, so a Redis failure is logged."""
         try:
             if self._redis is None:
-                self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=2.0)
+                self._redis = sync_client(self.settings, socket_timeout=2.0)
             pipe = self._redis.pipeline(transaction=False)
             pipe.hset(key, field, value)
             pipe.expire(key, ttl_s)

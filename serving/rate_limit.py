@@ -337,11 +337,7 @@ class Limits:
 
         cfg = settings.auth
         self._own_client = redis is None
-        client = (
-            redis
-            if redis is not None
-            else connect(settings.redis_url, settings.redis.socket_timeout_s)
-        )
+        client = redis if redis is not None else connect(settings, settings.redis.socket_timeout_s)
         self.limiter = RateLimiter(
             client,
             lease_share=cfg.lease_share,

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from streamrec.infra.redis_clients import async_client
+from streamrec.infra.settings import Settings
 from streamrec.serving.errors import DependencyError
 from streamrec.serving.ports import Candidates
 from streamrec.topics import candidate_codec
@@ -27,9 +29,10 @@ if TYPE_CHECKING:
     from streamrec.serving.feature_store import FeastUserFeatures
 
 
-def connect(url: str, timeout_s: float) -> aioredis.Redis:
-    return aioredis.from_url(
-        url,
+def connect(settings: Settings, timeout_s: float) -> aioredis.Redis:
+    """The request path's client: straight to `redis_url`, or through the Sentinels."""
+    return async_client(
+        settings,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         max_connections=256,

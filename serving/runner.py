@@ -40,10 +40,18 @@ def run(settings: Settings, http: bool = True, topic: bool = True, log_level: st
         handle.stop()
 
 
-def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
-    """The HTTP socket, bound and listening. With `reuse_port`, every process of the group
-    binds its own (SO_REUSEPORT): the kernel hashes connections across them, where one
-    inherited socket would wake whichever process's event loop polls first."""
+# The accept queue of each process's socket; uvicorn's default is 2048.
+BACKLOG = 4096
+
+
+def bound_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """The HTTP socket, bound but not yet listening: uvicorn listens on it once the app's
+    lifespan has started (the model loaded, Redis and Kafka reached). With `reuse_port`,
+    every process of the group binds its own (SO_REUSEPORT) and the kernel hashes
+    connections across the listening ones only, so a process still starting, or one whose
+    start fails, holds no connection in its queue; a socket listening from the bind would
+    keep such connections waiting, and reset them if the start failed. One inherited socket
+    would instead wake whichever process's event loop polls first."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -54,7 +62,6 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
-    sock.listen(4096)
     sock.set_inheritable(False)
     return sock
 
@@ -76,8 +83,10 @@ def _serve_http(settings: Settings, topic: bool, log_level: str) -> None:
         # No proxy in front whose headers we use: one ASGI layer less per request.
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+        backlog=BACKLOG,
     )
-    sock = listening_socket(cfg.host, cfg.port, cfg.reuse_port)
+    # Bound first, so a taken port fails before the model loads; listened on after.
+    sock = bound_socket(cfg.host, cfg.port, cfg.reuse_port)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     finally:

@@ -106,8 +106,8 @@ class Supervisor:
 def supervise(settings: Settings, http: bool, topic: bool, log_level: str) -> None:
     if http:
         # Fail here, once, with the reason, rather than in every child in turn.
-        from streamrec.serving.runner import listening_socket
+        from streamrec.serving.runner import bound_socket
 
-        listening_socket(settings.serving.host, settings.serving.port, reuse_port=True).close()
+        bound_socket(settings.serving.host, settings.serving.port, reuse_port=True).close()
     log.info("supervising %d serving processes (pid %d)", settings.serving.workers, os.getpid())
     Supervisor(settings, http, topic, log_level).run()

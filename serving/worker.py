@@ -220,7 +220,7 @@ class ServingWorker:
         self.loop = asyncio.get_running_loop()
         self.lag.start()
         features, candidates, popular = self._given
-        client = connect(s.redis_url, s.redis.socket_timeout_s)
+        client = connect(s, s.redis.socket_timeout_s)
         self._closers.append(client.aclose)
         # The three per-request reads in one round trip, when all three are this Redis's.
         merged = s.serving.merged_reads and features is None and candidates is None

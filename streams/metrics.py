@@ -68,6 +68,7 @@ import redis
 from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
 from pydantic import BaseModel, ConfigDict, Field
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 from streamrec.topics.stores import WORKER_HEARTBEAT
 
@@ -252,7 +253,7 @@ class MetricsHandle:
         self._ttl = cfg.heartbeat_ttl_s
         self._stopped_ttl = cfg.stopped_ttl_s
         self._key = WORKER_HEARTBEAT.key(name=name, pid=str(os.getpid()))
-        self._redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+        self._redis = sync_client(settings, socket_timeout=1.0)
         self._started = time.time()
         self._admin: Any = None
         self._stopped = threading.Event()
@@ -361,7 +362,7 @@ def _registrations(client: redis.Redis, name: str = "*") -> list[tuple[bytes, by
 
 def registered_workers(settings: Settings) -> list[WorkerBeat]:
     """Every record in the registry, running or stopped, by name then pid."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+    client = sync_client(settings, socket_timeout=1.0)
     try:
         values = [v for _, v in _registrations(client)]
     finally:

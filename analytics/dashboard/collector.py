@@ -40,6 +40,7 @@ from streamrec.analytics.dashboard.health import (
 )
 from streamrec.analytics.dashboard.topology import WORKER_NAMES, consumer_group
 from streamrec.analytics.skew_source import read_skew
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings, redact_url
 from streamrec.streams import metrics
 from streamrec.streams.errors import LagError
@@ -121,7 +122,7 @@ class Collector:
         self.settings = settings
         self.cfg = settings.analytics
         self.admin = admin_client(settings)
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0)
+        self.redis = sync_client(settings, socket_timeout=1.0)
         self.http = httpx.AsyncClient(timeout=1.5)
         self.seen: set[str] = set()
         self.last_live: dict[str, float] = {}  # name -> when this collector last saw it live

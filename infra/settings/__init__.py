@@ -191,6 +191,19 @@ class Settings(BaseSettings):
         return self.redis.url.get_secret_value() or self.local_redis_url
 
     @property
+    def redis_sentinels(self) -> list[tuple[str, int]]:
+        """(host, port) of the Sentinels clients ask for the primary; empty: connect to
+        `redis_url` directly. The local stack's when it runs them and no URL is given."""
+        if self.redis.sentinels:
+            return [
+                (host.strip("[]"), int(port))  # [::1]:26379, as in a URL
+                for host, _, port in (a.rpartition(":") for a in self.redis.sentinels)
+            ]
+        if self.stack.redis_sentinel and not self.redis.url.get_secret_value():
+            return [(self.stack.host, port) for port in self.stack.redis_sentinel_ports]
+        return []
+
+    @property
     def local_redis_url(self) -> str:
         """The local stack's redis-server, with the user, password and TLS of the settings."""
         r = self.redis

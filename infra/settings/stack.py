@@ -37,6 +37,19 @@ class StackSettings(Section):
         6000, ge=1000, description="how long a silent node stays a partition leader or in the ISR"
     )
     redis_port: int = 16379
+    redis_sentinel: bool = Field(
+        False,
+        description="`up` also starts a replica of redis-server and three Sentinels that "
+        "promote it when the primary is lost; clients find the primary through them",
+    )
+    redis_replica_port: int = 16380
+    redis_sentinel_ports: list[int] = Field(
+        default_factory=lambda: [16381, 16382, 16383],
+        description="one port per Sentinel; a majority of them agree on a failover",
+    )
+    redis_down_after_ms: int = Field(
+        1000, ge=100, description="how long a silent primary is up before Sentinels fail over"
+    )
     start_timeout_s: float = 60.0
     mvn: str = "mvn"
     java: str = "java"

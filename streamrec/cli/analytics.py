@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def _skew(settings: Settings) -> SkewReport | None:
 
     from streamrec.analytics.skew_source import read_skew
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    client = sync_client(settings, socket_timeout=5.0)
     try:
         return read_skew(settings, client)
     except redis.RedisError as exc:

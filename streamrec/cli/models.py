@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamrec.cli.features import backfill_app
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.settings import Settings
 
 out = Console()
@@ -213,12 +214,11 @@ def shadow_report(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per version pair"),
 ) -> None:
     """The shadow ranker beside the served one: agreement@k, scores, model time."""
-    import redis
 
     from streamrec.serving.shadow import KEY_PREFIX, ShadowSummary, merge, render
 
     settings: Settings = ctx.obj
-    store = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    store = sync_client(settings, socket_timeout=5.0)
     summaries = [
         ShadowSummary.model_validate_json(value)
         for key in store.scan_iter(match=f"{KEY_PREFIX}*")
@@ -239,13 +239,12 @@ def skew_report(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Train/serve skew of the ranker's inputs: PSI per feature, serving vs training."""
-    import redis
 
     from streamrec.analytics.skew import render
     from streamrec.analytics.skew_source import read_skew
 
     settings: Settings = ctx.obj
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+    client = sync_client(settings, socket_timeout=5.0)
     try:
         report = read_skew(settings, client, version)
     finally:

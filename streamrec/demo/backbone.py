@@ -6,9 +6,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-import redis
 from rich.table import Table
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.infra.stack import StackManager
 from streamrec.processors.interaction_counter import counter_key
 from streamrec.streams import datasets
@@ -66,7 +66,7 @@ def replay_and_count(ctx: DemoContext) -> None:
         f"{report.malformed} malformed"
     )
     # A fresh consumer group reads the whole log (earlier demo runs included): wait for all of it.
-    store = redis.Redis.from_url(ctx.settings.redis_url)
+    store = sync_client(ctx.settings)
     t0 = time.monotonic()
     target = next(
         t.end_offsets

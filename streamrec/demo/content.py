@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import redis
 from rich.table import Table
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.processors.content_pipeline import stats_key
 from streamrec.processors.vector_indexer import status_key
 from streamrec.streams import datasets
@@ -40,7 +40,7 @@ def _wait(
 
 def embed_and_index(ctx: DemoContext) -> None:
     settings = ctx.settings
-    store = redis.Redis.from_url(settings.redis_url)
+    store = sync_client(settings)
     run = uuid.uuid4().hex[:8]
     group, indexer_group = f"demo-content-{run}", f"demo-indexer-{run}"
     stats, status = stats_key(group), status_key(indexer_group)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import redis
 from rich.table import Table
 
 from streamrec.features import feast_store
 from streamrec.features.errors import FeatureError
 from streamrec.features.freshness import group_lag, measure_freshness
 from streamrec.features.online import OnlineFeatures
+from streamrec.infra.redis_clients import sync_client
 from streamrec.processors import session_features, trending
 from streamrec.streams.sources.movielens import GENRES
 from streamrec.topics.stores import POPULAR
@@ -42,7 +42,7 @@ def start_processors(ctx: DemoContext) -> None:
 
 def report(ctx: DemoContext) -> None:
     settings = ctx.settings
-    store = redis.Redis.from_url(settings.redis_url)
+    store = sync_client(settings)
     t0 = time.monotonic()
     deadline = t0 + 150
     while True:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import redis
 from rich.table import Table
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.scenarios.invalidation_load import POPULAR_TEMPLATE, World, run_mode
 from streamrec.streams import datasets
 from streamrec.streams.admin import TopicManager
@@ -62,7 +63,7 @@ def viral_item(ctx: DemoContext) -> None:
     )
     if ends.get(CATALOG_VECTORS.name, 0) == 0 or not logged:  # a stack the demo did not fill
         world.publish(s, interactions=not logged)
-    client = redis.Redis.from_url(s.redis_url)
+    client = sync_client(s)
     saved = _snapshot(client)
     # The scenario acts on the refresh commands itself (its candidates are content-only and
     # its index holds the new film at once); a running candidates worker would race it.

@@ -22,6 +22,7 @@ import redis
 from rich.table import Table
 
 from streamrec.infra.processes import free_port
+from streamrec.infra.redis_clients import sync_client
 from streamrec.llm.keys import description_key, explanation_key
 from streamrec.llm.local_provider import LocalProvider
 from streamrec.llm.requests import explanation_request
@@ -68,7 +69,7 @@ def enrich(ctx: DemoContext) -> None:
     items = load_items(datasets.fetch(settings, "ml-100k"))
     titles = {i.item_id: i.title for i in items}
     genres = {i.item_id: tuple(i.genres) for i in items}
-    store = redis.Redis.from_url(settings.redis_url)
+    store = sync_client(settings)
     group = f"demo-llm-{uuid.uuid4().hex[:8]}"
     key = stats_key(group)
     with LocalProvider(settings) as provider:

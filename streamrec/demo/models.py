@@ -14,9 +14,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-import redis
 from rich.table import Table
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.models.registry import ModelRegistry
 from streamrec.models.report import metric_table
 from streamrec.models.train import train
@@ -76,7 +76,7 @@ def candidates(ctx: DemoContext) -> None:
             ),
         )
     flush(producer, 10.0)
-    store = redis.Redis.from_url(s.redis_url)
+    store = sync_client(s)
     t0 = time.monotonic()
     lst = None
     # The worker first catches up with the whole log; a list built before it has read this

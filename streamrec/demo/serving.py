@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import redis
 from rich.table import Table
 
+from streamrec.infra.redis_clients import sync_client
 from streamrec.models.registry import ModelRegistry
 from streamrec.scenarios.report import print_line
 from streamrec.scenarios.seed import MovieLens, seed_candidates, seed_popular, seed_user_features
@@ -39,7 +39,7 @@ def _prepare(ctx: DemoContext, ml: MovieLens) -> list[str]:
         result = train(s, retriever_epochs=1, ranker_epochs=1)
         ModelRegistry(s).promote("ranker", result.ranker.version)
         done.append(f"trained and promoted ranker {result.ranker.version} (1 epoch)")
-    client = redis.Redis.from_url(s.redis_url)
+    client = sync_client(s)
     if not client.exists(POPULAR.key(window=s.serving.popular_window)):
         seed_popular(s, ml)
         done.append("seeded the trending lists")

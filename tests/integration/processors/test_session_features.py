@@ -240,7 +240,7 @@ def test_a_trending_worker_killed_before_its_commit_counts_each_event_once(loade
     want = window_counts(settings)
     with WorkerProcess(settings, "trending", group) as w:
         wait_caught_up(settings, group, w)
-        wait_for(lambda: merged_counts(settings) == want, 30, "the merged lists to be published")
+        wait_for(lambda: merged_counts(settings) == want, 60, "the merged lists to be published")
     after = {k.decode(): int(v) for k, v in store.hgetall(trending.stats_key(group)).items()}
     # The restarted worker read the first batch again and skipped it as already counted.
     assert after["redelivered"] == first["counted"] + first["too_late"]

@@ -90,7 +90,7 @@ def test_two_limiters_share_one_bucket_in_redis(stack, unique):
     rate = Rate(per_s=0.001, burst=20.0)  # no refill to speak of during the test
 
     async def run() -> list[bool]:
-        clients = [connect(stack.redis_url, 1.0), connect(stack.redis_url, 1.0)]
+        clients = [connect(stack, 1.0), connect(stack, 1.0)]
         limiters = [RateLimiter(c, lease_share=0.25) for c in clients]
         try:
             return [await limiters[i % 2].check([(f"t:{unique}", rate)]) is None for i in range(40)]
@@ -107,7 +107,7 @@ def test_requests_of_one_loop_turn_share_one_redis_call(stack, unique):
     rate = Rate(per_s=10.0, burst=20.0)
 
     async def run() -> tuple[list[float | None], int]:
-        client = connect(stack.redis_url, 1.0)
+        client = connect(stack, 1.0)
         limiter = RateLimiter(client)
         try:
             checks = [limiter.check([(f"u:{unique}:{i}", rate)]) for i in range(32)]
@@ -128,7 +128,7 @@ def test_a_request_that_takes_a_token_as_a_grant_lands_refuses_no_waiter(stack, 
     name = f"k:{unique}"
 
     async def run() -> tuple[list[float | None], float | None, int]:
-        client = connect(stack.redis_url, 1.0)
+        client = connect(stack, 1.0)
         limiter = RateLimiter(client, lease_share=0.01)  # grants of 1: sized by the waiters
         real_call = limiter._call
         newcomer: list[asyncio.Task[float | None]] = []
@@ -161,7 +161,7 @@ def test_a_new_users_first_request_passes_without_a_redis_call_on_its_path(stack
     admin = redis.Redis.from_url(stack.redis_url)
 
     async def run() -> tuple[int, int, int, list[float | None]]:
-        client = connect(stack.redis_url, 1.0)
+        client = connect(stack, 1.0)
         # A key grant big enough for the whole test: only the users are new.
         limiter = RateLimiter(client, lease_share=0.5, first_use_window_s=0.05)
         try:
@@ -192,7 +192,7 @@ def test_a_first_use_of_a_bucket_spent_elsewhere_is_one_too_many_then_refused(st
     rate = Rate(per_s=0.001, burst=4.0)  # no refill to speak of during the test
 
     async def run() -> tuple[list[bool], list[bool], int]:
-        clients = [connect(stack.redis_url, 1.0), connect(stack.redis_url, 1.0)]
+        clients = [connect(stack, 1.0), connect(stack, 1.0)]
         first, other = (RateLimiter(c, lease_share=1.0) for c in clients)
         try:
             # Another process takes the whole burst (its first use, then its grant).
@@ -217,7 +217,7 @@ def test_with_redis_unresponsive_a_limiter_uses_its_share_then_redis_again(stack
     admin = redis.Redis.from_url(stack.redis_url)
 
     async def run() -> tuple[list[bool], int, bool]:
-        client = connect(stack.redis_url, 0.25)
+        client = connect(stack, 0.25)
         limiter = RateLimiter(client, processes=4, retry_s=0.5, lease_share=0.125)
         try:
             assert await limiter.check([(f"t:{unique}", rate)]) is None  # shared: 1 of 8

@@ -51,6 +51,23 @@ def committed(settings: Settings, group: str) -> dict[int, int]:
         consumer.close()
 
 
+def group_settled(settings: Settings, group: str, members: int) -> bool:
+    """The group is stable with `members` members and every request partition assigned."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    held = [
+        tp.partition
+        for m in desc.members
+        for tp in (m.assignment.topic_partitions if m.assignment else [])
+        if tp.topic == RECS_REQUESTS.name
+    ]
+    return (
+        getattr(desc.state, "name", "") == "STABLE"
+        and len(desc.members) == members
+        and sorted(held) == list(range(RECS_REQUESTS.partitions))
+    )
+
+
 def test_two_processes_answer_and_a_killed_one_loses_no_request(serving_stack: Settings):
     group = f"serving-{uuid.uuid4().hex[:6]}"
     settings = serving_stack.with_overrides(
@@ -99,16 +116,24 @@ def test_two_processes_answer_and_a_killed_one_loses_no_request(serving_stack: S
         assert len(counts) == 2 and all(n > 0 for n in counts.values()), counts
 
         # The request topic: every partition answered once, so each has a committed offset
-        # its next owner starts from.
-        for p in range(RECS_REQUESTS.partitions):
-            client.ask_partition(f"warm-{p}", USERS_WITH_FEATURES[p], p)
-        for p in range(RECS_REQUESTS.partitions):
-            client.reply(f"warm-{p}", 120)
-        wait_for(
-            lambda: all(o >= 0 for o in committed(settings, group).values()),
-            60,
-            "committed offsets on every partition",
-        )
+        # its next owner starts from. Asked once the group has settled (a request answered
+        # after its partition was revoked has its offset stored by no one), and asked again
+        # on a partition whose offset a rebalance still dropped.
+        wait_for(lambda: group_settled(settings, group, 2), 120, "the group to settle")
+        deadline = time.monotonic() + 120
+        while missing := [p for p, o in committed(settings, group).items() if o < 0]:
+            assert time.monotonic() < deadline, f"no committed offset on partitions {missing}"
+            asked = [f"warm-{p}-{uuid.uuid4().hex[:6]}" for p in missing]
+            for cid, p in zip(asked, missing, strict=True):
+                client.ask_partition(cid, USERS_WITH_FEATURES[p], p)
+            for cid in asked:
+                client.reply(cid, 120)
+            # Stored offsets are committed every auto.commit.interval.ms (5 s).
+            settle = time.monotonic() + 15
+            while time.monotonic() < settle and any(
+                committed(settings, group)[p] < 0 for p in missing
+            ):
+                time.sleep(0.2)  # polling a real condition with a deadline
 
         # Requests keep coming while one process is killed mid-stream.
         ids = [f"req-{i}" for i in range(300)]

@@ -128,3 +128,19 @@ async def test_a_late_event_advances_the_applied_offset_and_is_not_late_twice():
     assert trending.take_dirty() == [1]  # only the counting batch changed what is published
     again = TrendingProcessor(FeatureSettings(), agent_decoder(EVENTS_INTERACTIONS)[0], table)
     assert (await again.count(late))["redelivered"] == 1
+
+
+async def test_a_state_resumed_from_the_table_is_published_even_when_nothing_new_counts():
+    # The worker died after the batch's state reached the table, before its publish: the
+    # next owner reads only that batch again, so nothing counts, yet what is published must
+    # become the table's state.
+    first, table, _ = _processor()
+    o = Offsets(EVENTS_INTERACTIONS)
+    batch = [_event(o, "a", timedelta(0), 4), _event(o, "b", timedelta(minutes=1), 4)]
+    await first.count(batch)
+    second = TrendingProcessor(FeatureSettings(), agent_decoder(EVENTS_INTERACTIONS)[0], table)
+    assert (await second.count(batch))["redelivered"] == 2
+    assert second.take_dirty() == [4]
+    assert second.latest([4])[4]["1h"] == {"a": 1, "b": 1}
+    assert (await second.count(batch))["redelivered"] == 2
+    assert second.take_dirty() == []  # published once; a later redelivery changes nothing
