@@ -18,8 +18,9 @@ from streamrec.streams.admin import TopicManager
 
 
 @contextmanager
-def bench_stack(keep: bool = False) -> Iterator[Settings]:
-    """A fresh stack on free ports in a temp dir, so figures don't depend on earlier data."""
+def bench_stack(keep: bool = False, stack: dict[str, object] | None = None) -> Iterator[Settings]:
+    """A fresh stack on free ports in a temp dir, so figures don't depend on earlier data;
+    `stack` overrides stack settings (e.g. `kafka_brokers`)."""
     state = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     settings = Settings().with_overrides(
         stack={
@@ -27,6 +28,7 @@ def bench_stack(keep: bool = False) -> Iterator[Settings]:
             "kafka_port": free_port(),
             "kafka_controller_port": free_port(),
             "redis_port": free_port(),
+            **(stack or {}),
         },
         # Benchmarks measure serving without credentials unless they turn auth on themselves
         # (benchmarks/auth_bench.py measures what it costs).

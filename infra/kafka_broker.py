@@ -349,7 +349,9 @@ class KafkaBroker:
             return False
         what = "Kafka" if not self.clustered else f"Kafka node {self.node_id}"
         processes.ensure_ports_free(
-            self.stack.host, {what: self.port, f"{what} controller": self.controller_port}
+            self.stack.host,
+            {what: self.port, f"{what} controller": self.controller_port},
+            processes.CLUSTER_PORT_VARIABLES if self.clustered else processes.STACK_PORT_VARIABLES,
         )
         server_props = self._write_config()
         self._format_once(server_props)

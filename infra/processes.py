@@ -55,13 +55,26 @@ def port_in_use(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def ensure_ports_free(host: str, ports: dict[str, int]) -> None:
+STACK_PORT_VARIABLES = (
+    "STREAMREC_STACK__KAFKA_PORT, STREAMREC_STACK__KAFKA_CONTROLLER_PORT, "
+    "STREAMREC_STACK__REDIS_PORT"
+)
+CLUSTER_PORT_VARIABLES = (
+    "STREAMREC_STACK__KAFKA_PORT, STREAMREC_STACK__KAFKA_CONTROLLER_PORT, "
+    "STREAMREC_STACK__KAFKA_EXTRA_PORTS, STREAMREC_STACK__KAFKA_EXTRA_CONTROLLER_PORTS"
+)
+
+
+def ensure_ports_free(
+    host: str, ports: dict[str, int], variables: str = STACK_PORT_VARIABLES
+) -> None:
+    """`PortInUseError` naming each of `ports` (label -> port) that is taken, and the
+    settings (`variables`) that choose others."""
     taken = [f"{what} port {port}" for what, port in ports.items() if port_in_use(host, port)]
     if taken:
         raise PortInUseError(
             f"{', '.join(taken)} on {host} already in use by another process; stop it or choose "
-            "other ports (STREAMREC_STACK__KAFKA_PORT, STREAMREC_STACK__KAFKA_CONTROLLER_PORT, "
-            "STREAMREC_STACK__REDIS_PORT)"
+            f"other ports ({variables})"
         )
 
 

@@ -49,7 +49,12 @@ class RedisServer:
         if self.pid() is not None:
             return False
         binary = programs.require(self.stack.redis_server, "redis-server")
-        processes.ensure_ports_free(self.stack.host, {self.name: self.port})
+        if self.replica_of is None:
+            processes.ensure_ports_free(self.stack.host, {"Redis": self.port})
+        else:
+            processes.ensure_ports_free(
+                self.stack.host, {"Redis replica": self.port}, "STREAMREC_STACK__REDIS_REPLICA_PORT"
+            )
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         # Credentials and TLS go in a 0600 file rather than argv, which `ps` shows anyone.
@@ -145,6 +150,7 @@ class RedisSentinel:
     def __init__(self, settings: Settings, index: int, port: int) -> None:
         self.settings = settings
         self.stack = settings.stack
+        self.index = index
         self.name = f"redis-sentinel-{index}"
         self.port = port
         self.home = settings.state_dir / self.name
@@ -162,7 +168,11 @@ class RedisSentinel:
         if self.pid() is not None:
             return False
         binary = programs.require(self.stack.redis_server, "redis-server")
-        processes.ensure_ports_free(self.stack.host, {self.name: self.port})
+        processes.ensure_ports_free(
+            self.stack.host,
+            {f"Redis Sentinel {self.index}": self.port},
+            "STREAMREC_STACK__REDIS_SENTINEL_PORTS",
+        )
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         master = self.settings.redis.sentinel_master

@@ -93,6 +93,7 @@ class StackManager:
                 for n in stopped
                 for what, port in (("", n.port), (" controller", n.controller_port))
             },
+            processes.CLUSTER_PORT_VARIABLES,
         )
         record = cluster_dir(self.settings) / "nodes.json"
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -270,7 +270,9 @@ class LocalProvider(ChildProcess):
 
     def start(self, timeout_s: float = 30.0) -> LocalProvider:
         s = self.settings.llm
-        processes.ensure_ports_free(s.local_host, {"local LLM provider": s.local_port})
+        processes.ensure_ports_free(
+            s.local_host, {"local LLM provider": s.local_port}, "STREAMREC_LLM__LOCAL_PORT"
+        )
         self.launch(
             processes.streamrec_argv("llm", "serve-local"),
             env=self.settings.to_env(),

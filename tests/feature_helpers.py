@@ -107,20 +107,29 @@ def compare_users(
 def window_counts(settings: Settings) -> dict[str, dict[str, int]]:
     """window -> item -> count of the latest window of each partition (the one holding its
     newest event time), summed over partitions: what trending's merged lists must hold.
-    Malformed messages are skipped, as the processor dead-letters them."""
+    Each partition's events are taken in offset order, and one older than the partition's
+    newest event time so far by more than `features.allowed_lateness_s` is not counted, as
+    the processor drops it. Malformed messages are skipped, as the processor dead-letters
+    them."""
+    lateness_ms = settings.features.allowed_lateness_s * 1000
     per_partition: dict[int, list[tuple[int, str]]] = {}
+    watermarks: dict[int, int] = {}
     for p, _o, _k, value in read_topic(settings, EVENTS_INTERACTIONS.name):
         try:
             ev = codecs.decode(EVENTS_INTERACTIONS, value)
         except SchemaError:
             continue
-        per_partition.setdefault(p, []).append((ts_ms(ev.ts.timestamp()), ev.item_id))
+        ts = ts_ms(ev.ts.timestamp())
+        watermark = watermarks.get(p)
+        if watermark is not None and ts < watermark - lateness_ms:
+            continue  # too late
+        watermarks[p] = ts if watermark is None else max(watermark, ts)
+        per_partition.setdefault(p, []).append((ts, ev.item_id))
     out = {}
     for w in WINDOWS:
         want: Counter[str] = Counter()
-        for rows in per_partition.values():
-            watermark = max(ts for ts, _ in rows)
-            end = watermark - watermark % w.hop_ms + w.hop_ms
+        for p, rows in per_partition.items():
+            end = watermarks[p] - watermarks[p] % w.hop_ms + w.hop_ms
             want.update(item for ts, item in rows if end - w.size_ms <= ts < end)
         out[w.name] = dict(want)
     return out

@@ -240,7 +240,19 @@ def test_a_trending_worker_killed_before_its_commit_counts_each_event_once(loade
     want = window_counts(settings)
     with WorkerProcess(settings, "trending", group) as w:
         wait_caught_up(settings, group, w)
-        wait_for(lambda: merged_counts(settings) == want, 60, "the merged lists to be published")
+        try:
+            wait_for(lambda: merged_counts(settings) == want, 60, "the merged lists")
+        except AssertionError:
+            got = merged_counts(settings)
+            diff = {
+                w: {
+                    i: (got[w].get(i), want[w].get(i))
+                    for i in set(got[w]) | set(want[w])
+                    if got[w].get(i) != want[w].get(i)
+                }
+                for w in want
+            }
+            raise AssertionError(f"merged (got, want) where they differ: {diff}") from None
     after = {k.decode(): int(v) for k, v in store.hgetall(trending.stats_key(group)).items()}
     # The restarted worker read the first batch again and skipped it as already counted.
     assert after["redelivered"] == first["counted"] + first["too_late"]

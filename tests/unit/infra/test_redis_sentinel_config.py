@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from streamrec.features.feast_store import repo_config
-from streamrec.infra.errors import StackError
+from streamrec.infra.errors import PortInUseError, StackError
+from streamrec.infra.processes import free_port
 from streamrec.infra.redis_clients import async_client, connection_kwargs, sync_client
 from streamrec.infra.redis_server import sentinel_parts
 from streamrec.infra.settings import Settings
@@ -93,3 +95,28 @@ def test_sentinels_survive_the_trip_to_a_child_process(monkeypatch):
     assert Settings().redis.sentinels == ["s1:26379", "s2:26380"]
     monkeypatch.setenv("STREAMREC_REDIS__SENTINELS", "[]")
     assert Settings().redis_sentinels == []
+
+
+@pytest.mark.parametrize(
+    ("part", "label", "variable"),
+    [
+        (0, "Redis replica", "STREAMREC_STACK__REDIS_REPLICA_PORT"),
+        (1, "Redis Sentinel 1", "STREAMREC_STACK__REDIS_SENTINEL_PORTS"),
+    ],
+)
+def test_a_taken_port_names_the_part_and_the_setting_that_moves_it(
+    tmp_path: Path, part: int, label: str, variable: str
+):
+    port = free_port()
+    settings = Settings(
+        stack={
+            "state_dir": tmp_path,
+            "redis_sentinel": True,
+            "redis_replica_port": port,
+            "redis_sentinel_ports": [port, free_port(), free_port()],
+        }
+    )
+    with socket.create_server(("127.0.0.1", port)), pytest.raises(PortInUseError) as caught:
+        sentinel_parts(settings)[part].start()
+    assert f"{label} port {port}" in str(caught.value)
+    assert variable in str(caught.value)
