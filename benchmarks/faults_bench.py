@@ -33,7 +33,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks.common import bench_stack, machine
@@ -76,12 +76,21 @@ def group_of(worker: str) -> str:
 
 
 def committed_total(settings: Settings, group: str) -> int:
-    parts = [TopicPartition(TOPIC, p) for p in end_offsets(settings, TOPIC)]
+    parts = [TopicPartition(TOPIC, p) for p in range(EVENTS_INTERACTIONS.partitions)]
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
     try:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
+
+
+def probe(check: Callable[[], bool]) -> bool:
+    """`check()`, or False when the cluster did not answer it (a broker is down): a
+    recovery probe is asked again at the next tick."""
+    try:
+        return check()
+    except KafkaException:
+        return False
 
 
 @dataclass
@@ -134,7 +143,7 @@ class Faults:
         recovery = Recovery(f"broker {victim}", at, lambda: False)
 
         def writes_again() -> bool:
-            return sum(end_offsets(self.settings, TOPIC).values()) > ends
+            return probe(lambda: sum(end_offsets(self.settings, TOPIC).values()) > ends)
 
         def rejoin() -> None:
             while not writes_again():
@@ -142,8 +151,14 @@ class Faults:
             recovery.detail["writes_again_s"] = round(time.monotonic() - at, 2)
             self.manager.kafka_nodes[victim - 1].start()
             while True:
-                parts = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions
-                if all(victim in p.isrs for p in parts.values()):
+                if probe(
+                    lambda: all(
+                        victim in p.isrs
+                        for p in admin.list_topics(TOPIC, timeout=10)
+                        .topics[TOPIC]
+                        .partitions.values()
+                    )
+                ):
                     break
                 time.sleep(0.2)  # polling the ISR
             recovery.seconds = round(time.monotonic() - at, 2)
@@ -155,7 +170,7 @@ class Faults:
 
     def poll_recoveries(self) -> None:
         for r in self.recoveries:
-            if r.seconds is None and r.fault.split()[0] in WORKERS and r.done():
+            if r.seconds is None and r.fault.split()[0] in WORKERS and probe(r.done):
                 r.seconds = round(time.monotonic() - r.at, 2)
 
     def stop_workers(self) -> None:
