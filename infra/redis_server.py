@@ -18,7 +18,62 @@ from streamrec.infra.settings import Settings
 PROCESS_MARKER = "redis-server"
 
 
-class RedisServer:
+class _RedisProcess:
+    """What a local redis-server and a Sentinel share: an address, a pid file, a start that
+    waits for PING, and a stop."""
+
+    def __init__(self, settings: Settings, name: str, port: int, pid_name: str) -> None:
+        self.settings = settings
+        self.stack = settings.stack
+        self.name = name
+        self.port = port
+        self.home = settings.state_dir / name
+        self.pid_file = self.home / pid_name
+        self.log_file = settings.state_dir / "logs" / f"{name}.log"
+
+    @property
+    def address(self) -> str:
+        return f"{self.stack.host}:{self.port}"
+
+    def pid(self) -> int | None:
+        return processes.read_pid(self.pid_file, PROCESS_MARKER)
+
+    def ping(self) -> bool:
+        if not processes.port_in_use(self.stack.host, self.port):
+            return False
+        client = self._client()
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def _client(self) -> redis.Redis:
+        return redis.Redis(
+            host=self.stack.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
+        )
+
+    def _spawn(self, argv: list[str]) -> None:
+        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
+        processes.wait_until(
+            self.ping,
+            what=self.name,
+            timeout_s=self.stack.start_timeout_s,
+            log_file=self.log_file,
+            alive=lambda: proc.poll() is None,
+        )
+
+    def stop(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        processes.stop(pid, self.pid_file, timeout_s=15)
+        return True
+
+
+class RedisServer(_RedisProcess):
     """Owns one local redis-server process and its data directory: the primary, or a replica
     of the primary (`replica_of`, its port)."""
 
@@ -29,21 +84,10 @@ class RedisServer:
         port: int | None = None,
         replica_of: int | None = None,
     ) -> None:
-        self.settings = settings
-        self.stack = settings.stack
-        self.name = name
-        self.port = self.stack.redis_port if port is None else port
+        super().__init__(
+            settings, name, settings.stack.redis_port if port is None else port, f"{name}.pid"
+        )
         self.replica_of = replica_of
-        self.home = settings.state_dir / name
-        self.pid_file = self.home / f"{name}.pid"
-        self.log_file = settings.state_dir / "logs" / f"{name}.log"
-
-    @property
-    def address(self) -> str:
-        return f"{self.stack.host}:{self.port}"
-
-    def pid(self) -> int | None:
-        return processes.read_pid(self.pid_file, PROCESS_MARKER)
 
     def start(self) -> bool:
         if self.pid() is not None:
@@ -79,14 +123,7 @@ class RedisServer:
         ]
         if self.replica_of is not None:
             argv += ["--replicaof", self.stack.host, str(self.replica_of)]
-        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
-        processes.wait_until(
-            self.ping,
-            what=self.name,
-            timeout_s=self.stack.start_timeout_s,
-            log_file=self.log_file,
-            alive=lambda: proc.poll() is None,
-        )
+        self._spawn(argv)
         return True
 
     def _write_secure_config(self) -> Path:
@@ -118,51 +155,22 @@ class RedisServer:
             f.write("".join(f"{line}\n" for line in lines))
         return path
 
-    def ping(self) -> bool:
-        """True when the server answers PING as the configured user (over TLS if set)."""
-        if not processes.port_in_use(self.stack.host, self.port):
-            return False
+    def _client(self) -> redis.Redis:
+        """PING as the configured user (over TLS if set)."""
         url = self.settings.local_redis_url.replace(
             f":{self.stack.redis_port}/", f":{self.port}/", 1
         )
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        processes.stop(pid, self.pid_file, timeout_s=15)
-        return True
+        return redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
 
 
-class RedisSentinel:
+class RedisSentinel(_RedisProcess):
     """One local redis-server in Sentinel mode, monitoring the primary as
     `redis.sentinel_master`. A majority of the Sentinels (2 of 3) must agree that the primary
     is down, for `stack.redis_down_after_ms`, before one of them promotes the replica."""
 
     def __init__(self, settings: Settings, index: int, port: int) -> None:
-        self.settings = settings
-        self.stack = settings.stack
+        super().__init__(settings, f"redis-sentinel-{index}", port, "sentinel.pid")
         self.index = index
-        self.name = f"redis-sentinel-{index}"
-        self.port = port
-        self.home = settings.state_dir / self.name
-        self.pid_file = self.home / "sentinel.pid"
-        self.log_file = settings.state_dir / "logs" / f"{self.name}.log"
-
-    @property
-    def address(self) -> str:
-        return f"{self.stack.host}:{self.port}"
-
-    def pid(self) -> int | None:
-        return processes.read_pid(self.pid_file, PROCESS_MARKER)
 
     def start(self) -> bool:
         if self.pid() is not None:
@@ -191,36 +199,7 @@ class RedisSentinel:
             f"sentinel failover-timeout {master} {max(3000, 4 * down_ms)}\n"
             f"sentinel parallel-syncs {master} 1\n"
         )
-        argv = [binary, str(conf), "--sentinel", "--logfile", str(self.log_file)]
-        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
-        processes.wait_until(
-            self.ping,
-            what=self.name,
-            timeout_s=self.stack.start_timeout_s,
-            log_file=self.log_file,
-            alive=lambda: proc.poll() is None,
-        )
-        return True
-
-    def ping(self) -> bool:
-        if not processes.port_in_use(self.stack.host, self.port):
-            return False
-        client = redis.Redis(
-            host=self.stack.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
-        )
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    def stop(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            return False
-        processes.stop(pid, self.pid_file, timeout_s=15)
+        self._spawn([binary, str(conf), "--sentinel", "--logfile", str(self.log_file)])
         return True
 
 

@@ -101,7 +101,7 @@ def test_split_calls_return_one_process_vectors_in_input_order(children):
 def test_default_settings_one_single_threaded_child_per_core_close_to_in_process(settings):
     # The default (processes=0) on this CPU: one child per core, one torch thread each; in
     # bf16 autocast its rows differ from the multi-threaded in-process ones by rounding only.
-    texts = catalog_texts(150)
+    texts = catalog_texts(48)  # bf16 autocast is slow on a CPU without native bf16
     with EmbedderProcess(settings) as pool:
         info = pool.info
         rows = pool.embed(texts)
@@ -114,7 +114,10 @@ def test_default_settings_one_single_threaded_child_per_core_close_to_in_process
 
 
 def test_auto_precision_probes_once_and_sets_one_precision_in_every_child():
-    auto = Settings().with_overrides(embedding={"device": "cpu", "cpu_precision": "auto"})
+    # Batches of 16: the children's probe rounds are 4x shorter than at the default 64.
+    auto = Settings().with_overrides(
+        embedding={"device": "cpu", "cpu_precision": "auto", "batch_size": 16}
+    )
     texts = catalog_texts(100)
     with EmbedderProcess(auto) as pool:
         info, rows = pool.info, pool.embed(texts)
