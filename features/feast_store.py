@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlparse
 
 import yaml
 from feast import FeatureStore, RepoConfig
 
 from streamrec.features.errors import FeatureStoreError
+from streamrec.infra.redis_clients import connection_kwargs
 from streamrec.infra.settings import Settings, redact_url
 
 REPO_DIR = Path(__file__).parent / "feature_repo"
@@ -35,25 +36,18 @@ def offline_dir(settings: Settings) -> Path:
     return features_dir(settings) / "offline"
 
 
-def redis_connection_string(redis_url: str) -> str:
-    """`redis://host:port/db` (our settings) as Feast's `host:port,db=N[,password=..]`."""
+def redis_connection_string(redis_url: str, hosts: str | None = None) -> str:
+    """`redis://host:port/db` (our settings) as Feast's `host:port,db=N[,password=..]`;
+    `hosts` (Sentinels' `h:p,h:p`) in place of the URL's host. Feast hands every key=value on
+    to redis.Redis, so the ACL user and the TLS CA travel too."""
     url = urlparse(redis_url)
     if url.scheme not in ("redis", "rediss") or not url.hostname:
         raise FeatureStoreError(f"cannot use {redact_url(redis_url)!r} as Feast's online store")
-    parts = [f"{url.hostname}:{url.port or 6379}"]
-    db = (url.path or "/0").lstrip("/") or "0"
-    parts.append(f"db={db}")
-    # Feast hands every key=value on to redis.Redis: the ACL user and the TLS CA travel too.
-    if url.username:
-        parts.append(f"username={unquote(url.username)}")
-    if url.password:
-        parts.append(f"password={unquote(url.password)}")
-    if url.scheme == "rediss":
-        parts.append("ssl=true")
-        ca = parse_qs(url.query).get("ssl_ca_certs")
-        if ca:
-            parts.append(f"ssl_ca_certs={ca[0]}")
-    return ",".join(parts)
+    options = [
+        f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in connection_kwargs(redis_url).items()
+    ]
+    return ",".join([hosts or f"{url.hostname}:{url.port or 6379}", *options])
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -64,14 +58,12 @@ def repo_config(settings: Settings) -> RepoConfig:
         "connection_string": redis_connection_string(settings.redis_url),
     }
     if settings.redis_sentinels:
-        # Feast's own Sentinel client: the Sentinels' addresses, then the URL's db and
-        # credentials, which it hands to the primary's connections.
+        # Feast's own Sentinel client: it hands the URL's options to the primary's connections.
         addresses = ",".join(f"{h}:{p}" for h, p in settings.redis_sentinels)
-        url_options = raw["online_store"]["connection_string"].split(",", 1)[1]
         raw["online_store"] |= {
             "redis_type": "redis_sentinel",
             "sentinel_master": settings.redis.sentinel_master,
-            "connection_string": f"{addresses},{url_options}",
+            "connection_string": redis_connection_string(settings.redis_url, addresses),
         }
     registry = dict(raw["registry"])
     registry["path"] = str(repo_path / registry["path"])

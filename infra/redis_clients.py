@@ -45,21 +45,23 @@ def connection_kwargs(url: str) -> dict[str, Any]:
 
 def sync_client(settings: Settings, **kwargs: Any) -> redis.Redis:
     """A blocking client; `kwargs` as for `redis.Redis` (timeouts, pool size)."""
-    sentinels = settings.redis_sentinels
-    if not sentinels:
+    if not settings.redis_sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
-    sentinel = Sentinel(sentinels, sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S})
-    return sentinel.master_for(
-        settings.redis.sentinel_master, **connection_kwargs(settings.redis_url), **kwargs
-    )
+    return _primary(Sentinel, settings, kwargs)
 
 
 def async_client(settings: Settings, **kwargs: Any) -> aioredis.Redis:
     """An asyncio client; `kwargs` as for `redis.asyncio.Redis`."""
-    sentinels = settings.redis_sentinels
-    if not sentinels:
+    if not settings.redis_sentinels:
         return aioredis.from_url(settings.redis_url, **kwargs)
-    sentinel = AsyncSentinel(sentinels, sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S})
+    return _primary(AsyncSentinel, settings, kwargs)
+
+
+def _primary(sentinel_type: Any, settings: Settings, kwargs: dict[str, Any]) -> Any:
+    """A client of the primary that redis-py's `sentinel_type` finds for the settings."""
+    sentinel = sentinel_type(
+        settings.redis_sentinels, sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT_S}
+    )
     return sentinel.master_for(
         settings.redis.sentinel_master, **connection_kwargs(settings.redis_url), **kwargs
     )

@@ -22,6 +22,10 @@ class _RedisProcess:
     """What a local redis-server and a Sentinel share: an address, a pid file, a start that
     waits for PING, and a stop."""
 
+    # How a taken port names this process, and the setting that moves it.
+    label = "Redis"
+    port_variable = processes.STACK_PORT_VARIABLES
+
     def __init__(self, settings: Settings, name: str, port: int, pid_name: str) -> None:
         self.settings = settings
         self.stack = settings.stack
@@ -38,6 +42,28 @@ class _RedisProcess:
     def pid(self) -> int | None:
         return processes.read_pid(self.pid_file, PROCESS_MARKER)
 
+    def start(self) -> bool:
+        if self.pid() is not None:
+            return False
+        binary = programs.require(self.stack.redis_server, "redis-server")
+        processes.ensure_ports_free(self.stack.host, {self.label: self.port}, self.port_variable)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        argv = self._argv(binary)
+        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
+        processes.wait_until(
+            self.ping,
+            what=self.name,
+            timeout_s=self.stack.start_timeout_s,
+            log_file=self.log_file,
+            alive=lambda: proc.poll() is None,
+        )
+        return True
+
+    def _argv(self, binary: str) -> list[str]:
+        """The command line (after writing any file it names)."""
+        raise NotImplementedError
+
     def ping(self) -> bool:
         if not processes.port_in_use(self.stack.host, self.port):
             return False
@@ -52,16 +78,6 @@ class _RedisProcess:
     def _client(self) -> redis.Redis:
         return redis.Redis(
             host=self.stack.host, port=self.port, socket_connect_timeout=0.5, socket_timeout=0.5
-        )
-
-    def _spawn(self, argv: list[str]) -> None:
-        proc = processes.spawn(argv, self.log_file.with_suffix(".out"), self.pid_file)
-        processes.wait_until(
-            self.ping,
-            what=self.name,
-            timeout_s=self.stack.start_timeout_s,
-            log_file=self.log_file,
-            alive=lambda: proc.poll() is None,
         )
 
     def stop(self) -> bool:
@@ -88,19 +104,11 @@ class RedisServer(_RedisProcess):
             settings, name, settings.stack.redis_port if port is None else port, f"{name}.pid"
         )
         self.replica_of = replica_of
+        if replica_of is not None:
+            self.label = "Redis replica"
+            self.port_variable = "STREAMREC_STACK__REDIS_REPLICA_PORT"
 
-    def start(self) -> bool:
-        if self.pid() is not None:
-            return False
-        binary = programs.require(self.stack.redis_server, "redis-server")
-        if self.replica_of is None:
-            processes.ensure_ports_free(self.stack.host, {"Redis": self.port})
-        else:
-            processes.ensure_ports_free(
-                self.stack.host, {"Redis replica": self.port}, "STREAMREC_STACK__REDIS_REPLICA_PORT"
-            )
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+    def _argv(self, binary: str) -> list[str]:
         # Credentials and TLS go in a 0600 file rather than argv, which `ps` shows anyone.
         argv = [
             binary,
@@ -123,8 +131,7 @@ class RedisServer(_RedisProcess):
         ]
         if self.replica_of is not None:
             argv += ["--replicaof", self.stack.host, str(self.replica_of)]
-        self._spawn(argv)
-        return True
+        return argv
 
     def _write_secure_config(self) -> Path:
         """The port (plain or TLS) and the users, from the Redis settings."""
@@ -168,21 +175,13 @@ class RedisSentinel(_RedisProcess):
     `redis.sentinel_master`. A majority of the Sentinels (2 of 3) must agree that the primary
     is down, for `stack.redis_down_after_ms`, before one of them promotes the replica."""
 
+    port_variable = "STREAMREC_STACK__REDIS_SENTINEL_PORTS"
+
     def __init__(self, settings: Settings, index: int, port: int) -> None:
         super().__init__(settings, f"redis-sentinel-{index}", port, "sentinel.pid")
-        self.index = index
+        self.label = f"Redis Sentinel {index}"
 
-    def start(self) -> bool:
-        if self.pid() is not None:
-            return False
-        binary = programs.require(self.stack.redis_server, "redis-server")
-        processes.ensure_ports_free(
-            self.stack.host,
-            {f"Redis Sentinel {self.index}": self.port},
-            "STREAMREC_STACK__REDIS_SENTINEL_PORTS",
-        )
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+    def _argv(self, binary: str) -> list[str]:
         master = self.settings.redis.sentinel_master
         quorum = len(self.stack.redis_sentinel_ports) // 2 + 1
         down_ms = self.stack.redis_down_after_ms
@@ -199,8 +198,7 @@ class RedisSentinel(_RedisProcess):
             f"sentinel failover-timeout {master} {max(3000, 4 * down_ms)}\n"
             f"sentinel parallel-syncs {master} 1\n"
         )
-        self._spawn([binary, str(conf), "--sentinel", "--logfile", str(self.log_file)])
-        return True
+        return [binary, str(conf), "--sentinel", "--logfile", str(self.log_file)]
 
 
 def sentinel_parts(settings: Settings) -> list[RedisServer | RedisSentinel]:
