@@ -35,8 +35,8 @@ def bench_stack(keep: bool = False, stack: dict[str, object] | None = None) -> I
         auth={"mode": "off"},
     )
     manager = StackManager(settings)
-    manager.up()
     try:
+        manager.up()
         TopicManager(settings).apply()
         yield settings
     finally:

@@ -1,6 +1,7 @@
-"""Faults during a replay, counted: a broker and every stateful processor killed mid-stream.
+"""Faults during a replay, counted: a broker and every stateful processor killed mid-stream,
+or a broker cut off the network.
 
-    python -m benchmarks.faults_bench [--rate 2000] [--limit N]
+    python -m benchmarks.faults_bench [--schedule kills|partition] [--rate 2000] [--limit N]
 
 On a fresh 3-node KRaft cluster of its own (RF 3, `min.insync.replicas` 2, acks=all) with
 Redis and embedded ClickHouse, ML-100K is replayed at `--rate` events/s through the session
@@ -10,7 +11,10 @@ replay, on a fixed schedule:
 - the broker leading partition 0 of events.interactions is killed, and restarted once the
   other two acknowledge writes again,
 - the session-features worker and the trending worker are each killed once.
-Every killed worker is started again at once, as a supervisor would. Once the replay is done
+Every killed worker is started again at once, as a supervisor would. With `--schedule
+partition` the cluster's nodes run in network namespaces of their own (`stack.kafka_netns`,
+root) and instead the broker leading partition 0 is cut off the network for `--cut-s`
+seconds (30) while it goes on running, then healed. Once the replay is done
 and every group has committed the whole log, it counts, against the log itself:
 - the log: events produced once each (by event id);
 - ClickHouse: rows with FINAL and, after `OPTIMIZE ... FINAL`, rows physically present;
@@ -18,7 +22,9 @@ and every group has committed the whole log, it counts, against the log itself:
 - trending: items whose merged window counts differ from a recomputation from the log.
 For each fault it reports the time to recover: for a worker, from the kill until its group
 commits past what it had committed at the kill; for the broker, until the log takes writes
-again and until the node is back in every ISR. One JSON line, `faults:`.
+again and until the node is back in every ISR; for a cut, also until each worker's group
+commits again while it lasts, and from the heal until the node is back in every ISR. One
+JSON line, `faults:`.
 
 The oracles are the suite's own (`tests/feature_helpers.py`, `tests/features_reference.py`).
 """
@@ -39,6 +45,7 @@ from confluent_kafka.admin import AdminClient
 from benchmarks.common import bench_stack, machine
 from streamrec.analytics.store import store_session
 from streamrec.features.online import OnlineFeatures
+from streamrec.infra import netns
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
 from streamrec.infra.stack import StackManager
@@ -60,14 +67,17 @@ from tests.kafka_helpers import end_offsets, read_range
 TOPIC = EVENTS_INTERACTIONS.name
 WORKERS = {"session": "session-features", "trending": "trending", "sink": "analytics-sink"}
 # Seconds into the replay: (what, target). Spread so that each recovery is seen on its own.
-SCHEDULE = [
-    (4.0, "kill", "sink"),
-    (8.0, "broker", ""),
-    (20.0, "kill", "session"),
-    (26.0, "kill", "trending"),
-    (32.0, "kill", "sink"),
-    (40.0, "kill", "sink"),
-]
+SCHEDULES = {
+    "kills": [
+        (4.0, "kill", "sink"),
+        (8.0, "broker", ""),
+        (20.0, "kill", "session"),
+        (26.0, "kill", "trending"),
+        (32.0, "kill", "sink"),
+        (40.0, "kill", "sink"),
+    ],
+    "partition": [(8.0, "cut", "")],
+}
 CATCH_UP_S = 600.0
 
 
@@ -77,9 +87,9 @@ def group_of(worker: str) -> str:
 
 def committed_total(settings: Settings, group: str) -> int:
     parts = [TopicPartition(TOPIC, p) for p in range(EVENTS_INTERACTIONS.partitions)]
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group})
+    consumer = Consumer({**settings.kafka_config(), "group.id": group})
     try:
-        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=5))
     finally:
         consumer.close()
 
@@ -168,6 +178,55 @@ class Faults:
         self.restarts.append(thread)
         self.recoveries.append(recovery)
 
+    def cut_broker(self, seconds: float) -> None:
+        """Cut the leader of partition 0 off the network for `seconds`, then heal it."""
+        admin = AdminClient(self.settings.kafka_config())
+        victim = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions[0].leader
+        ends = sum(end_offsets(self.settings, TOPIC).values())
+        before = {w: committed_total(self.settings, group_of(w)) for w in WORKERS}
+        netns.cut(self.settings, victim)
+        at = time.monotonic()
+        recovery = Recovery(f"cut {victim}", at, lambda: False, detail={"cut_s": seconds})
+
+        def during_and_after() -> None:
+            waiting = set(WORKERS)
+            writes = False
+            while time.monotonic() < at + seconds:
+                if not writes and probe(
+                    lambda: sum(end_offsets(self.settings, TOPIC).values()) > ends
+                ):
+                    writes = True
+                    recovery.detail["writes_again_s"] = round(time.monotonic() - at, 2)
+                for w in sorted(waiting):
+                    if probe(lambda w=w: committed_total(self.settings, group_of(w)) > before[w]):
+                        waiting.discard(w)
+                        recovery.detail[f"{w}_commits_s"] = round(time.monotonic() - at, 2)
+                time.sleep(0.2)  # polling the log and the groups while the cut lasts
+            for w in WORKERS:
+                # The messages each group committed while the cut lasted (-1: unreadable).
+                try:
+                    done = committed_total(self.settings, group_of(w)) - before[w]
+                except KafkaException:
+                    done = -1
+                recovery.detail[f"{w}_committed_during_cut"] = done
+            assert self.manager.kafka_nodes[victim - 1].pid() is not None, "the cut node died"
+            netns.heal(self.settings, victim)
+            healed = time.monotonic()
+            while not probe(
+                lambda: all(
+                    victim in p.isrs
+                    for p in admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions.values()
+                )
+            ):
+                time.sleep(0.2)  # polling the ISR
+            recovery.detail["isr_after_heal_s"] = round(time.monotonic() - healed, 2)
+            recovery.seconds = round(time.monotonic() - at, 2)
+
+        thread = threading.Thread(target=during_and_after, daemon=True)
+        thread.start()
+        self.restarts.append(thread)
+        self.recoveries.append(recovery)
+
     def poll_recoveries(self) -> None:
         for r in self.recoveries:
             if r.seconds is None and r.fault.split()[0] in WORKERS and probe(r.done):
@@ -178,13 +237,14 @@ class Faults:
             w.stop()
 
 
-def run(rate: float, limit: int | None) -> dict:
+def run(schedule: str, rate: float, limit: int | None, cut_s: float) -> dict:
     ml = datasets.fetch(Settings())
     with bench_stack(
         stack={
             "kafka_brokers": 3,
             "kafka_extra_ports": [free_port(), free_port()],
             "kafka_extra_controller_ports": [free_port(), free_port()],
+            "kafka_netns": schedule == "partition",
         }
     ) as settings:
         manager = StackManager(settings)
@@ -205,7 +265,7 @@ def run(rate: float, limit: int | None) -> dict:
         )
         t0 = time.monotonic()
         replaying.start()
-        pending = list(SCHEDULE)
+        pending = list(SCHEDULES[schedule])
         deadline = t0 + CATCH_UP_S
         try:
             while replaying.is_alive() or pending:
@@ -214,7 +274,12 @@ def run(rate: float, limit: int | None) -> dict:
                 while pending and pending[0][0] <= now:
                     _, what, target = pending.pop(0)
                     print(f"faults: {now:5.1f} s {what} {target}", flush=True)
-                    faults.kill_broker() if what == "broker" else faults.kill_worker(target)
+                    if what == "broker":
+                        faults.kill_broker()
+                    elif what == "cut":
+                        faults.cut_broker(cut_s)
+                    else:
+                        faults.kill_worker(target)
                 faults.poll_recoveries()
                 time.sleep(0.2)  # the schedule's clock and the recoveries' probe
             replay_s = time.monotonic() - t0
@@ -266,6 +331,7 @@ def run(rate: float, limit: int | None) -> dict:
             client.command(f"OPTIMIZE TABLE {db}.interactions FINAL")
             physical = int(client.command(f"SELECT count() FROM {db}.interactions"))
         return {
+            "schedule": schedule,
             "events": produced,
             "replay_produced": report.produced,
             "rate_per_s": rate,
@@ -285,11 +351,13 @@ def run(rate: float, limit: int | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="kills")
     parser.add_argument("--rate", type=float, default=2000.0, help="replay events/s")
     parser.add_argument("--limit", type=int, default=None, help="only the first N ratings")
+    parser.add_argument("--cut-s", type=float, default=30.0, help="how long a cut lasts")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    print("faults:", json.dumps(run(args.rate, args.limit)))
+    print("faults:", json.dumps(run(args.schedule, args.rate, args.limit, args.cut_s)))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ In a fresh stack of its own, with ML-100K's real timestamps:
 2. the next 10% arrive; a worker with `trainer.debug_shuffle_items` (for comparison only)
    retrains on shuffled item ids, and the gate must stop it;
 3. the newest 10% arrive; a normal worker retrains, and the gate compares it with the first.
+   `--tower attention` trains this third candidate with the sequential user tower
+   (`models.user_tower`, ADR 0136): the gate then judges the new tower against the mean one.
 
 Per training it prints the trigger, the wall and CPU seconds the worker measured (training,
 split evaluation and gate), the worker process's CPU from /proc, and the gate's verdict.
@@ -70,6 +72,9 @@ def run_worker(settings, store, previous: str | None, env: dict[str, str], timeo
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--tower", choices=("mean", "attention"), default="mean", help="candidate 3's user tower"
+    )
     args = parser.parse_args()
     print(machine())
     with bench_stack() as base:
@@ -81,7 +86,11 @@ def main() -> None:
         parts = [events[events.ts < q8], events[(events.ts >= q8) & (events.ts < q9)]]
         parts.append(events[events.ts >= q9])
         publish_items(settings, load_catalog(settings))
-        envs = [{}, {"STREAMREC_TRAINER__DEBUG_SHUFFLE_ITEMS": "true"}, {}]
+        envs = [
+            {},
+            {"STREAMREC_TRAINER__DEBUG_SHUFFLE_ITEMS": "true"},
+            {"STREAMREC_MODELS__USER_TOWER": args.tower},
+        ]
         previous = None
         for n, (part, env) in enumerate(zip(parts, envs, strict=True), 1):
             produce(settings, part)
@@ -92,7 +101,8 @@ def main() -> None:
             m = registry.get("ranker", previous).manifest.model_extra
             tr, gate = m["trainer"], m["gate"]
             print(
-                f"\n{n}. +{len(part):,} events ({'shuffled ids' if env else 'normal'}): "
+                f"\n{n}. +{len(part):,} events ({'shuffled ids' if n == 2 else 'normal'}, "
+                f"{env.get('STREAMREC_MODELS__USER_TOWER', 'mean')} user tower): "
                 f"{previous} trigger {s['last_trigger']}, stage {s['last_stage']}"
             )
             print(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from streamrec.infra import processes, programs, tls
+from streamrec.infra import netns, processes, programs, tls
 from streamrec.infra.errors import StackError
 from streamrec.infra.settings import MASK, Settings
 
@@ -86,8 +86,13 @@ class KafkaBroker:
         return self.ports[self.node_id - 1][1]
 
     @property
+    def host(self) -> str:
+        """Where this node listens: the stack's host, or its own namespace's address."""
+        return self.stack.kafka_node_host(self.node_id)
+
+    @property
     def address(self) -> str:
-        return f"{self.stack.host}:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def pid(self) -> int | None:
         return processes.read_pid(self.pid_file, PROCESS_MARKER)
@@ -126,14 +131,14 @@ class KafkaBroker:
     def _write_config(self) -> Path:
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        s = self.stack
+        host = self.host
         name = self.listener
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
-            "controller.quorum.bootstrap.servers": f"{s.host}:{self.controller_port}",
-            "listeners": f"{name}://{s.host}:{self.port},CONTROLLER://{s.host}:{self.controller_port}",
-            "advertised.listeners": f"{name}://{s.host}:{self.port}",
+            "controller.quorum.bootstrap.servers": f"{host}:{self.controller_port}",
+            "listeners": f"{name}://{host}:{self.port},CONTROLLER://{host}:{self.controller_port}",
+            "advertised.listeners": f"{name}://{host}:{self.port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{name}:{name}",
             "log.dirs": str(self.data_dir),
@@ -168,9 +173,9 @@ class KafkaBroker:
 
     def _cluster_props(self) -> dict[str, str]:
         """What a node of an N-node cluster has instead of the single node's settings."""
-        host = self.stack.host
         voters = ",".join(
-            f"{i}@{host}:{controller}" for i, (_, controller) in enumerate(self.ports, 1)
+            f"{i}@{self.stack.kafka_node_host(i)}:{controller}"
+            for i, (_, controller) in enumerate(self.ports, 1)
         )
         copies = str(min(3, self.nodes))
         in_sync = str(max(1, min(3, self.nodes) - 1))
@@ -219,7 +224,8 @@ class KafkaBroker:
         """SASL_SSL with SCRAM on the client listener; the broker logs in as the same user."""
         k = self.settings.kafka
         tls_dir = self.settings.tls_dir
-        pair = tls.ensure_server(tls_dir, "kafka", [self.stack.host, "localhost"])
+        nodes = [self.stack.kafka_node_host(i) for i in range(1, self.nodes + 1)]
+        pair = tls.ensure_server(tls_dir, "kafka", [self.stack.host, "localhost", *nodes])
         # The keystore's password only guards a file that is itself 0600 beside this one.
         store_password = secrets.token_urlsafe(18)
         keystore = tls.pkcs12(pair, tls_dir / "ca.pem", self.home / "keystore.p12", store_password)
@@ -348,15 +354,20 @@ class KafkaBroker:
         if self.pid() is not None:
             return False
         what = "Kafka" if not self.clustered else f"Kafka node {self.node_id}"
-        processes.ensure_ports_free(
-            self.stack.host,
-            {what: self.port, f"{what} controller": self.controller_port},
-            processes.CLUSTER_PORT_VARIABLES if self.clustered else processes.STACK_PORT_VARIABLES,
-        )
+        # A node in a namespace of its own has every port to itself.
+        prefix = netns.exec_prefix(self.settings, self.node_id) if self.stack.kafka_netns else []
+        if not prefix:
+            processes.ensure_ports_free(
+                self.host,
+                {what: self.port, f"{what} controller": self.controller_port},
+                processes.CLUSTER_PORT_VARIABLES
+                if self.clustered
+                else processes.STACK_PORT_VARIABLES,
+            )
         server_props = self._write_config()
         self._format_once(server_props)
         heap = self.stack.kafka_node_heap if self.clustered else self.stack.kafka_heap
-        argv = self._java("kafka.Kafka", str(server_props), heap=heap)
+        argv = [*prefix, *self._java("kafka.Kafka", str(server_props), heap=heap)]
         self._proc = processes.spawn(argv, self.stdout_file, self.pid_file)
         return True
 
@@ -372,7 +383,7 @@ class KafkaBroker:
 
     def ping(self, timeout_s: float = 1.0) -> bool:
         """True when the broker answers a metadata request with itself as a live broker."""
-        if not processes.port_in_use(self.stack.host, self.port):
+        if not processes.port_in_use(self.host, self.port):
             return False
         config: dict = {**self.settings.kafka_config(), "logger": _SILENT}
         config["bootstrap.servers"] = self.address

@@ -18,7 +18,7 @@ import shutil
 import signal
 from dataclasses import dataclass
 
-from streamrec.infra import clickhouse, processes
+from streamrec.infra import clickhouse, netns, processes
 from streamrec.infra.errors import StackError
 from streamrec.infra.kafka_broker import KafkaBroker, cluster_dir
 from streamrec.infra.redis_server import RedisSentinel, RedisServer, sentinel_parts
@@ -82,19 +82,23 @@ class StackManager:
         return sentinel_parts(self.settings.with_overrides(stack={"redis_sentinel": True}))
 
     def _start_kafka(self) -> dict[str, bool]:
+        if self.settings.stack.kafka_netns:
+            netns.ensure(self.settings, len(self.kafka_nodes))
         if not self.kafka.clustered:
             return {"kafka": self.kafka.start()}
         stopped = [n for n in self.kafka_nodes if n.pid() is None]
-        # Every port first: a node that cannot start would leave the others without a quorum.
-        processes.ensure_ports_free(
-            self.settings.stack.host,
-            {
-                f"Kafka node {n.node_id}{what}": port
-                for n in stopped
-                for what, port in (("", n.port), (" controller", n.controller_port))
-            },
-            processes.CLUSTER_PORT_VARIABLES,
-        )
+        if not self.settings.stack.kafka_netns:
+            # Every port first: a node that cannot start would leave the others without a
+            # quorum. (Nodes in namespaces of their own have their ports to themselves.)
+            processes.ensure_ports_free(
+                self.settings.stack.host,
+                {
+                    f"Kafka node {n.node_id}{what}": port
+                    for n in stopped
+                    for what, port in (("", n.port), (" controller", n.controller_port))
+                },
+                processes.CLUSTER_PORT_VARIABLES,
+            )
         record = cluster_dir(self.settings) / "nodes.json"
         record.parent.mkdir(parents=True, exist_ok=True)
         ports = [[n.port, n.controller_port] for n in self.kafka_nodes]
@@ -125,6 +129,8 @@ class StackManager:
             if pid is not None:
                 processes.stop(pid, node.pid_file, timeout_s=30)
             node.pid_file.unlink(missing_ok=True)
+        # Also when the settings of this `down` no longer ask for namespaces.
+        netns.remove(self.settings)
         return {name: pid is not None for name, pid in running.items()}
 
     def status(self) -> list[PartStatus]:
@@ -150,13 +156,9 @@ class StackManager:
         detail = f"pid {pid}, log {part.log_file}" if pid else ""
         return PartStatus(part.name, part.address, pid is not None, part.ping(), detail)
 
-    @staticmethod
-    def _kafka_status(node: KafkaBroker) -> PartStatus:
+    def _kafka_status(self, node: KafkaBroker) -> PartStatus:
         pid = node.pid()
-        return PartStatus(
-            node.name,
-            node.address,
-            pid is not None,
-            node.ping(),
-            f"pid {pid}, log {node.log_file}" if pid else "",
-        )
+        detail = f"pid {pid}, log {node.log_file}" if pid else ""
+        if self.settings.stack.kafka_netns and netns.is_cut(self.settings, node.node_id):
+            detail += f"; cut off the network (streamrec partition heal {node.node_id})"
+        return PartStatus(node.name, node.address, pid is not None, node.ping(), detail)

@@ -3,7 +3,9 @@
 Responsibilities:
 - `fit_two_tower`: one example per training interaction (the item as target, the user's
   point-in-time features as input), in-batch softmax with a popularity (logQ) correction
-  and the other in-batch copies of the target masked out;
+  and the other in-batch copies of the target masked out; for the attention user tower,
+  a loss at every position of each user's ordered training sequence instead (the next
+  item as target, a full softmax over the catalog);
 - `fit_ranker`: the validation interactions as positives, each against negatives sampled
   from the trained two-tower's top `ranker_depth` (what the ranker re-scores in serving),
   with a listwise softmax loss; every feature is point-in-time through the same
@@ -15,8 +17,9 @@ Responsibilities:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,22 @@ from streamrec.models.two_tower import TwoTower, TwoTowerConfig, aggregates, enc
 # Training rows (labels, each with all its candidates) the profile is built from: deciles
 # of ~70k pairs are as good as of all of them, for a fraction of a second.
 PROFILE_LABELS = 4096
+
+# The per-position loss: windows (of `history_len` positions) a step, and passes over all
+# windows a retriever epoch. One pass makes each training interaction a target once, as an
+# epoch of the per-interaction loss does, at ~1/history_len of its compute, so an epoch is
+# several passes.
+SEQUENCE_BATCH = 64
+SEQUENCE_PASSES = 7
+# Adam's step for the per-position loss at most this: at models.lr's 3e-3 the attention
+# tower peaked lower and overfitted sooner on ML-100K (BENCHMARKS.md, the attention tower).
+SEQUENCE_MAX_LR = 1e-3
+# Labels of a position: the next this many items (1 = SASRec's next item). The evaluation
+# asks for a user's next ~10% of items, not only the next one.
+SEQUENCE_HORIZON = 5
+# Leave out of each position's softmax the items it has read (the evaluation never ranks
+# an item the user already has), except its own labels.
+SEQUENCE_MASK_SEEN = True
 
 
 @dataclass
@@ -74,6 +93,17 @@ def _inputs(
     return torch.from_numpy(hist), torch.from_numpy(aggs)
 
 
+def _config(cfg: ModelSettings, table: ItemTable) -> TwoTowerConfig:
+    return TwoTowerConfig(
+        n_items=len(table),
+        content_dim=table.content.shape[1],
+        dim=cfg.dim,
+        history_len=cfg.history_len,
+        session_len=cfg.session_len,
+        user_tower=cfg.user_tower,
+    )
+
+
 def fit_two_tower(
     cfg: ModelSettings,
     table: ItemTable,
@@ -81,7 +111,18 @@ def fit_two_tower(
     train: pd.DataFrame,
     device: torch.device,
     epochs: int | None = None,
+    loss: Literal["interaction", "sequence"] | None = None,
+    tower: TwoTowerConfig | None = None,
+    progress: Callable[[int, TwoTower], None] | None = None,
 ) -> TwoTower:
+    """`loss`: None = the tower's own (per position for "attention", else per interaction);
+    `tower` overrides the network's config built from `cfg`, and `progress(passes, model)`
+    runs after each pass of the per-position loss (benchmarks: learning curves)."""
+    tower = tower or _config(cfg, table)
+    if loss is None:
+        loss = "sequence" if tower.user_tower == "attention" else "interaction"
+    if loss == "sequence":
+        return _fit_sequence(cfg, tower, table, train, device, epochs, progress)
     feats = source.features(train[["user_id", "item_id", "ts"]])
     target = torch.from_numpy(table.indices_or_zero(feats["item_id"].tolist()))
     keep = target > 0
@@ -92,16 +133,7 @@ def fit_two_tower(
     counts = torch.bincount(target, minlength=len(table) + 1).float()
     log_q = torch.log((counts / counts.sum()).clamp(min=1e-9)).to(device)
 
-    model = TwoTower(
-        TwoTowerConfig(
-            n_items=len(table),
-            content_dim=table.content.shape[1],
-            dim=cfg.dim,
-            history_len=cfg.history_len,
-            session_len=cfg.session_len,
-        ),
-        table,
-    ).to(device)
+    model = TwoTower(tower, table).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(target)
@@ -120,6 +152,106 @@ def fit_two_tower(
             loss.backward()
             opt.step()
     return model.eval()
+
+
+def sequence_windows(
+    table: ItemTable, train: pd.DataFrame, length: int, horizon: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each user's training sequence (ordered by ts, seq) as left-padded windows.
+
+    Returns (history (W, length), aggregates (W, length, 2), target (W, length, horizon)):
+    position j reads the items up to j and targets the `horizon` after it, the next one
+    first (0 = none). Windows are cut from the newest end back, so every interaction after a
+    user's first is a next-item target once; aggregates are each position's own: its count
+    and mean rating so far."""
+    ev = train.sort_values(["user_id", "ts", "seq"], kind="stable")
+    idx_all = table.indices_or_zero(ev["item_id"].tolist())
+    rating_all = ev["rating"].to_numpy(dtype=float)
+    hist, aggs, target = [], [], []
+    for rows in ev.groupby("user_id", sort=False).indices.values():
+        keep = idx_all[rows] > 0
+        items, ratings = idx_all[rows][keep], rating_all[rows][keep]
+        rated = np.cumsum(~np.isnan(ratings))
+        summed = np.cumsum(np.nan_to_num(ratings))
+        mean = [float(s / r) if r else None for s, r in zip(summed, rated, strict=True)]
+        agg = aggregates(list(range(1, len(items) + 1)), mean)
+        # future[j, k]: the item k + 1 places after position j (0 past the end).
+        padded = np.concatenate([items, np.zeros(horizon, np.int64)])
+        future = np.stack([padded[k + 1 : k + 1 + len(items)] for k in range(horizon)], axis=1)
+        end = len(items) - 1
+        while end > 0:
+            start = max(0, end - length)
+            width = end - start
+            h, a, t = (
+                np.zeros(length, np.int64),
+                np.zeros((length, 2), np.float32),
+                np.zeros((length, horizon), np.int64),
+            )
+            h[length - width :] = items[start:end]
+            a[length - width :] = agg[start:end]
+            t[length - width :] = future[start:end]
+            hist.append(h)
+            aggs.append(a)
+            target.append(t)
+            end = start
+    if not hist:
+        raise TrainingError("no user has two training interactions on catalog items")
+    return (
+        torch.from_numpy(np.stack(hist)),
+        torch.from_numpy(np.stack(aggs)),
+        torch.from_numpy(np.stack(target)),
+    )
+
+
+def _fit_sequence(
+    cfg: ModelSettings,
+    tower: TwoTowerConfig,
+    table: ItemTable,
+    train: pd.DataFrame,
+    device: torch.device,
+    epochs: int | None,
+    progress: Callable[[int, TwoTower], None] | None = None,
+) -> TwoTower:
+    """The per-position loss: every position's vector scored against every catalog item
+    (full softmax: the whole item tower each step, cheap at catalog sizes like ML-100K's),
+    each of the next `SEQUENCE_HORIZON` items a label (their log-likelihoods averaged)."""
+    hist, aggs, target = sequence_windows(table, train, tower.history_len, SEQUENCE_HORIZON)
+    model = TwoTower(tower, table).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=min(cfg.lr, SEQUENCE_MAX_LR))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    all_idx = torch.arange(len(table) + 1, device=device)
+    for done in range(1, (epochs or cfg.retriever_epochs) * SEQUENCE_PASSES + 1):
+        model.train()
+        for batch in torch.randperm(len(hist), generator=gen).split(SEQUENCE_BATCH):
+            h, a, t = hist[batch].to(device), aggs[batch].to(device), target[batch].to(device)
+            at = t[..., 0] > 0
+            u = model.user.sequence(h, a)[at]  # (positions with a target, dim)
+            logits = u @ model.item(all_idx).T / cfg.temperature
+            labels = t[at]  # (positions, horizon)
+            if SEQUENCE_MASK_SEEN:
+                seen = _seen(h, len(all_idx))[at].scatter(1, labels, False)
+                logits = logits.masked_fill(seen, float("-inf"))
+            logits[:, 0] = float("-inf")  # padding is never a label
+            picked = logits.log_softmax(-1).gather(1, labels)
+            real = labels > 0
+            # where, not a product: a missing label has log-probability -inf (-inf * 0 = NaN).
+            loss = -torch.where(real, picked, 0.0).sum() / real.sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if progress is not None:
+            progress(done, model.eval())
+    return model.eval()
+
+
+def _seen(history: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, H, n) bools: True for the items read up to and including each position."""
+    b, h = history.shape
+    read = torch.ones(h, h, dtype=torch.bool, device=history.device).tril()  # [query, key]
+    out = torch.zeros(b, h, n, dtype=torch.bool, device=history.device)
+    out.scatter_(2, history[:, None, :].expand(b, h, h), read.expand(b, h, h))
+    out[..., 0] = False
+    return out
 
 
 def _negatives(

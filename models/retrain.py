@@ -213,13 +213,21 @@ def judge(
         confidence=cfg.gate_confidence,
         seed=seed,
     )
+    return GateOutcome(passed=verdict.passed, reason=gate_reason(verdict), verdict=verdict, **base)
+
+
+def gate_reason(verdict: GateVerdict) -> str:
+    """The verdict in words. A metric passes when the interval of candidate - promoted stays
+    above -margin, so a failure says the candidate may be that much worse, not that its
+    mean is lower (a better mean on a small hold-out fails too)."""
+    if verdict.passed:
+        return "not worse than the promoted model beyond the margin"
     failed = [m for m, c in verdict.metrics.items() if not c.passed]
-    reason = (
-        "not worse than the promoted model beyond the margin"
-        if verdict.passed
-        else f"worse than the promoted model beyond the margin on {', '.join(failed)}"
+    return (
+        f"may be worse than the promoted model beyond the margin on {', '.join(failed)}: "
+        f"the {verdict.confidence:.0%} interval of the difference reaches below "
+        f"-{verdict.margin:g}"
     )
-    return GateOutcome(passed=verdict.passed, reason=reason, verdict=verdict, **base)
 
 
 class VersionStatus(BaseModel):

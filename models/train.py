@@ -76,7 +76,10 @@ def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") 
 
 
 def _config_hash(settings: Settings, epochs: tuple[object, ...]) -> str:
-    payload = settings.models.model_dump_json(exclude={"device"}) + repr(epochs)
+    # The default user tower stays out of the hash: versions trained before the setting
+    # existed keep their names (and their cache).
+    exclude = {"device"} | ({"user_tower"} if settings.models.user_tower == "mean" else set())
+    payload = settings.models.model_dump_json(exclude=exclude) + repr(epochs)
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 

@@ -17,6 +17,10 @@ minute. Two settings bound that (figures in BENCHMARKS.md, "Rejoin after kill -9
   group on a clean stop either, so another member takes its partitions over only after
   the session timeout.
 
+A client waits `kafka.request_timeout_s` (15 s) for a broker's answer before it gives up
+on that connection and asks another: a broker cut off the network never answers, and the
+libraries' defaults (librdkafka 60 s, Faust 90 s) stall its consumers that long.
+
 `librdkafka_membership` gives the confluent-kafka consumer keys, `faust_membership` the
 Faust (aiokafka) settings; `streams.app.create_app` and every plain consumer use them.
 """
@@ -57,9 +61,19 @@ def librdkafka_membership(settings: Settings, group: str) -> dict[str, Any]:
     return config
 
 
+def faust_request_timeout_s(settings: Settings) -> float:
+    """aiokafka's consumer request timeout: `kafka.request_timeout_s`, but never below the
+    session timeout (Faust refuses that) plus a margin for the heartbeat that ends it."""
+    k = settings.kafka
+    return max(k.request_timeout_s, k.session_timeout_s + 5.0)
+
+
 def faust_membership(settings: Settings, group: str) -> dict[str, Any]:
     """Faust app settings for joining `group` (its app id)."""
     return {
+        # Faust's default (90 s) leaves a fetch, heartbeat or commit sent to a broker cut off
+        # the network pending for that long before the consumer asks another one.
+        "broker_request_timeout": faust_request_timeout_s(settings),
         "broker_session_timeout": settings.kafka.session_timeout_s,
         "broker_heartbeat_interval": heartbeat_s(settings),
         "consumer_group_instance_id": group_instance_id(settings, group),

@@ -138,8 +138,10 @@ class Settings(BaseSettings):
         any one of them is down)."""
         if self.kafka.bootstrap:
             return self.kafka.bootstrap
-        host = self.stack.host
-        return ",".join(f"{host}:{port}" for port, _ in self.stack.kafka_node_ports())
+        ports = self.stack.kafka_node_ports()
+        return ",".join(
+            f"{self.stack.kafka_node_host(i)}:{port}" for i, (port, _) in enumerate(ports, 1)
+        )
 
     @property
     def replication_factor(self) -> int:
@@ -169,7 +171,12 @@ class Settings(BaseSettings):
         """librdkafka's connection settings (bootstrap and security). It carries the
         password: hand it to a client only."""
         k = self.kafka
-        config = {"bootstrap.servers": self.kafka_bootstrap}
+        # librdkafka's default (60 s) keeps a request to an unreachable broker pending, and
+        # what waits on it stalled, for a minute before it asks another broker.
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "socket.timeout.ms": str(int(k.request_timeout_s * 1000)),
+        }
         if k.security_protocol == "SASL_SSL":
             config |= {
                 "security.protocol": "SASL_SSL",

@@ -41,6 +41,14 @@ class KafkaSettings(Section):
         le=300.0,
         description="a consumer silent this long leaves its group (a kill -9's rebalance wait)",
     )
+    request_timeout_s: float = Field(
+        15.0,
+        ge=1.0,
+        le=300.0,
+        description="how long a client waits for one broker's answer before it drops that "
+        "connection and asks another: a broker cut off the network never answers (Faust's "
+        "consumers: at least session_timeout_s + 5)",
+    )
     member_slot: str = Field(
         "",
         max_length=100,

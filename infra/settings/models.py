@@ -42,6 +42,12 @@ class ModelSettings(Section):
     dim: int = Field(64, ge=8, description="two-tower embedding size")
     history_len: int = Field(50, ge=1, description="recent items the user tower reads")
     session_len: int = Field(5, ge=1, description="the 'session': the latest items")
+    user_tower: Literal["mean", "attention"] = Field(
+        "mean",
+        description="the retriever's user tower: mean = pooled history and session; "
+        "attention = causal self-attention over the ordered history, trained with a loss "
+        "at every position (ADR 0136)",
+    )
     retriever_epochs: int = Field(3, ge=1)
     ranker_epochs: int = Field(3, ge=1)
     batch_size: int = Field(512, ge=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -36,6 +37,17 @@ class StackSettings(Section):
     kafka_node_session_timeout_ms: int = Field(
         6000, ge=1000, description="how long a silent node stays a partition leader or in the ISR"
     )
+    kafka_netns: bool = Field(
+        False,
+        description="each Kafka node runs in a network namespace of its own on a private "
+        "bridge, so that `streamrec partition cut N` can cut one off (needs root and "
+        "iproute2)",
+    )
+    kafka_netns_subnet: IPv4Network = Field(
+        IPv4Network("10.231.0.0/24"),
+        description="the bridge's network with kafka_netns: the bridge has its first "
+        "address, node N the (1 + N)th",
+    )
     redis_port: int = 16379
     redis_sentinel: bool = Field(
         False,
@@ -61,7 +73,18 @@ class StackSettings(Section):
             given = len(getattr(self, name))
             if given and given != self.kafka_brokers - 1:
                 raise ValueError(f"{name} needs {self.kafka_brokers - 1} ports, not {given}")
+        if self.kafka_netns and self.kafka_netns_subnet.num_addresses < self.kafka_brokers + 3:
+            raise ValueError(
+                f"kafka_netns_subnet {self.kafka_netns_subnet} has too few addresses for "
+                f"{self.kafka_brokers} nodes and the bridge"
+            )
         return self
+
+    def kafka_node_host(self, node_id: int) -> str:
+        """The address Kafka node `node_id` listens on: its namespace's with kafka_netns."""
+        if not self.kafka_netns:
+            return self.host
+        return str(self.kafka_netns_subnet.network_address + 1 + node_id)
 
     def kafka_node_ports(self) -> list[tuple[int, int]]:
         """(client port, controller port) of each Kafka node, node 1 first."""

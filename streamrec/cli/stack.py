@@ -1,11 +1,14 @@
-"""`streamrec up | down | status | doctor`: the local stack."""
+"""`streamrec up | down | status | doctor | partition`: the local stack."""
 
 from __future__ import annotations
+
+import time
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from streamrec.infra import netns
 from streamrec.infra.errors import StackError
 from streamrec.infra.programs import missing_programs
 from streamrec.infra.settings import Settings
@@ -21,6 +24,13 @@ def register(app: typer.Typer) -> None:
     app.command("down", help="Stop what `up` started; --purge also removes the data.")(down)
     app.command("status", help="Show each part, its address and whether it answers.")(status)
     app.command("doctor", help="Check the system programs the stack needs.")(doctor)
+    partition = typer.Typer(
+        help="Cut a Kafka node of an `up --netns` cluster off the network, and heal it.",
+        no_args_is_help=True,
+    )
+    partition.command("cut", help="Drop every packet to and from node N; it keeps running.")(cut)
+    partition.command("heal", help="Join node N to the network again.")(heal)
+    app.add_typer(partition, name="partition")
 
 
 def up(
@@ -37,12 +47,22 @@ def up(
         help="Kafka nodes, each its own process (3: replication factor 3, min.insync.replicas "
         "2); default STREAMREC_STACK__KAFKA_BROKERS, or the cluster the state dir holds",
     ),
+    netns_: bool = typer.Option(
+        False,
+        "--netns",
+        help="each Kafka node in a network namespace of its own, so that `streamrec "
+        "partition cut N` can cut it off (root; STREAMREC_STACK__KAFKA_NETNS)",
+    ),
 ) -> None:
     settings: Settings = ctx.obj
     if secure:
         settings = _secured(settings)
     if brokers is not None:
         settings = settings.with_overrides(stack={"kafka_brokers": brokers})
+    if netns_:
+        settings = settings.with_overrides(stack={"kafka_netns": True})
+        # Clients reach the nodes at their namespaces' addresses.
+        out.print("clients need: STREAMREC_STACK__KAFKA_NETNS=true", highlight=False)
     _require_programs(settings)
     try:
         manager = StackManager(settings)
@@ -112,6 +132,42 @@ def doctor(ctx: typer.Context) -> None:
     settings: Settings = ctx.obj
     _require_programs(settings)
     out.print("java 17+, mvn and redis-server found")
+
+
+def cut(
+    ctx: typer.Context,
+    node: int = typer.Argument(..., min=1, help="the node's id (1..N)"),
+    seconds: float | None = typer.Option(
+        None, min=0.1, help="heal it again after this long (default: stay cut until `heal`)"
+    ),
+) -> None:
+    settings: Settings = ctx.obj
+    _require_node(settings, node)
+    netns.cut(settings, node)
+    out.print(f"kafka-{node}: cut off", highlight=False)
+    if seconds is None:
+        out.print(f"heal it with: streamrec partition heal {node}", highlight=False)
+        return
+    try:
+        time.sleep(seconds)  # the partition's length is what was asked for
+    finally:
+        netns.heal(settings, node)
+    out.print(f"kafka-{node}: healed after {seconds:g} s", highlight=False)
+
+
+def heal(
+    ctx: typer.Context, node: int = typer.Argument(..., min=1, help="the node's id (1..N)")
+) -> None:
+    settings: Settings = ctx.obj
+    _require_node(settings, node)
+    netns.heal(settings, node)
+    out.print(f"kafka-{node}: healed", highlight=False)
+
+
+def _require_node(settings: Settings, node: int) -> None:
+    nodes = len(StackManager(settings).kafka_nodes)
+    if node > nodes:
+        raise StackError(f"there is no Kafka node {node}: the stack has {nodes}")
 
 
 def _require_programs(settings: Settings) -> None:

@@ -1,12 +1,15 @@
 """A 3-node KRaft cluster of the test's own: topics get the replication their spec asks for,
-`topics apply` raises topics made before the cluster grew, and a broker killed mid-stream
-loses and duplicates nothing."""
+`topics apply` raises topics made before the cluster grew, and a broker killed mid-stream, or
+cut off the network while it goes on running, loses and duplicates nothing."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -15,6 +18,7 @@ import pytest
 from confluent_kafka import KafkaError, Message
 from confluent_kafka.admin import AdminClient
 
+from streamrec.infra import netns
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
 from streamrec.infra.stack import StackManager
@@ -31,12 +35,13 @@ AFTER_REJOIN_S = 2.0
 SCENARIO_LIMIT_S = 150.0
 
 
-def _cluster(stack_factory) -> tuple[Settings, StackManager]:
+def _cluster(stack_factory, **stack: object) -> tuple[Settings, StackManager]:
     settings, manager = stack_factory(
         stack={
             "kafka_brokers": 3,
             "kafka_extra_ports": [free_port(), free_port()],
             "kafka_extra_controller_ports": [free_port(), free_port()],
+            **stack,
         }
     )
     started = manager.up()
@@ -101,9 +106,8 @@ def _event(unique: str, i: int) -> Interaction:
     )
 
 
-def _rejoin(manager: StackManager, settings: Settings, node_id: int, topic: str) -> float:
-    """Restart the node and wait until it is back in every partition's ISR; when that was."""
-    manager.kafka_nodes[node_id - 1].start()
+def _in_every_isr(settings: Settings, node_id: int, topic: str) -> float:
+    """Wait until the node is back in every partition's ISR; when that was."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         parts = _partitions(settings, topic)
@@ -113,9 +117,16 @@ def _rejoin(manager: StackManager, settings: Settings, node_id: int, topic: str)
     raise AssertionError(f"node {node_id} not back in the ISR of {topic} within 60 s")
 
 
-def test_a_broker_killed_mid_stream_loses_and_duplicates_nothing(stack_factory, unique):
-    settings, manager = _cluster(stack_factory)
-    TopicManager(settings).apply()
+def _stream_through(
+    settings: Settings,
+    unique: str,
+    fault: Callable[[int], object],
+    restore: Callable[[int], object],
+    label: str,
+) -> dict:
+    """Produce a steady stream (idempotent, acks=all) while the leader of partition 0 is
+    hit by `fault`; once writes go on without it, `restore` it while the stream goes on.
+    Asserts nothing is lost or duplicated in the log; returns the figures."""
     topic = EVENTS_INTERACTIONS.name
     victim = _partitions(settings, topic)[0].leader
     producer = bulk_producer(settings)  # idempotent, acks=all: what the replay uses
@@ -131,7 +142,11 @@ def test_a_broker_killed_mid_stream_loses_and_duplicates_nothing(stack_factory, 
             acked_at[event_id] = time.monotonic()
             newest_acked[0] = max(newest_acked[0], sent_at[event_id])
 
-    killed_at = rejoined_at = None
+    def back() -> float:
+        restore(victim)
+        return _in_every_isr(settings, victim, topic)
+
+    hit_at = rejoined_at = None
     rejoin: Future[float] | None = None
     pool = ThreadPoolExecutor(1)
     t0 = time.monotonic()
@@ -148,12 +163,12 @@ def test_a_broker_killed_mid_stream_loses_and_duplicates_nothing(stack_factory, 
                 )
                 i += 1
             producer.poll(0.005)
-            if killed_at is None and now - t0 >= KILL_AFTER_S:
-                assert manager.kafka_nodes[victim - 1].kill()
-                killed_at = time.monotonic()
-            elif killed_at is not None and rejoin is None and newest_acked[0] > killed_at + 0.5:
+            if hit_at is None and now - t0 >= KILL_AFTER_S:
+                fault(victim)
+                hit_at = time.monotonic()
+            elif hit_at is not None and rejoin is None and newest_acked[0] > hit_at + 0.5:
                 # Writes go on without it: now bring it back, while the stream goes on.
-                rejoin = pool.submit(_rejoin, manager, settings, victim, topic)
+                rejoin = pool.submit(back)
             elif rejoin is not None and rejoined_at is None and rejoin.done():
                 rejoined_at = rejoin.result()
             elif rejoined_at is not None and now - rejoined_at >= AFTER_REJOIN_S:
@@ -168,25 +183,62 @@ def test_a_broker_killed_mid_stream_loses_and_duplicates_nothing(stack_factory, 
     ends = end_offsets(settings, topic)
     read = [json.loads(v)["event_id"] for _k, v in read_range(settings, topic, {}, ends)]
     counts = Counter(read)
-    lost = len(produced - counts.keys())
-    duplicated = sum(c - 1 for c in counts.values())
-    assert killed_at is not None
+    assert hit_at is not None and rejoined_at is not None
     latency = {e: acked_at[e] - sent_at[e] for e in produced}
-    before = sorted(v for e, v in latency.items() if sent_at[e] < killed_at)
-    during = [v for e, v in latency.items() if sent_at[e] >= killed_at]
-    print(
-        "broker-kill:",
-        json.dumps(
-            {
-                "produced": len(produced),
-                "lost": lost,
-                "duplicated": duplicated,
-                "killed_node": victim,
-                "ack_p50_before_ms": round(1000 * before[len(before) // 2], 1),
-                "produce_stall_s": round(max(during), 2),
-                "down_to_rejoined_s": round(rejoined_at - killed_at, 1),
-            }
-        ),
-    )
-    assert (lost, duplicated) == (0, 0)
+    before = sorted(v for e, v in latency.items() if sent_at[e] < hit_at)
+    during = [v for e, v in latency.items() if sent_at[e] >= hit_at]
+    figures = {
+        "produced": len(produced),
+        "lost": len(produced - counts.keys()),
+        "duplicated": sum(c - 1 for c in counts.values()),
+        "node": victim,
+        "ack_p50_before_ms": round(1000 * before[len(before) // 2], 1),
+        "produce_stall_s": round(max(during), 2),
+        "hit_to_rejoined_s": round(rejoined_at - hit_at, 1),
+    }
+    print(f"{label}:", json.dumps(figures))
+    assert (figures["lost"], figures["duplicated"]) == (0, 0)
     assert sum(ends.values()) == len(produced)  # nothing written twice into the log either
+    return figures
+
+
+def test_a_broker_killed_mid_stream_loses_and_duplicates_nothing(stack_factory, unique):
+    settings, manager = _cluster(stack_factory)
+    TopicManager(settings).apply()
+
+    def kill(node: int) -> None:
+        assert manager.kafka_nodes[node - 1].kill()
+
+    def restart(node: int) -> None:
+        manager.kafka_nodes[node - 1].start()
+
+    _stream_through(settings, unique, kill, restart, label="broker-kill")
+
+
+def _can_make_namespaces() -> bool:
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+@pytest.mark.skipif(not _can_make_namespaces(), reason="network namespaces need root and `ip`")
+def test_a_broker_cut_off_the_network_mid_stream_loses_and_duplicates_nothing(
+    stack_factory, unique
+):
+    settings, manager = _cluster(
+        stack_factory, kafka_netns=True, kafka_netns_subnet=f"10.232.{os.getpid() % 250}.0/24"
+    )
+    TopicManager(settings).apply()
+
+    def cut(node: int) -> None:
+        netns.cut(settings, node)
+        assert netns.is_cut(settings, node)
+
+    def heal(node: int) -> None:
+        assert manager.kafka_nodes[node - 1].pid() is not None  # it was cut off, not dead
+        netns.heal(settings, node)
+
+    figures = _stream_through(settings, unique, cut, heal, label="broker-partition")
+    # It rejoined every ISR as the same process: nothing restarted it.
+    pid = manager.kafka_nodes[figures["node"] - 1].pid()
+    assert pid is not None and not netns.is_cut(settings, figures["node"])
+    manager.down()
+    assert netns.remove(settings) == []  # `down` removed the namespaces and the bridge

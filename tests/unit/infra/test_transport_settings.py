@@ -28,14 +28,18 @@ def base(tmp_path) -> Settings:
     return Settings().with_overrides(stack={"state_dir": tmp_path})
 
 
-def test_plaintext_kafka_clients_get_the_address_only(base):
-    assert base.kafka_config() == {"bootstrap.servers": base.kafka_bootstrap}
+def test_plaintext_kafka_clients_get_the_address_and_the_request_timeout_only(base):
+    assert base.kafka_config() == {
+        "bootstrap.servers": base.kafka_bootstrap,
+        "socket.timeout.ms": "15000",
+    }
 
 
 def test_sasl_ssl_clients_get_mechanism_user_password_and_the_generated_ca(base):
     s = base.with_overrides(kafka={"security_protocol": "SASL_SSL", "password": SECRET})
     assert s.kafka_config() == {
         "bootstrap.servers": s.kafka_bootstrap,
+        "socket.timeout.ms": "15000",
         "security.protocol": "SASL_SSL",
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": "streamrec",

@@ -15,6 +15,7 @@ from streamrec.models.registry import Manifest, ModelRegistry
 from streamrec.models.retrain import (
     GateOutcome,
     RetrainTrigger,
+    gate_reason,
     holdout_cutoff,
     holdout_set,
     new_since,
@@ -175,19 +176,17 @@ def _publish(registry: ModelRegistry, version: str, **extra: object) -> None:
     registry.publish("ranker", staging, Manifest(kind="ranker", version=version, **extra))
 
 
+def _verdict(passed: bool, metrics: dict[str, MetricComparison]) -> GateVerdict:
+    return GateVerdict(
+        passed=passed, margin=0.01, confidence=0.95, samples=10, seed=1, users=30, metrics=metrics
+    )
+
+
 def _outcome(passed: bool) -> dict:
     c = MetricComparison(
         candidate=0.1, promoted=0.2, diff=-0.1, ci_low=-0.12, ci_high=-0.08, passed=passed
     )
-    verdict = GateVerdict(
-        passed=passed,
-        margin=0.01,
-        confidence=0.95,
-        samples=10,
-        seed=1,
-        users=30,
-        metrics={"ndcg_20": c, "recall_20": c},
-    )
+    verdict = _verdict(passed, {"ndcg_20": c, "recall_20": c})
     return GateOutcome(
         passed=passed, reason="r", holdout_from=5, holdout_events=9, verdict=verdict
     ).model_dump(mode="json")
@@ -210,3 +209,18 @@ def test_version_status_shows_stage_and_verdict(registry) -> None:
     assert (rows["v3"].stage, rows["v3"].gate) == ("gate-failed", "failed")
     assert rows["v4"].stage == "gate-passed"  # passed, waiting for the next stage
     assert rows["v3"].figures["ndcg_20"] == "0.1000 / 0.2000, -0.1000 [-0.1200, -0.0800]"
+
+
+def test_a_better_mean_stopped_by_a_wide_interval_is_not_called_worse():
+    wide = MetricComparison(
+        candidate=0.1952, promoted=0.1886, diff=0.0066, ci_low=-0.0158, ci_high=0.0293, passed=False
+    )
+    tight = MetricComparison(
+        candidate=0.17, promoted=0.15, diff=0.02, ci_low=0.001, ci_high=0.04, passed=True
+    )
+    reason = gate_reason(_verdict(False, {"ndcg_20": wide, "recall_20": tight}))
+    assert reason.startswith("may be worse than the promoted model beyond the margin on ndcg_20:")
+    assert "95% interval of the difference reaches below -0.01" in reason
+    assert "recall_20" not in reason
+    passed = _verdict(True, {"ndcg_20": tight, "recall_20": tight})
+    assert gate_reason(passed) == "not worse than the promoted model beyond the margin"
