@@ -1,6 +1,6 @@
 """Serving latency while the trainer retrains beside it, against without, in one run.
 
-    python -m benchmarks.retrain_serving_bench [--rate 100] [--window 20] [--epochs 12]
+    python -m benchmarks.retrain_serving_bench [--rate 100] [--window 20] [--epochs 12] [--pin]
 
 On a fresh stack of its own, seeded as `benchmarks.serving_bench` seeds it (ML-100K: the
 catalog, trending lists, 500 candidates for each user, their features, a trained ranker
@@ -18,6 +18,9 @@ reports anything else: the trainer's epochs (`--epochs`, each model) are raised 
 training outlasts a window; the run says if one did not. Printed per window: p50, p99,
 errors, the trainer's state at the window's end, and the p99 ratios to the mean of the
 windows without. One JSON line, `retrain-serving:`.
+
+`--pin` is the layout that keeps the trainer off the server's core: the serving process on
+core 0; Kafka, Redis, vegeta and the trainer (`trainer.cpus` [1]) on core 1.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import redis
 
 from benchmarks.common import bench_stack, machine
 from benchmarks.load_tools import ensure_load_tool
-from benchmarks.serving_bench import attack, promote, trained_ranker
+from benchmarks.serving_bench import attack, pin_tree, promote, stack_pids, trained_ranker
 from benchmarks.trainer_bench import produce
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
@@ -95,7 +98,12 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=20.0, help="seconds per window")
     parser.add_argument("--epochs", type=int, default=12, help="trainer epochs, each model")
     parser.add_argument("--timeout", type=float, default=300.0, help="wait for `training`")
+    parser.add_argument(
+        "--pin", action="store_true", help="server on core 0; the rest and the trainer on core 1"
+    )
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) < 2:
+        raise SystemExit("--pin needs 2 cores")
     print(f"machine: {machine()}")
     tool = ensure_load_tool()
     ml = MovieLens.load(Settings())
@@ -120,6 +128,8 @@ def main() -> None:
             # A trained candidate must not replace the ranker being served mid-run.
             "STREAMREC_TRAINER__PROMOTE": "false",
         }
+        if args.pin:
+            epochs["STREAMREC_TRAINER__CPUS"] = "[1]"
         trainers = {
             "trainer (nice 10, 1 thread)": {},
             f"trainer unbounded (nice 0, {cores} threads)": {
@@ -129,6 +139,12 @@ def main() -> None:
         }
         windows: list[dict] = []
         server = ServeProcess(settings).start()
+        if args.pin:
+            assert server.proc is not None
+            pin_tree(server.proc.pid, {0})
+            for pid in stack_pids(settings).values():
+                pin_tree(pid, {1})
+            os.sched_setaffinity(0, {1})  # vegeta and the trainer inherit it
         try:
             run_windows(args, settings, server, store, ml, tool, windows, epochs, trainers)
         finally:
@@ -141,7 +157,9 @@ def main() -> None:
             print(f"note: {w['window']}: the training ended inside the window; raise --epochs")
     print(
         "retrain-serving:",
-        json.dumps({"rate": args.rate, "window_s": args.window, "windows": windows}),
+        json.dumps(
+            {"rate": args.rate, "window_s": args.window, "pin": args.pin, "windows": windows}
+        ),
     )
 
 
