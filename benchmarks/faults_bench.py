@@ -103,6 +103,18 @@ def probe(check: Callable[[], bool]) -> bool:
         return False
 
 
+def wait_in_every_isr(admin: AdminClient, node: int) -> None:
+    """Until `node` is in the ISR of every partition of the topic (bounded by the run's
+    deadline: the caller's thread is joined with it)."""
+    while not probe(
+        lambda: all(
+            node in p.isrs
+            for p in admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions.values()
+        )
+    ):
+        time.sleep(0.2)  # polling the ISR
+
+
 @dataclass
 class Recovery:
     fault: str
@@ -160,17 +172,7 @@ class Faults:
                 time.sleep(0.2)  # polling the log's end, bounded by the scenario's deadline
             recovery.detail["writes_again_s"] = round(time.monotonic() - at, 2)
             self.manager.kafka_nodes[victim - 1].start()
-            while True:
-                if probe(
-                    lambda: all(
-                        victim in p.isrs
-                        for p in admin.list_topics(TOPIC, timeout=10)
-                        .topics[TOPIC]
-                        .partitions.values()
-                    )
-                ):
-                    break
-                time.sleep(0.2)  # polling the ISR
+            wait_in_every_isr(admin, victim)
             recovery.seconds = round(time.monotonic() - at, 2)
 
         thread = threading.Thread(target=rejoin, daemon=True)
@@ -212,13 +214,7 @@ class Faults:
             assert self.manager.kafka_nodes[victim - 1].pid() is not None, "the cut node died"
             netns.heal(self.settings, victim)
             healed = time.monotonic()
-            while not probe(
-                lambda: all(
-                    victim in p.isrs
-                    for p in admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions.values()
-                )
-            ):
-                time.sleep(0.2)  # polling the ISR
+            wait_in_every_isr(admin, victim)
             recovery.detail["isr_after_heal_s"] = round(time.monotonic() - healed, 2)
             recovery.seconds = round(time.monotonic() - at, 2)
 

@@ -26,6 +26,7 @@ core 0; Kafka, Redis, vegeta and the trainer (`trainer.cpus` [1]) on core 1.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -55,41 +56,26 @@ def trainer_state(store: redis.Redis) -> str:
     return raw.decode() if raw else ""
 
 
-def run_windows(  # type: ignore[no-untyped-def]
-    args, settings, server, store, ml, tool, windows, epochs, trainers
-) -> None:
-    """The five windows, in order, appended to `windows`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        attack(server.url, ml.users, args.rate, 5, workdir, tool)  # warm-up, not counted
+def row(label: str, res: dict, state: str) -> dict:
+    """One window's figures from `attack`'s result; `state`: the trainer's at its end."""
+    return {
+        "window": label,
+        "p50_ms": round(res["all"]["p50"], 1),
+        "p99_ms": round(res["all"]["p99"], 1),
+        "sent": res["sent"],
+        "non_200": res["sent"] - res["ok"],
+        "trainer_state_at_end": state,
+    }
 
-        def window(label: str, trainer: WorkerProcess | None = None) -> None:
-            res = attack(server.url, ml.users, args.rate, args.window, workdir, tool)
-            state = trainer_state(store) if trainer is not None else ""
-            row = {
-                "window": label,
-                "p50_ms": round(res["all"]["p50"], 1),
-                "p99_ms": round(res["all"]["p99"], 1),
-                "sent": res["sent"],
-                "non_200": res["sent"] - res["ok"],
-                "trainer_state_at_end": state,
-            }
-            windows.append(row)
-            print(json.dumps(row), flush=True)
 
-        window("without")
-        for label, env in trainers.items():
-            store.delete(status_key(GROUP))
-            with WorkerProcess(settings, NAME, group=GROUP, extra_env={**epochs, **env}) as trainer:
-                deadline = time.monotonic() + args.timeout
-                while trainer_state(store) != "training":
-                    if not trainer.alive():
-                        raise RuntimeError(trainer.log.read_text()[-3000:])
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"the trainer did not start training: {label}")
-                    time.sleep(0.2)  # polling the trainer's status with a deadline
-                window(label, trainer)
-            window("without")
+def wait_for_training(trainer: WorkerProcess, store: redis.Redis, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while trainer_state(store) != "training":
+        if not trainer.alive():
+            raise RuntimeError(trainer.log.read_text()[-3000:])
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the trainer did not start training in {timeout_s:g} s")
+        time.sleep(0.2)  # polling the trainer's status with a deadline
 
 
 def main() -> None:
@@ -138,17 +124,31 @@ def main() -> None:
             },
         }
         windows: list[dict] = []
-        server = ServeProcess(settings).start()
-        if args.pin:
-            assert server.proc is not None
-            pin_tree(server.proc.pid, {0})
-            for pid in stack_pids(settings).values():
-                pin_tree(pid, {1})
-            os.sched_setaffinity(0, {1})  # vegeta and the trainer inherit it
-        try:
-            run_windows(args, settings, server, store, ml, tool, windows, epochs, trainers)
-        finally:
-            server.stop()
+        with contextlib.ExitStack() as cleanup:
+            server = ServeProcess(settings).start()
+            cleanup.callback(server.stop)
+            workdir = Path(cleanup.enter_context(tempfile.TemporaryDirectory()))
+            if args.pin:
+                assert server.proc is not None
+                pin_tree(server.proc.pid, {0})
+                for pid in stack_pids(settings).values():
+                    pin_tree(pid, {1})
+                os.sched_setaffinity(0, {1})  # vegeta and the trainer inherit it
+
+            def window(label: str, trainer: WorkerProcess | None = None) -> None:
+                res = attack(server.url, ml.users, args.rate, args.window, workdir, tool)
+                windows.append(row(label, res, trainer_state(store) if trainer else ""))
+                print(json.dumps(windows[-1]), flush=True)
+
+            attack(server.url, ml.users, args.rate, 5, workdir, tool)  # warm-up, not counted
+            window("without")
+            for label, env in trainers.items():
+                store.delete(status_key(GROUP))
+                extra_env = {**epochs, **env}
+                with WorkerProcess(settings, NAME, group=GROUP, extra_env=extra_env) as trainer:
+                    wait_for_training(trainer, store, args.timeout)
+                    window(label, trainer)
+                window("without")
     base_p99 = [w["p99_ms"] for w in windows if w["window"] == "without"]
     mean_base = sum(base_p99) / len(base_p99)
     for w in windows:

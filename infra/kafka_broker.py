@@ -354,9 +354,8 @@ class KafkaBroker:
         if self.pid() is not None:
             return False
         what = "Kafka" if not self.clustered else f"Kafka node {self.node_id}"
-        # A node in a namespace of its own has every port to itself.
         prefix = netns.exec_prefix(self.settings, self.node_id) if self.stack.kafka_netns else []
-        if not prefix:
+        if not self.stack.kafka_netns:  # in a namespace of its own, every port is its own
             processes.ensure_ports_free(
                 self.host,
                 {what: self.port, f"{what} controller": self.controller_port},

@@ -90,7 +90,7 @@ def _link_exists(name: str) -> bool:
     return _run("link", "show", name, check=False).returncode == 0
 
 
-def ensure(settings: Settings, nodes: int) -> list[NodeNet]:
+def ensure(settings: Settings, nodes: int) -> None:
     """The bridge and each node's namespace, made where missing (idempotent)."""
     if os.geteuid() != 0:
         raise StackError(
@@ -112,7 +112,6 @@ def ensure(settings: Settings, nodes: int) -> list[NodeNet]:
         _run("addr", "add", f"{subnet.network_address + 1}/{subnet.prefixlen}", "dev", bridge)
     _run("link", "set", bridge, "up")
     present = _namespaces()
-    made = []
     for node_id in range(1, nodes + 1):
         net = node_net(settings, node_id)
         if net.namespace not in present:
@@ -126,8 +125,6 @@ def ensure(settings: Settings, nodes: int) -> list[NodeNet]:
             _run(*ns, "addr", "add", f"{net.address}/{subnet.prefixlen}", "dev", net.node_end)
             _run("link", "set", net.host_end, "master", bridge, "up")
             _run(*ns, "link", "set", net.node_end, "up")
-        made.append(net)
-    return made
 
 
 def _holder_of(subnet: IPv4Network) -> str | None:
