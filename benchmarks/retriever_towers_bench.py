@@ -79,6 +79,12 @@ def run_one(
     fit.SEQUENCE_HORIZON = args.horizon or fit.SEQUENCE_HORIZON
     if args.mask_seen is not None:
         fit.SEQUENCE_MASK_SEEN = args.mask_seen == "yes"
+    if args.weight_decay is not None:
+        fit.SEQUENCE_WEIGHT_DECAY = args.weight_decay
+    if args.temperature is not None:
+        fit.SEQUENCE_TEMPERATURE = args.temperature
+    if args.ema is not None:
+        fit.SEQUENCE_EMA = args.ema
     net = {"blocks": args.blocks, "heads": args.heads, "dropout": args.dropout}
     net_cfg = fit._config(cfg, table).model_copy(
         update={k: v for k, v in net.items() if v is not None}
@@ -173,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sequence-batch", type=int, default=None)
     p.add_argument("--horizon", type=int, default=None, help="next items each position targets")
     p.add_argument("--mask-seen", choices=["yes", "no"], default=None)
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW's, per-position loss")
+    p.add_argument("--temperature", type=float, default=None, help="per-position softmax's")
+    p.add_argument("--ema", type=float, default=None, help="weights' moving average decay")
     p.add_argument("--loss", choices=["sequence", "interaction"], default="sequence")
     p.add_argument("--mean-loss", choices=["sequence", "interaction"], default="interaction")
     p.add_argument("--curve", type=int, default=0, help="score every N passes (0: only at end)")

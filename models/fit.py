@@ -49,7 +49,7 @@ PROFILE_LABELS = 4096
 # epoch of the per-interaction loss does, at ~1/history_len of its compute, so an epoch is
 # several passes.
 SEQUENCE_BATCH = 64
-SEQUENCE_PASSES = 7
+SEQUENCE_PASSES = 9
 # Adam's step for the per-position loss at most this: at models.lr's 3e-3 the attention
 # tower peaked lower and overfitted sooner on ML-100K (BENCHMARKS.md, the attention tower).
 SEQUENCE_MAX_LR = 1e-3
@@ -59,6 +59,29 @@ SEQUENCE_HORIZON = 5
 # Leave out of each position's softmax the items it has read (the evaluation never ranks
 # an item the user already has), except its own labels.
 SEQUENCE_MASK_SEEN = True
+# AdamW's decoupled weight decay for the per-position loss (0: plain Adam's steps), and
+# the softmax temperature (None: models.temperature, the in-batch loss's).
+SEQUENCE_WEIGHT_DECAY = 0.1
+SEQUENCE_TEMPERATURE: float | None = 0.1
+# The trained model is an exponential moving average of the weights, step by step, with
+# this decay (0: the last step's weights).
+SEQUENCE_EMA = 0.99
+
+
+def sequence_recipe() -> str:
+    """The per-position loss's constants, for the version hash of a model trained with it."""
+    return repr(
+        (
+            SEQUENCE_BATCH,
+            SEQUENCE_PASSES,
+            SEQUENCE_MAX_LR,
+            SEQUENCE_HORIZON,
+            SEQUENCE_MASK_SEEN,
+            SEQUENCE_WEIGHT_DECAY,
+            SEQUENCE_TEMPERATURE,
+            SEQUENCE_EMA,
+        )
+    )
 
 
 @dataclass
@@ -217,16 +240,26 @@ def _fit_sequence(
     each of the next `SEQUENCE_HORIZON` items a label (their log-likelihoods averaged)."""
     hist, aggs, target = sequence_windows(table, train, tower.history_len, SEQUENCE_HORIZON)
     model = TwoTower(tower, table).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=min(cfg.lr, SEQUENCE_MAX_LR))
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=min(cfg.lr, SEQUENCE_MAX_LR), weight_decay=SEQUENCE_WEIGHT_DECAY
+    )
+    temperature = SEQUENCE_TEMPERATURE or cfg.temperature
+    passes = (epochs or cfg.retriever_epochs) * SEQUENCE_PASSES
+    swa = torch.optim.swa_utils
+    ema = (
+        swa.AveragedModel(model, multi_avg_fn=swa.get_ema_multi_avg_fn(SEQUENCE_EMA))
+        if SEQUENCE_EMA
+        else None
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     all_idx = torch.arange(len(table) + 1, device=device)
-    for done in range(1, (epochs or cfg.retriever_epochs) * SEQUENCE_PASSES + 1):
+    for done in range(1, passes + 1):
         model.train()
         for batch in torch.randperm(len(hist), generator=gen).split(SEQUENCE_BATCH):
             h, a, t = hist[batch].to(device), aggs[batch].to(device), target[batch].to(device)
             at = t[..., 0] > 0
             u = model.user.sequence(h, a)[at]  # (positions with a target, dim)
-            logits = u @ model.item(all_idx).T / cfg.temperature
+            logits = u @ model.item(all_idx).T / temperature
             labels = t[at]  # (positions, horizon)
             if SEQUENCE_MASK_SEEN:
                 seen = _seen(h, len(all_idx))[at].scatter(1, labels, False)
@@ -239,9 +272,15 @@ def _fit_sequence(
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
         if progress is not None:
-            progress(done, model.eval())
-    return model.eval()
+            progress(done, _trained(model, ema))
+    return _trained(model, ema)
+
+
+def _trained(model: TwoTower, ema: torch.optim.swa_utils.AveragedModel | None) -> TwoTower:
+    return (model if ema is None else ema.module).eval()
 
 
 def _seen(history: torch.Tensor, n: int) -> torch.Tensor:

@@ -39,7 +39,13 @@ from streamrec.models.evaluate import (
 )
 from streamrec.models.feature_profile import save_profile
 from streamrec.models.features import FEATURE_COLUMNS, FeatureSource, LogFeatureSource, UserFeatures
-from streamrec.models.fit import deterministic, fit_ranker, fit_two_tower, seed_everything
+from streamrec.models.fit import (
+    deterministic,
+    fit_ranker,
+    fit_two_tower,
+    seed_everything,
+    sequence_recipe,
+)
 from streamrec.models.items import ItemTable, build_item_table
 from streamrec.models.ranker import RankerModel, pick_device
 from streamrec.models.registry import Manifest, ModelRegistry, ModelVersion
@@ -78,8 +84,11 @@ def feature_source(settings: Settings, events: pd.DataFrame, kind: str = "log") 
 def _config_hash(settings: Settings, epochs: tuple[object, ...]) -> str:
     # The default user tower stays out of the hash: versions trained before the setting
     # existed keep their names (and their cache).
-    exclude = {"device"} | ({"user_tower"} if settings.models.user_tower == "mean" else set())
+    mean = settings.models.user_tower == "mean"
+    exclude = {"device"} | ({"user_tower"} if mean else set())
     payload = settings.models.model_dump_json(exclude=exclude) + repr(epochs)
+    if not mean:  # trained with the per-position loss: a new recipe is a new version
+        payload += sequence_recipe()
     return hashlib.sha256(payload.encode()).hexdigest()[:8]
 
 

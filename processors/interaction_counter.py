@@ -24,6 +24,7 @@ from streamrec.streams.app import create_app, faust_topic
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.stop_on_failure import stop_on_failure
+from streamrec.streams.whole_batch import whole_batch
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 
 NAME = "interaction-counter"
@@ -65,14 +66,20 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     async def count(stream: faust.StreamT) -> None:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
+
+        async def count(batch: Sequence[Any]) -> dict[str, int]:
+            increments = await counter.handle(batch)
+            async with store.pipeline(transaction=False) as pipe:
+                for key, n in increments.items():
+                    pipe.incrby(key, n)
+                await pipe.execute()
+            return increments
+
         async for batch in stream.take_events(2000, within=0.1):
             started = time.perf_counter()
             with stop_on_failure(NAME):
-                increments = await counter.handle(batch)
-                async with store.pipeline(transaction=False) as pipe:
-                    for key, n in increments.items():
-                        pipe.incrby(key, n)
-                    await pipe.execute()
+                # A stop mid-batch waits for its increments (streams.whole_batch).
+                increments = await whole_batch(count(batch))
             processed.inc(increments[counter.key])
             latency.observe(time.perf_counter() - started)
 

@@ -68,6 +68,7 @@ from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.producer import flush, latency_producer, produce_many
 from streamrec.streams.stop_on_failure import stop_on_failure
+from streamrec.streams.whole_batch import whole_batch
 from streamrec.topics import EVENTS_INTERACTIONS, FEATURES_CHANGED, FeaturesChanged, Interaction
 from streamrec.topics.base import utcnow
 
@@ -347,16 +348,22 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
         redelivered = metrics.REDELIVERED.labels(NAME, EVENTS_INTERACTIONS.name)
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
+
+        async def handle_and_count(batch: Sequence[Any]) -> dict[str, int]:
+            counts = await processor.handle(batch)
+            async with store.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    if n:
+                        pipe.hincrby(stats, name, n)
+                pipe.hincrby(stats, "batches", 1)
+                await pipe.execute()
+            return counts
+
         async for batch in stream.take_events(cfg.batch_max, within=cfg.batch_ms / 1000):
             t0 = time.perf_counter()
             with stop_on_failure(NAME):  # a failed batch is redone, never acked
-                counts = await processor.handle(batch)
-                async with store.pipeline(transaction=False) as pipe:
-                    for name, n in counts.items():
-                        if n:
-                            pipe.hincrby(stats, name, n)
-                    pipe.hincrby(stats, "batches", 1)
-                    await pipe.execute()
+                # A stop mid-batch waits for its counts (streams.whole_batch).
+                counts = await whole_batch(handle_and_count(batch))
             processed.inc(len(batch) - counts["dead"] - counts["redelivered"])
             if counts["redelivered"]:
                 redelivered.inc(counts["redelivered"])

@@ -42,6 +42,7 @@ from streamrec.streams.app import create_app, faust_topic, partitions_for
 from streamrec.streams.dead_letters import FaustDeadLetters
 from streamrec.streams.decoding import AgentDecoder
 from streamrec.streams.stop_on_failure import stop_on_failure
+from streamrec.streams.whole_batch import whole_batch
 from streamrec.topics import EVENTS_INTERACTIONS, Interaction
 from streamrec.topics.stores import POPULAR
 
@@ -218,16 +219,22 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         batches, exit_after = 0, settings.faults.trending_exit_after_batch
         # Larger batches than the session processor's: trending is published every flush
         # interval anyway, and each batch rewrites a partition's whole state to the changelog.
+
+        async def count(batch: Sequence[Any]) -> dict[str, int]:
+            counts = await trending_.count(batch)
+            # The states (and their applied offsets) are in the changelog before this
+            # batch is acked, so a crash after the commit never loses counts.
+            await table.changelog_sent()
+            async with store.pipeline(transaction=False) as pipe:
+                for name, n in counts.items():
+                    pipe.hincrby(stats, name, n)
+                await pipe.execute()
+            return counts
+
         async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
             with stop_on_failure(NAME):
-                counts = await trending_.count(batch)
-                # The states (and their applied offsets) are in the changelog before this
-                # batch is acked, so a crash after the commit never loses counts.
-                await table.changelog_sent()
-                async with store.pipeline(transaction=False) as pipe:
-                    for name, n in counts.items():
-                        pipe.hincrby(stats, name, n)
-                    await pipe.execute()
+                # A stop mid-batch waits for its counts (streams.whole_batch).
+                counts = await whole_batch(count(batch))
                 batches += 1
                 if batches == exit_after:
                     os._exit(99)  # fault injection (tests): a crash before the batch's commit

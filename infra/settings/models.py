@@ -46,7 +46,7 @@ class ModelSettings(Section):
         "mean",
         description="the retriever's user tower: mean = pooled history and session; "
         "attention = causal self-attention over the ordered history, trained with a loss "
-        "at every position (ADR 0136)",
+        "at every position (ADR 0136, 0140)",
     )
     retriever_epochs: int = Field(3, ge=1)
     ranker_epochs: int = Field(3, ge=1)

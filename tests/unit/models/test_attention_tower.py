@@ -219,6 +219,7 @@ def test_a_tiny_seeded_run_learns_a_sequential_pattern(monkeypatch):
     monkeypatch.setattr(fit, "SEQUENCE_BATCH", 8)
     monkeypatch.setattr(fit, "SEQUENCE_MAX_LR", 1e-2)
     monkeypatch.setattr(fit, "SEQUENCE_HORIZON", 1)  # the next item is the whole pattern
+    monkeypatch.setattr(fit, "SEQUENCE_EMA", 0.0)  # ~100 steps: an average of ~100 is too long
     threads = torch.get_num_threads()
     torch.manual_seed(3)
     tower = _cfg(dropout=0.1)  # 40 short users: the default 0.5 is for ML-100K
@@ -258,3 +259,17 @@ def test_the_compiled_ranker_scores_like_the_eager_one_with_the_attention_tower(
     ranker.compile()
     traced = ranker.score_batch(users, cands)
     assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(eager, traced, strict=True))
+
+
+def test_a_new_per_position_recipe_is_a_new_version_of_the_attention_tower_only(monkeypatch):
+    from streamrec.models.train import _config_hash
+
+    mean = Settings()
+    attention = mean.model_copy(
+        update={"models": mean.models.model_copy(update={"user_tower": "attention"})}
+    )
+    before = _config_hash(mean, (3,)), _config_hash(attention, (3,))
+    monkeypatch.setattr(fit, "SEQUENCE_EMA", 0.5)
+    after = _config_hash(mean, (3,)), _config_hash(attention, (3,))
+    assert after[0] == before[0]
+    assert after[1] != before[1]
