@@ -35,12 +35,14 @@ import argparse
 import json
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.common import bench_stack, machine
 from streamrec.analytics.store import store_session
@@ -49,7 +51,7 @@ from streamrec.infra import netns
 from streamrec.infra.processes import free_port
 from streamrec.infra.settings import Settings
 from streamrec.infra.stack import StackManager
-from streamrec.streams import datasets
+from streamrec.streams import datasets, metrics
 from streamrec.streams.replay import ReplayOptions, replay
 from streamrec.streams.sources.movielens import MovieLensInteractions
 from streamrec.streams.worker_process import WorkerProcess
@@ -92,6 +94,27 @@ def committed_total(settings: Settings, group: str) -> int:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=5))
     finally:
         consumer.close()
+
+
+def processed(settings: Settings, worker: str) -> float:
+    """Messages the running `worker` process has handled, from its /metrics: a consumer
+    that goes on without committing (its group's coordinator cut off) still counts here."""
+    total = 0.0
+    for beat in metrics.live_workers(settings):
+        if beat.name == WORKERS[worker] and beat.group == group_of(worker):
+            with urllib.request.urlopen(beat.metrics_url, timeout=2) as answer:
+                text = answer.read().decode()
+            for family in text_string_to_metric_families(text):
+                if family.name == "streamrec_events_processed":
+                    total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
+
+
+def coordinators(admin: AdminClient) -> dict[str, int]:
+    """worker -> the node coordinating its group."""
+    groups = {group_of(w): w for w in WORKERS}
+    found = admin.describe_consumer_groups(list(groups))
+    return {groups[g]: f.result(timeout=10).coordinator.id for g, f in found.items()}
 
 
 def probe(check: Callable[[], bool]) -> bool:
@@ -186,14 +209,22 @@ class Faults:
         victim = admin.list_topics(TOPIC, timeout=10).topics[TOPIC].partitions[0].leader
         ends = sum(end_offsets(self.settings, TOPIC).values())
         before = {w: committed_total(self.settings, group_of(w)) for w in WORKERS}
+        coordinating = coordinators(admin)
+        handled = {w: processed(self.settings, w) for w in WORKERS}
         netns.cut(self.settings, victim)
         at = time.monotonic()
         recovery = Recovery(f"cut {victim}", at, lambda: False, detail={"cut_s": seconds})
+        for w, node in coordinating.items():
+            recovery.detail[f"{w}_coordinator_cut"] = float(node == victim)
 
         def during_and_after() -> None:
             waiting = set(WORKERS)
             writes = False
+            late: dict[str, float] = {}  # what each worker had handled ~10 s before the heal
             while time.monotonic() < at + seconds:
+                if not late and time.monotonic() >= at + seconds - 10:
+                    late = {w: processed(self.settings, w) for w in WORKERS}
+                    recovery.detail["last_window_from_s"] = round(time.monotonic() - at, 2)
                 if not writes and probe(
                     lambda: sum(end_offsets(self.settings, TOPIC).values()) > ends
                 ):
@@ -211,6 +242,10 @@ class Faults:
                 except KafkaException:
                     done = -1
                 recovery.detail[f"{w}_committed_during_cut"] = done
+                # Handled while the cut lasted, and in its last 10 s: still consuming?
+                now = processed(self.settings, w)
+                recovery.detail[f"{w}_processed_during_cut"] = now - handled[w]
+                recovery.detail[f"{w}_processed_in_last_window"] = now - late.get(w, now)
             assert self.manager.kafka_nodes[victim - 1].pid() is not None, "the cut node died"
             netns.heal(self.settings, victim)
             healed = time.monotonic()

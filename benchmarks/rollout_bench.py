@@ -9,10 +9,12 @@ per second over the users; after each answer it clicks the first item with proba
 `--ctr` for the control's users and `--ctr` x (1 - `--drop`) for the canary's.
 
 At t0 the candidate starts at the first rollout share (5%): the regression is live from its
-first answer. The controller judges every `--interval` seconds. Printed: when the controller
-decided (the rollback on registry.changes), when the serving worker stopped serving the
-canary (`serving_canary_share` 0 on /metrics), the figures it decided on, and every answer
-that was not a 200.
+first answer. With `--fail` the canary's every scoring fails instead
+(`faults.canary_score_fails`): its users get the control's answers, and the regression is
+the canary's error rate. The controller judges every `--interval` seconds. Printed: when
+the controller decided (the rollback on registry.changes), when the serving worker stopped
+serving the canary (`serving_canary_share` 0 on /metrics), the figures it decided on, and
+every answer that was not a 200.
 """
 
 from __future__ import annotations
@@ -125,6 +127,12 @@ def main() -> None:
     p.add_argument("--ctr", type=float, default=0.3, help="control's click probability")
     p.add_argument("--drop", type=float, default=0.5, help="the canary's relative CTR loss")
     p.add_argument("--min-impressions", type=int, default=200)
+    p.add_argument(
+        "--fail",
+        action="store_true",
+        help="the canary's every scoring fails (faults.canary_score_fails): its users are "
+        "answered by the control, and the regression is its error rate",
+    )
     p.add_argument("--interval", type=float, default=2.0, help="controller period, s")
     p.add_argument("--timeout", type=float, default=600.0)
     args = p.parse_args()
@@ -137,6 +145,7 @@ def main() -> None:
             analytics={"batch_max_wait_s": 0.5},
             rollout={"min_impressions": args.min_impressions, "interval_s": args.interval},
             serving={"cache_ttl_s": 0.0, "model_poll_s": 0.5, "port": free_port()},
+            faults={"canary_score_fails": args.fail},
         )
         publish_items(settings, ml.items)
         seed_popular(settings, ml)
@@ -153,6 +162,7 @@ def main() -> None:
             f"users {len(users)} ({in_canary} in the 5% canary), rate {args.rate:g}/s, "
             f"control CTR {args.ctr:.0%}, canary CTR {args.ctr * (1 - args.drop):.0%}, "
             f"min impressions {args.min_impressions}, controller every {args.interval:g} s"
+            + (", the canary's scoring fails" if args.fail else "")
         )
 
         sink = open_sink(settings, group="bench-rollout-sink")

@@ -343,6 +343,8 @@ class ModelManager:
         tried = [x for x, c in zip(batch, mine, strict=True) if c]
         scores = iter(self._score_served(model, served) if served else [])
         try:
+            if self.settings.faults.canary_score_fails and tried:
+                raise RuntimeError("faults.canary_score_fails is set")
             canary_scores = iter(canary.ranker.score(tried) if tried else [])
             canary_version = canary.ranker.version
         except Exception as exc:  # any canary failure: its users get the promoted ranker

@@ -14,7 +14,7 @@ from streamrec.infra.settings.base import Section
 
 
 class FaultSettings(Section):
-    """Crash points of the workers (0: off)."""
+    """Crash points of the workers (0: off), and a canary that fails."""
 
     sink_exit_after_insert: int = Field(
         0, ge=0, description="analytics sink: exit after the Nth insert, before its commit"
@@ -24,4 +24,9 @@ class FaultSettings(Section):
         ge=0,
         description="trending: exit after the Nth batch's states reach the changelog, "
         "before the batch is acked",
+    )
+    canary_score_fails: bool = Field(
+        False,
+        description="serving: every scoring of a batch by the canary ranker raises (after "
+        "its warm-up), so its users are answered by the promoted ranker and counted as errors",
     )

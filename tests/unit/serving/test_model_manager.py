@@ -157,6 +157,28 @@ async def test_a_failing_canary_leaves_its_users_on_the_promoted_ranker(tmp_path
     await m.stop()
 
 
+async def test_the_failing_canary_fault_fails_only_the_canarys_batches(tmp_path):
+    m, registry, metrics = manager(tmp_path)
+    m.settings = m.settings.with_overrides(faults={"canary_score_fails": True})
+    publish(registry, "a")
+    publish(registry, "b")
+    registry.promote("ranker", "a")
+    registry.set_canary("ranker", "b", 0.5)
+    await m.start()  # the canary's warm-up is not failed: it loads
+    try:
+        assert m.canary is not None and m.canary.ranker.version == "b"
+        inside, outside = canary_users("b", 0.5, 40)
+        batch = [RankInput(UserFeatures(user_id=u), ["1", "2"]) for u in inside + outside]
+        assert {v for _, v in m.score_batch(batch)} == {"a"}
+        assert m.canary_variant(inside[0]) == "canary"  # counted as the canary's errors
+        assert metrics.registry.get_sample_value("serving_canary_errors_total") == 1
+        outside_only = [RankInput(UserFeatures(user_id=u), ["1", "2"]) for u in outside]
+        m.score_batch(outside_only)
+        assert metrics.registry.get_sample_value("serving_canary_errors_total") == 1
+    finally:
+        await m.stop()
+
+
 async def test_shadow_records_agreement_scores_and_latency(tmp_path):
     m, registry, metrics = manager(tmp_path, shadow_version="b", shadow_sample=1.0)
     publish(registry, "a")
