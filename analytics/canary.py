@@ -7,8 +7,9 @@ ADR 0052): an impression is clicked when its user acts on one of its items withi
 
 - **sides**: impressions of variant "canary" (users the canary serves) against every other
   impression in the stage's window (the promoted ranker's users).
-- **CTR difference**: canary - control, with Newcombe's interval built from the two Wilson
-  intervals (hybrid score interval; no normal approximation of either side).
+- **CTR difference**: canary - control, with the wider of two intervals: Newcombe's, built
+  from the two Wilson intervals (hybrid score interval), and a normal interval with the
+  users as the independent units (a user's impressions share clicks and taste; `ctr_interval`).
 - **p99**: `quantileExactInclusive(0.99)` of `latency_ms` per side.
 - **error-rate difference**: canary - control, with the same Newcombe interval as the CTR's.
 - **error**: an answer at level SIMPLE_RANKING (the ranker failed, timed out or was not
@@ -23,14 +24,18 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from statistics import NormalDist
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel
 
 from streamrec.analytics.errors import QueryError
 from streamrec.analytics.experiments import CANARY_VARIANT
 from streamrec.analytics.report import CLICK_KINDS, _ts, wilson_interval
 from streamrec.infra.settings import RolloutSettings, Settings
+
+_Z95 = NormalDist().inv_cdf(0.975)
 
 
 class Side(BaseModel):
@@ -42,6 +47,7 @@ class Side(BaseModel):
     p99_ms: float = 0.0
     errors: int = 0
     error_rate: float = 0.0
+    users: int = 0
 
 
 class CanaryFigures(BaseModel):
@@ -77,6 +83,36 @@ def newcombe_interval(a: Side, b: Side) -> tuple[float, float, float]:
     return _newcombe((a.ctr, a.ci_low, a.ci_high), (b.ctr, b.ci_low, b.ci_high))
 
 
+def _clustered_variance(users: list[tuple[int, int]]) -> float | None:
+    """Variance of a side's CTR (sum of clicks / sum of impressions) with its users as the
+    independent units (the ratio estimator's linearisation, with the small-sample factor
+    N / (N - 1)); None with fewer than two users."""
+    if len(users) < 2:
+        return None
+    n = np.array([u[0] for u in users], dtype=float)
+    c = np.array([u[1] for u in users], dtype=float)
+    ratio = c.sum() / n.sum()
+    return float(len(users) / (len(users) - 1) * ((c - ratio * n) ** 2).sum() / n.sum() ** 2)
+
+
+def ctr_interval(
+    a: Side, b: Side, a_users: list[tuple[int, int]], b_users: list[tuple[int, int]]
+) -> tuple[float, float, float]:
+    """(diff, low, high) of a.ctr - b.ctr: the wider of Newcombe's interval, which takes the
+    impressions as independent, and the interval with the users as the units (each side's
+    (impressions, clicks) per user). One user's answers share a click (a click counts for
+    every impression of it within the window) and a user's taste, so with few users on a
+    side (a 5% canary of a small population) the impressions are not independent, and
+    Newcombe's interval alone is too narrow: an unchanged ranker was rolled back. With
+    fewer than two users on a side, only Newcombe's."""
+    diff, low, high = newcombe_interval(a, b)
+    va, vb = _clustered_variance(a_users), _clustered_variance(b_users)
+    if va is None or vb is None:
+        return diff, low, high
+    half = _Z95 * math.sqrt(va + vb)
+    return diff, min(low, diff - half), max(high, diff + half)
+
+
 def error_interval(a: Side, b: Side) -> tuple[float, float, float]:
     """(diff, low, high) of a.error_rate - b.error_rate, the same way as the CTR's."""
 
@@ -98,10 +134,9 @@ def canary_figures(
     window = settings.analytics.click_window_s
     kinds = ", ".join(f"'{k}'" for k in CLICK_KINDS)
     canary = f"'{CANARY_VARIANT}'"
-    sql = f"""
-        SELECT side, count(), sum(clicked), quantileExactInclusive(0.99)(latency_ms), sum(err)
-        FROM (
-            SELECT imp.event_id, any(imp.variant) = {canary} AS side,
+    # One row per impression of the window: its user, side, latency, error and click.
+    per_impression = f"""
+            SELECT imp.event_id, any(imp.user_id) AS user_id, any(imp.variant) = {canary} AS side,
                    any(imp.latency_ms) AS latency_ms, any(imp.err) AS err,
                    max(ix.ts >= imp.served_at
                        AND ix.ts < imp.served_at + INTERVAL {window} SECOND) AS clicked
@@ -117,13 +152,21 @@ def canary_figures(
                 SELECT user_id, item_id, ts FROM {db}.interactions FINAL
                 WHERE kind IN ({kinds}) AND ts >= {_ts(since)}
             ) AS ix ON imp.user_id = ix.user_id AND imp.item_id = ix.item_id
-            GROUP BY imp.event_id
-        )
+            GROUP BY imp.event_id"""
+    sql = f"""
+        SELECT side, count(), sum(clicked), quantileExactInclusive(0.99)(latency_ms), sum(err)
+        FROM ({per_impression})
         GROUP BY side"""
+    users_sql = f"""
+        SELECT side, count(), sum(clicked) FROM ({per_impression}) GROUP BY side, user_id"""
     try:
         rows = client.query(sql).result_rows
+        user_rows = client.query(users_sql).result_rows
     except Exception as exc:  # clickhouse-connect/chDB errors, translated at the boundary
         raise QueryError(f"canary query failed: {exc}\n{sql}") from exc
+    per_user: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    for side, impressions, clicks in user_rows:
+        per_user[bool(side)].append((int(impressions), int(clicks)))
     sides = {True: Side(), False: Side()}
     for side, impressions, clicks, p99, errors in rows:
         low, high = wilson_interval(int(clicks), int(impressions))
@@ -136,8 +179,9 @@ def canary_figures(
             p99_ms=float(p99),
             errors=int(errors),
             error_rate=errors / impressions if impressions else 0.0,
+            users=len(per_user[bool(side)]),
         )
-    diff, low, high = newcombe_interval(sides[True], sides[False])
+    diff, low, high = ctr_interval(sides[True], sides[False], per_user[True], per_user[False])
     return CanaryFigures(
         version=version,
         against=against,

@@ -12,9 +12,9 @@ At t0 the candidate starts at the first rollout share (5%): the regression is li
 first answer. With `--fail` the canary's every scoring fails instead
 (`faults.canary_score_fails`): its users get the control's answers, and the regression is
 the canary's error rate. The controller judges every `--interval` seconds. Printed: when
-the controller decided (the rollback on registry.changes), when the serving worker stopped
-serving the canary (`serving_canary_share` 0 on /metrics), the figures it decided on, and
-every answer that was not a 200.
+the controller decided (the rollback or promotion on registry.changes), when the serving
+worker stopped serving the canary (`serving_canary_share` 0 on /metrics), the figures it
+decided on, and every answer that was not a 200.
 """
 
 from __future__ import annotations
@@ -212,9 +212,9 @@ def main() -> None:
                 f"{f['control']['p99_ms']:.1f} ms"
             )
         print(
-            f"regression live -> rollback on registry.changes: {decided_at:.1f} s; -> the "
-            f"serving worker's canary share 0 on /metrics: {gone_at:.1f} s"
-            if decided_at is not None and gone_at is not None
+            f"candidate live -> {change.action} on registry.changes: {decided_at:.1f} s; -> "
+            f"the serving worker's canary share 0 on /metrics: {gone_at:.1f} s"
+            if change is not None and decided_at is not None and gone_at is not None
             else "no decision within the timeout"
         )
         print(f"requests {client.sent}, non-200 {client.failed}, clicks {client.clicks}")

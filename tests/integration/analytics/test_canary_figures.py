@@ -95,6 +95,7 @@ def test_canary_figures_match_an_independent_computation(tmp_path):
             e.level == "SIMPLE_RANKING" or (side and e.model_version == "prom") for e in group
         )
         assert figures.impressions == len(group) and figures.clicks == clicked
+        assert figures.users == len({e.user_id for e in group})
         assert (figures.ci_low, figures.ci_high) == pytest.approx(
             wilson_interval(clicked, len(group))
         )

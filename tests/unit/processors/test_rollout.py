@@ -4,7 +4,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streamrec.analytics.canary import CanaryFigures, Side, judge, newcombe_interval
+from streamrec.analytics.canary import (
+    CanaryFigures,
+    Side,
+    ctr_interval,
+    judge,
+    newcombe_interval,
+)
 from streamrec.analytics.report import wilson_interval
 from streamrec.infra.settings import Settings
 from streamrec.models.registry import Manifest, ModelRegistry
@@ -28,8 +34,10 @@ def side(impressions: int, clicks: int, p99: float = 20.0, errors: int = 0) -> S
     )
 
 
-def figures(canary: Side, control: Side) -> CanaryFigures:
-    diff, low, high = newcombe_interval(canary, control)
+def figures(
+    canary: Side, control: Side, interval: tuple[float, float, float] | None = None
+) -> CanaryFigures:
+    diff, low, high = interval or newcombe_interval(canary, control)
     return CanaryFigures(
         version="b",
         against="a",
@@ -70,6 +78,37 @@ def test_newcombe_interval_covers_the_difference_and_narrows_with_data():
     for diff, low, high in (small, large):
         assert low < diff < high and abs(diff + 0.05) < 1e-12
     assert large[2] - large[1] < small[2] - small[1] and large[2] < 0 < small[2]
+
+
+def _users(ctrs: list[float], answers: int) -> list[tuple[int, int]]:
+    return [(answers, round(answers * c)) for c in ctrs]
+
+
+def test_the_ctr_interval_counts_users_not_impressions_when_few_users_differ():
+    # An A/A stage: 18 canary users and 380 control users of one population, whose CTRs
+    # spread from 0.1 to 1.0 by user (a click counts for every impression of the item within
+    # the window, so a user's impressions go together), 12 answers each. The canary's users
+    # happen to be less clicky: -8 points, which Newcombe's interval over 216 impressions
+    # calls a regression, and the spread between the 18 users does not.
+    canary = _users([0.1 + 0.85 * i / 17 for i in range(18)], 12)
+    control = _users([0.2 + 0.8 * i / 379 for i in range(380)], 12)
+    a = side(sum(n for n, _ in canary), sum(c for _, c in canary))
+    b = side(sum(n for n, _ in control), sum(c for _, c in control))
+    diff, low, high = ctr_interval(a, b, canary, control)
+    n_diff, n_low, n_high = newcombe_interval(a, b)
+    assert diff == n_diff < -0.06 and n_high < 0  # impressions alone: a regression
+    assert low < n_low and high > 0  # users as the units: not one
+    verdict = judge(figures(a, b, (diff, low, high)), CFG)
+    assert verdict.action == "advance"
+
+
+def test_the_ctr_interval_is_newcombes_when_users_agree_or_are_too_few():
+    # Every user at the side's own CTR: no spread between users beyond the binomial's.
+    canary, control = _users([0.0] * 20, 10), _users([1.0] * 200, 10)
+    a, b = side(200, 0), side(2000, 2000)
+    assert ctr_interval(a, b, canary, control) == newcombe_interval(a, b)
+    one = _users([0.2], 300)
+    assert ctr_interval(side(300, 60), b, one, control) == newcombe_interval(side(300, 60), b)
 
 
 class Outbox(list):
