@@ -216,6 +216,7 @@ class Faults:
         recovery = Recovery(f"cut {victim}", at, lambda: False, detail={"cut_s": seconds})
         for w, node in coordinating.items():
             recovery.detail[f"{w}_coordinator_cut"] = float(node == victim)
+            recovery.detail[f"{w}_processed_before_cut"] = handled[w]
 
         def during_and_after() -> None:
             waiting = set(WORKERS)
