@@ -23,8 +23,10 @@ and every group has committed the whole log, it counts, against the log itself:
 For each fault it reports the time to recover: for a worker, from the kill until its group
 commits past what it had committed at the kill; for the broker, until the log takes writes
 again and until the node is back in every ISR; for a cut, also until each worker's group
-commits again while it lasts, and from the heal until the node is back in every ISR. One
-JSON line, `faults:`.
+commits again while it lasts, and from the heal until the node is back in every ISR; and,
+per worker, whether its group's coordinator is the cut node and the messages its process
+counted on /metrics before the cut, during it and in its last ~10 s. One JSON line,
+`faults:`.
 
 The oracles are the suite's own (`tests/feature_helpers.py`, `tests/features_reference.py`).
 """

@@ -67,7 +67,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
         latency = metrics.PROCESSING_SECONDS.labels(NAME)
 
-        async def count(batch: Sequence[Any]) -> dict[str, int]:
+        async def count_batch(batch: Sequence[Any]) -> dict[str, int]:
             increments = await counter.handle(batch)
             async with store.pipeline(transaction=False) as pipe:
                 for key, n in increments.items():
@@ -79,7 +79,7 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
             started = time.perf_counter()
             with stop_on_failure(NAME):
                 # A stop mid-batch waits for its increments (streams.whole_batch).
-                increments = await whole_batch(count(batch))
+                increments = await whole_batch(count_batch(batch))
             processed.inc(increments[counter.key])
             latency.observe(time.perf_counter() - started)
 

@@ -217,8 +217,6 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
     async def trending(stream: faust.StreamT) -> None:
         processed = metrics.EVENTS_PROCESSED.labels(NAME, EVENTS_INTERACTIONS.name)
         batches, exit_after = 0, settings.faults.trending_exit_after_batch
-        # Larger batches than the session processor's: trending is published every flush
-        # interval anyway, and each batch rewrites a partition's whole state to the changelog.
 
         async def count(batch: Sequence[Any]) -> dict[str, int]:
             counts = await trending_.count(batch)
@@ -231,6 +229,8 @@ def build(settings: Settings, group: str | None = None) -> faust.App:
                 await pipe.execute()
             return counts
 
+        # Larger batches than the session processor's: trending is published every flush
+        # interval anyway, and each batch rewrites a partition's whole state to the changelog.
         async for batch in stream.take_events(TRENDING_BATCH_MAX, within=flush_s):
             with stop_on_failure(NAME):
                 # A stop mid-batch waits for its counts (streams.whole_batch).
