@@ -5,7 +5,7 @@ Responsibilities:
   point-in-time features as input), in-batch softmax with a popularity (logQ) correction
   and the other in-batch copies of the target masked out; for the attention user tower,
   a loss at every position of each user's ordered training sequence instead (the next
-  item as target, a full softmax over the catalog);
+  `SEQUENCE_HORIZON` items as targets, a full softmax over the catalog);
 - `fit_ranker`: the validation interactions as positives, each against negatives sampled
   from the trained two-tower's top `ranker_depth` (what the ranker re-scores in serving),
   with a listwise softmax loss; every feature is point-in-time through the same
@@ -50,7 +50,7 @@ PROFILE_LABELS = 4096
 # several passes.
 SEQUENCE_BATCH = 64
 SEQUENCE_PASSES = 9
-# Adam's step for the per-position loss at most this: at models.lr's 3e-3 the attention
+# The step size of the per-position loss at most this: at models.lr's 3e-3 the attention
 # tower peaked lower and overfitted sooner on ML-100K (BENCHMARKS.md, the attention tower).
 SEQUENCE_MAX_LR = 1e-3
 # Labels of a position: the next this many items (1 = SASRec's next item). The evaluation

@@ -38,6 +38,6 @@ async def whole_batch(work: Awaitable[T]) -> T:
             if task.done():  # the work itself was cancelled: nothing is left to wait for
                 break
             cancelled = True  # the agent was: finish the work first
-    if task.cancelled() or task.exception() is not None or not cancelled:
-        return task.result()  # the work's result, its failure or its own cancellation
-    raise asyncio.CancelledError
+    if cancelled and not task.cancelled() and task.exception() is None:
+        raise asyncio.CancelledError  # the batch is done: now the stop goes on
+    return task.result()  # the work's result, its failure or its own cancellation
